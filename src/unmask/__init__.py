@@ -1,0 +1,33 @@
+"""unmask: fast, correct sampling from masked diffusion language models.
+
+The Dilated Unmasking Scheduler (arXiv 2506.19037) and every planner it is
+compared with, on one batched generation loop, with exact oracle denoisers
+to measure a planner's error.
+"""
+
+from .config import CACHE_MODES, GenerationConfig
+from .denoiser import CachingDenoiser, Denoiser, TokenSpec
+from .loop import generate
+from .output import GenerationOutput, Trace
+from .planners import (
+    EB,
+    PLANNERS,
+    Binary,
+    Dilated,
+    Factor,
+    Planner,
+    Spaced,
+    Threshold,
+    TopK,
+    make_planner,
+    parse_planner,
+)
+from .schedules import binary_levels, dilated_levels, linear_counts
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CACHE_MODES", "EB", "PLANNERS", "Binary", "CachingDenoiser", "Denoiser", "Dilated", "Factor",
+    "GenerationConfig", "GenerationOutput", "Planner", "Spaced", "Threshold", "TokenSpec", "TopK", "Trace",
+    "binary_levels", "dilated_levels", "generate", "linear_counts", "make_planner", "parse_planner",
+]

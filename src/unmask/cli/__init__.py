@@ -1,0 +1,40 @@
+"""The ``unmask`` command line: one sub-command per module of this package.
+
+Each module in ``COMMANDS`` defines ``register(subparsers)``, which adds its
+parser and sets ``func`` to a callable taking the parsed args and returning an
+exit code. User mistakes (``ValueError``, ``FileNotFoundError``) print one
+clear line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rich.console import Console
+
+COMMANDS = ("demo", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unmask", description="Sample from masked diffusion language models with DUS and every planner it is compared with."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

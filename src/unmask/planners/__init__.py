@@ -1,0 +1,79 @@
+"""One registry of planners, one signature, and a small spec language.
+
+``make_planner("eb", gamma=1.0)`` or ``parse_planner("spaced(eb(gamma=2), start_stride=8)")``
+build the same frozen dataclass objects a user can construct directly.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from typing import Any
+
+from .adaptive import EB, Factor, Spaced, Threshold
+from .base import PlanStep, Planner, Selection
+from .scheduled import TOPK_SCORES, Binary, Dilated, TopK
+
+PLANNERS: dict[str, type[Planner]] = {
+    cls.name: cls for cls in (Dilated, Binary, TopK, EB, Threshold, Factor, Spaced)
+}
+
+
+def planner_fields(name: str) -> list[str]:
+    """The settings a planner accepts, in declaration order."""
+    return [f.name for f in dataclasses.fields(PLANNERS[name])]  # type: ignore[arg-type]
+
+
+def make_planner(name: str, **kwargs: Any) -> Planner:
+    """Build a planner by registry name; unknown names or settings raise ``ValueError``."""
+    if name not in PLANNERS:
+        raise ValueError(f"planner must be one of {sorted(PLANNERS)}, got {name!r}")
+    allowed = planner_fields(name)
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(f"planner {name!r} does not take {unknown}; its settings are {allowed}")
+    if name == "spaced" and isinstance(kwargs.get("inner"), str):
+        kwargs["inner"] = parse_planner(kwargs["inner"])
+    if name == "topk" and isinstance(kwargs.get("counts"), list):
+        kwargs["counts"] = tuple(kwargs["counts"])
+    try:
+        return PLANNERS[name](**kwargs)
+    except TypeError as err:  # missing required settings, e.g. spaced without inner
+        raise ValueError(f"planner {name!r}: {err}; its settings are {allowed}") from None
+
+
+def _literal(node: ast.AST, spec: str) -> Any:
+    if isinstance(node, (ast.Call, ast.Name)):
+        return _build(node, spec)
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        raise ValueError(f"planner spec {spec!r}: settings must be literals or planners") from None
+
+
+def _build(node: ast.AST, spec: str) -> Planner:
+    if isinstance(node, ast.Name):
+        return make_planner(node.id)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        if len(node.args) > 1:
+            raise ValueError(f"planner spec {spec!r}: use keyword settings, e.g. eb(gamma=1.0)")
+        kwargs = {kw.arg: _literal(kw.value, spec) for kw in node.keywords if kw.arg}
+        if node.args:  # spaced(eb(...)) : the one positional argument is the inner planner
+            kwargs["inner"] = _literal(node.args[0], spec)
+        return make_planner(node.func.id, **kwargs)
+    raise ValueError(f"planner spec {spec!r} is not of the form name or name(key=value, ...)")
+
+
+def parse_planner(spec: str) -> Planner:
+    """Parse ``"dilated(base=2)"``, ``"topk(score='margin', counts='dilated')"``, ``"spaced(eb(gamma=2), start_stride=8)"``."""
+    try:
+        tree = ast.parse(spec.strip(), mode="eval")
+    except SyntaxError:
+        raise ValueError(f"planner spec {spec!r} is not of the form name or name(key=value, ...)") from None
+    return _build(tree.body, spec)
+
+
+__all__ = [
+    "EB", "PLANNERS", "TOPK_SCORES", "Binary", "Dilated", "Factor", "PlanStep", "Planner",
+    "Selection", "Spaced", "Threshold", "TopK", "make_planner", "parse_planner", "planner_fields",
+]

@@ -1,0 +1,104 @@
+"""The planner contract: one pure, batched function per call.
+
+A planner sees the still-masked positions of the current block, the
+proposals and scores for them, and the call index within the block, and
+returns the positions to reveal now. It keeps no hidden state: the masked set
+and the call index are the whole state, and the loop passes both in. Every
+planner reveals at least one masked position per row that still has one, so
+every block finishes, whatever the scores.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ..sampling import Proposal
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """Everything a planner may look at for one call (tensors are ``[N, Bl]``)."""
+
+    masked: Tensor  # bool: positions of the current block that are still masked
+    proposal: Proposal  # tokens and scores for every position of the block
+    call: int  # 0-based index of this call within the block
+    block_length: int
+    num_blocks: int
+    generator: torch.Generator | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A planner's answer: what to reveal now, and how it ranks positions."""
+
+    reveal: Tensor  # bool [N, Bl], a subset of the masked positions
+    priority: Tensor  # float [N, Bl], higher = more eager to reveal (used by post-filters)
+
+
+class Planner(ABC):
+    """Base class: subclasses are frozen dataclasses whose fields are their settings."""
+
+    name: ClassVar[str]
+    needs: ClassVar[frozenset[str]] = frozenset()  # optional scores: "margin", "entropy"
+
+    def check(self, gen_length: int, block_length: int) -> None:
+        """Raise ``ValueError`` if this planner cannot run with these sizes."""
+
+    def calls_per_block(self, block_length: int) -> int | None:
+        """Calls one block costs when fixed in advance, else None (adaptive planners)."""
+        return None
+
+    @abstractmethod
+    def select(self, step: PlanStep) -> Selection: ...
+
+
+def masked_ranks(priority: Tensor, masked: Tensor) -> Tensor:
+    """Rank ``[N, Bl]`` of each masked position by descending priority (0 = first).
+
+    Unmasked positions get ranks after every masked one, so ``rank < n`` picks
+    the top-n masked positions.
+    """
+    key = torch.where(masked, torch.nan_to_num(priority.float(), nan=-1e30, neginf=-1e30), -float("inf"))
+    order = torch.argsort(key, dim=-1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
+    return ranks
+
+
+def top_n(priority: Tensor, masked: Tensor, n: Tensor | int) -> Tensor:
+    """Reveal the ``n`` (per row, ``[N]`` or scalar) highest-priority masked positions."""
+    if not isinstance(n, Tensor):
+        n = torch.full((masked.shape[0],), int(n), device=masked.device)
+    return masked & (masked_ranks(priority, masked) < n.unsqueeze(-1))
+
+
+def at_least_one(reveal: Tensor, priority: Tensor, masked: Tensor) -> Tensor:
+    """Add the best masked position to every row that has masks but reveals none."""
+    starved = masked.any(-1) & ~reveal.any(-1)
+    if not starved.any():
+        return reveal
+    best = top_n(priority, masked, 1)
+    return reveal | (best & starved.unsqueeze(-1))
+
+
+def priority_of(step: PlanStep, score: str) -> Tensor:
+    """Per-position priority for a named score (higher = reveal first)."""
+    p = step.proposal
+    if score == "confidence":
+        return p.confidence
+    if score == "margin":
+        assert p.margin is not None, "margin requested but not computed"
+        return p.margin
+    if score == "entropy":
+        assert p.entropy is not None, "entropy requested but not computed"
+        return -p.entropy  # lowest entropy first
+    if score == "random":
+        g = step.generator
+        dev = g.device if g is not None else step.masked.device
+        return torch.rand(step.masked.shape, generator=g, device=dev).to(step.masked.device)
+    raise AssertionError(f"unknown score {score!r}")

@@ -1,0 +1,167 @@
+"""Planners whose calls follow a schedule fixed before the block starts.
+
+- ``Dilated``: DUS (arXiv 2506.19037), far-apart positions first, with optional
+  confidence deferral done right: a deferred position joins the next level and
+  the last level reveals everything left, so no mask survives the block.
+- ``Binary``: the same with binary-search levels.
+- ``TopK``: a fixed number per call, ranked by a score: LLaDA's
+  ``low_confidence`` / ``random`` remasking, Dream's ``maskgit_plus``
+  (confidence), margin and entropy (lowest first), with LLaDA's linear counts or
+  any explicit count schedule (``counts="dilated"`` = DUS's counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from ..schedules import binary_levels, dilated_levels, level_sizes, linear_counts
+from .base import PlanStep, Planner, Selection, at_least_one, priority_of, top_n
+
+TOPK_SCORES = ("confidence", "margin", "entropy", "random")
+
+
+@lru_cache(maxsize=256)
+def _cumulative_levels(levels: tuple[tuple[int, ...], ...], block_length: int) -> Tensor:
+    """``[R, Bl]`` bool: row t marks the offsets scheduled in levels 0..t."""
+    out = torch.zeros(len(levels), block_length, dtype=torch.bool)
+    for t, level in enumerate(levels):
+        out[t:, list(level)] = True
+    return out
+
+
+class _LevelPlanner(Planner):
+    confidence_threshold: float | None
+
+    def levels(self, block_length: int) -> list[list[int]]:
+        raise NotImplementedError
+
+    def calls_per_block(self, block_length: int) -> int:
+        return len(self.levels(block_length))
+
+    def select(self, step: PlanStep) -> Selection:
+        levels = self.levels(step.block_length)
+        table = _cumulative_levels(tuple(map(tuple, levels)), step.block_length)
+        last = step.call >= len(levels) - 1
+        scheduled = table[min(step.call, len(levels) - 1)].to(step.masked.device)
+        candidates = step.masked & scheduled  # [N, Bl]; earlier deferrals included
+        conf = step.proposal.confidence
+        reveal = candidates
+        if self.confidence_threshold is not None and not last:
+            reveal = candidates & (conf >= self.confidence_threshold)
+        reveal = at_least_one(reveal, torch.where(candidates, conf, conf - 2.0), step.masked)
+        return Selection(reveal=reveal, priority=conf)
+
+
+def _check_threshold(value: float | None) -> None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ValueError(f"confidence_threshold must be in [0, 1] or None, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Dilated(_LevelPlanner):
+    """Dilated Unmasking Scheduler: ``ceil(log_base B)`` calls per block of B."""
+
+    base: int = 2
+    skip_exp: int = 1
+    confidence_threshold: float | None = None
+    name: ClassVar[str] = "dilated"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base, int) or self.base < 2:
+            raise ValueError(f"base must be an int >= 2, got {self.base!r}")
+        if not isinstance(self.skip_exp, int) or self.skip_exp < 0:
+            raise ValueError(f"skip_exp must be an int >= 0, got {self.skip_exp!r}")
+        _check_threshold(self.confidence_threshold)
+
+    def levels(self, block_length: int) -> list[list[int]]:
+        return dilated_levels(block_length, self.base, self.skip_exp)
+
+
+@dataclass(frozen=True)
+class Binary(_LevelPlanner):
+    """Binary-search order: block midpoint first, then the midpoints of each half."""
+
+    confidence_threshold: float | None = None
+    name: ClassVar[str] = "binary"
+
+    def __post_init__(self) -> None:
+        _check_threshold(self.confidence_threshold)
+
+    def levels(self, block_length: int) -> list[list[int]]:
+        return binary_levels(block_length)
+
+
+@dataclass(frozen=True)
+class TopK(Planner):
+    """Reveal a fixed number of masked positions per call, best score first.
+
+    ``steps``: total calls over the whole generation, split evenly over blocks
+    (LLaDA's semantics, linear counts per block). ``counts``: an explicit
+    per-call schedule for every block (must sum to the block length), or
+    ``"dilated"`` for DUS's level sizes. Give one of the two.
+    """
+
+    score: str = "confidence"
+    steps: int | None = None
+    counts: tuple[int, ...] | str | None = None
+    base: int = 2  # used by counts="dilated"
+    name: ClassVar[str] = "topk"
+
+    def __post_init__(self) -> None:
+        if self.score not in TOPK_SCORES:
+            raise ValueError(f"score must be one of {TOPK_SCORES}, got {self.score!r}")
+        if (self.steps is None) == (self.counts is None):
+            raise ValueError("topk needs exactly one of steps (int) or counts (tuple of ints or 'dilated')")
+        if self.steps is not None and (not isinstance(self.steps, int) or self.steps < 1):
+            raise ValueError(f"steps must be a positive int, got {self.steps!r}")
+        if isinstance(self.counts, str) and self.counts != "dilated":
+            raise ValueError(f"counts must be a tuple of positive ints or 'dilated', got {self.counts!r}")
+        if isinstance(self.counts, (list, tuple)):
+            if not self.counts or any(not isinstance(c, int) or c < 1 for c in self.counts):
+                raise ValueError(f"counts must be a non-empty tuple of positive ints, got {self.counts!r}")
+            object.__setattr__(self, "counts", tuple(self.counts))
+        if not isinstance(self.base, int) or self.base < 2:
+            raise ValueError(f"base must be an int >= 2, got {self.base!r}")
+
+    @property
+    def needs(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({self.score}) & {"margin", "entropy"}
+
+    def check(self, gen_length: int, block_length: int) -> None:
+        if self.steps is not None:
+            num_blocks = gen_length // block_length
+            if self.steps % num_blocks:
+                raise ValueError(
+                    f"steps must be a multiple of the number of blocks ({num_blocks} = gen_length // block_length), "
+                    f"got {self.steps}"
+                )
+            if not 1 <= self.steps // num_blocks <= block_length:
+                raise ValueError(
+                    f"steps per block must be in [1, block_length={block_length}], got {self.steps // num_blocks}"
+                )
+        elif isinstance(self.counts, tuple) and sum(self.counts) != block_length:
+            raise ValueError(f"counts must sum to block_length={block_length}, got sum {sum(self.counts)}")
+
+    def schedule(self, block_length: int, num_blocks: int) -> list[int]:
+        """Per-call reveal counts for one block."""
+        if self.counts == "dilated":
+            return level_sizes(dilated_levels(block_length, self.base))
+        if self.counts is not None:
+            return list(self.counts)
+        assert self.steps is not None
+        return linear_counts(block_length, self.steps // num_blocks)
+
+    def calls_per_block(self, block_length: int) -> int | None:
+        return len(self.counts) if isinstance(self.counts, tuple) else None
+
+    def select(self, step: PlanStep) -> Selection:
+        counts = self.schedule(step.block_length, step.num_blocks)
+        n = counts[step.call] if step.call < len(counts) - 1 else step.block_length
+        priority = priority_of(step, self.score)
+        reveal = at_least_one(top_n(priority, step.masked, n), priority, step.masked)
+        return Selection(reveal=reveal, priority=priority)

@@ -1,0 +1,24 @@
+"""Decoding generated ids to text: cut at EOS, then at the first stop string."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+
+def trim_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut ``text`` at the earliest occurrence of any stop string (matched on text, not tokens)."""
+    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def decode_rows(tokenizer: Any, generated: Tensor, eos_ids: Sequence[int], stop: Sequence[str]) -> list[str]:
+    """Decode each row of ``generated [N, G]`` up to its first EOS id and trim stop strings."""
+    eos = set(int(e) for e in eos_ids)
+    texts = []
+    for row in generated.tolist():
+        end = next((i for i, t in enumerate(row) if t in eos), len(row))
+        texts.append(trim_at_stop(tokenizer.decode(row[:end], skip_special_tokens=True), stop))
+    return texts
