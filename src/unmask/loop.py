@@ -171,7 +171,8 @@ def generate(
         block_of_call=torch.tensor(block_of_call, dtype=torch.long),
     )
     out = GenerationOutput(
-        generated=generated,
+        sequences=x,
+        attention_mask=attention_mask,
         prompt_lengths=[len(r) for r in rows],
         nfe=nfe,
         nfe_per_row=nfe_rows,

@@ -28,7 +28,8 @@ class Trace:
 class GenerationOutput:
     """Result of :func:`unmask.generate` for a batch of ``N`` prompts."""
 
-    generated: Tensor  # [N, G] long: generated token ids (no prompt, no padding)
+    sequences: Tensor  # [N, P + G] long: the final canvas, left padding + prompt + generation
+    attention_mask: Tensor  # [N, P + G] bool: False on left padding
     prompt_lengths: list[int]
     nfe: int  # denoiser calls for the whole batch (one batched call = 1)
     nfe_per_row: Tensor  # [N] long: calls in which each row still had masked positions
@@ -40,6 +41,11 @@ class GenerationOutput:
     seconds: float = 0.0
     texts: list[str] | None = None  # decoded and stop-trimmed, when a tokenizer was given
     extras: dict = field(default_factory=dict)
+
+    @property
+    def generated(self) -> Tensor:
+        """``[N, G]`` generated token ids (no prompt, no padding)."""
+        return self.sequences[:, self.sequences.shape[1] - self.trace.reveal_call.shape[1] :]
 
     @property
     def gen_length(self) -> int:

@@ -133,7 +133,7 @@ class Spaced(Planner):
         for r in range(int(cand.sum(-1).max())):
             pos = order[:, r]  # [N]
             dist = (offsets.unsqueeze(0) - pos.unsqueeze(-1)).abs()  # [N, Bl]
-            nearest = torch.where(accepted, dist, bl).min(-1).values  # [N]
+            nearest = torch.where(accepted, dist, 1 << 30).min(-1).values  # [N]; no accepted pick = no limit
             ok = cand[rows, pos] & (nearest >= gap)
             accepted[rows, pos] |= ok
         return Selection(reveal=accepted, priority=sel.priority)

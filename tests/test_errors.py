@@ -1,0 +1,89 @@
+"""Every bad input raises ValueError naming the argument and what is allowed, before any compute."""
+
+import pytest
+import torch
+
+from toy import ToyDenoiser
+from unmask import GenerationConfig, TokenSpec, generate
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(gen_length=30, block_length=8), r"gen_length \(30\) must be divisible by block_length \(8\)"),
+        (dict(gen_length=0), "gen_length must be a positive int"),
+        (dict(block_length=-4), "block_length must be a positive int"),
+        (dict(planner="greedy"), "planner must be one of"),
+        (dict(planner="topk(score='loud', steps=4)"), "score must be one of"),
+        (dict(planner="threshold(tau=1.2)"), r"tau must be in \(0, 1\]"),
+        (dict(planner="eb(gamma=-0.5)"), "gamma must be a finite number >= 0"),
+        (dict(planner="dilated(base=1)"), "base must be an int >= 2"),
+        (dict(planner="topk(steps=3)", gen_length=64, block_length=32), "steps must be a multiple of the number of blocks"),
+        (dict(planner="topk(counts=(4, 4))", block_length=16, gen_length=32), "counts must sum to block_length=16"),
+        (dict(temperature=-1.0), "temperature must be a finite number >= 0"),
+        (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+        (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+        (dict(top_k=0), "top_k must be a positive int"),
+        (dict(cfg_scale=-1.0), "cfg_scale must be"),
+        (dict(cache="full"), "cache must be one of"),
+        (dict(stop=("",)), "stop must be a sequence of non-empty strings"),
+    ],
+)
+def test_config_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GenerationConfig(**kwargs)
+
+
+class Exploding(ToyDenoiser):
+    def __call__(self, input_ids, attention_mask, position_ids):
+        logits = super().__call__(input_ids, attention_mask, position_ids)
+        logits[0, -1, 3] = self.bad
+        return logits
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_logits_are_an_error(bad):
+    den = Exploding()
+    den.bad = bad
+    with pytest.raises(ValueError, match="NaN or \\+inf"):
+        generate(den, [[1, 2]], GenerationConfig(gen_length=8, block_length=8))
+
+
+def test_minus_inf_logits_mean_probability_zero():
+    den = Exploding()
+    den.bad = float("-inf")
+    out = generate(den, [[1, 2]], GenerationConfig(gen_length=8, block_length=8, early_exit=False))
+    assert out.generated[0, -1] != 3
+
+
+class Counting(ToyDenoiser):
+    def __call__(self, *args):
+        raise AssertionError("the denoiser must not be called for bad input")
+
+
+@pytest.mark.parametrize(
+    "prompts, match",
+    [
+        ([], "at least one prompt"),
+        ([[1, 2], [1] * 60], r"prompts\[1\] has 60 tokens; with gen_length=8 that is 68, over the model's maximum length 64"),
+        ([[1, 23]], r"prompts\[0\] holds token id 23: ids must lie in \[0, 24\) and not be the mask id 23"),
+        ([[1, 99]], r"prompts\[0\] holds token id 99"),
+        ("hello", "prompts must be a batch of token-id sequences"),
+        (torch.zeros(2, 2, 2, dtype=torch.long), "1-D or 2-D"),
+    ],
+)
+def test_prompt_errors_before_compute(prompts, match):
+    with pytest.raises(ValueError, match=match):
+        generate(Counting(max_length=64), prompts, GenerationConfig(gen_length=8, block_length=8))
+
+
+def test_cache_needs_a_caching_denoiser():
+    with pytest.raises(ValueError, match="supports only cache='none'"):
+        generate(Counting(), [[1]], GenerationConfig(gen_length=8, block_length=8, cache="dual"))
+
+
+def test_token_spec_errors():
+    with pytest.raises(ValueError, match="mask_id must lie in"):
+        TokenSpec(mask_id=10, eos_ids=(1,), pad_id=0, vocab_size=10)
+    with pytest.raises(ValueError, match="must not be one of eos_ids"):
+        TokenSpec(mask_id=1, eos_ids=(1,), pad_id=0, vocab_size=10)

@@ -1,0 +1,159 @@
+"""Planners on hand-built scores: exact selections, progress, and the reference bugs not copied."""
+
+import math
+
+import pytest
+import torch
+
+from unmask.planners import EB, Binary, Dilated, Factor, PlanStep, Spaced, Threshold, TopK, make_planner, parse_planner
+from unmask.sampling import Proposal
+
+
+def step(conf, masked=None, call=0, entropy=None, margin=None, block_length=None, num_blocks=1, seed=0):
+    conf = torch.tensor(conf, dtype=torch.float32)
+    if conf.dim() == 1:
+        conf = conf.unsqueeze(0)
+    masked = torch.ones_like(conf, dtype=torch.bool) if masked is None else torch.tensor(masked, dtype=torch.bool).reshape(conf.shape)
+    ent = None if entropy is None else torch.tensor(entropy, dtype=torch.float32).reshape(conf.shape)
+    mar = None if margin is None else torch.tensor(margin, dtype=torch.float32).reshape(conf.shape)
+    prop = Proposal(tokens=torch.zeros_like(conf, dtype=torch.long), confidence=conf, logq=torch.zeros_like(conf),
+                    margin=mar, entropy=ent)
+    return PlanStep(masked, prop, call, block_length or conf.shape[-1], num_blocks, torch.Generator().manual_seed(seed))
+
+
+def picked(planner, st):
+    return torch.nonzero(planner.select(st).reveal[0]).flatten().tolist()
+
+
+def test_dilated_follows_levels():
+    conf = [0.5] * 8
+    assert picked(Dilated(), step(conf, call=0)) == [0, 4]
+    assert picked(Dilated(), step(conf, masked=[0, 1, 1, 1, 0, 1, 1, 1], call=1)) == [2, 6]
+    assert picked(Dilated(), step(conf, masked=[0, 1, 0, 1, 0, 1, 0, 1], call=2)) == [1, 3, 5, 7]
+
+
+def test_dilated_deferral_joins_next_level_and_last_level_reveals_all():
+    p = Dilated(confidence_threshold=0.6)
+    conf = [0.9, 0.1, 0.1, 0.1, 0.2, 0.1, 0.7, 0.1]
+    # level 0 = {0, 4}: 4 is below threshold, deferred
+    assert picked(p, step(conf, call=0)) == [0]
+    # level 1 = {2, 6} plus deferred 4: only 6 passes
+    assert picked(p, step(conf, masked=[0, 1, 1, 1, 1, 1, 1, 1], call=1)) == [6]
+    # last level: everything still masked, whatever its confidence
+    assert picked(p, step(conf, masked=[0, 1, 1, 1, 1, 1, 0, 1], call=2)) == [1, 2, 3, 4, 5, 7]
+
+
+def test_dilated_deferral_still_makes_progress():
+    p = Dilated(confidence_threshold=0.99)
+    conf = [0.1, 0.2, 0.3, 0.4, 0.5, 0.1, 0.1, 0.1]
+    assert picked(p, step(conf, call=0)) == [4]  # the most confident scheduled one, never nothing
+
+
+def test_binary_levels():
+    assert picked(Binary(), step([0.5] * 7, call=0)) == [3]
+
+
+def test_topk_confidence_and_counts():
+    conf = [0.1, 0.9, 0.3, 0.8, 0.2, 0.7, 0.6, 0.5]
+    assert picked(TopK(counts=(3, 5)), step(conf, call=0)) == [1, 3, 5]
+    assert picked(TopK(counts=(3, 5)), step(conf, masked=[1, 0, 1, 0, 1, 0, 1, 1], call=1)) == [0, 2, 4, 6, 7]
+    assert picked(TopK(steps=4), step(conf, call=0)) == [1, 3]  # linear: 8 // 4
+
+
+def test_topk_dilated_counts_are_dus_sizes():
+    assert TopK(counts="dilated").schedule(32, 1) == [2, 2, 4, 8, 16]
+
+
+def test_topk_margin_and_entropy_lowest_first():
+    conf = [0.5] * 4
+    st = step(conf, entropy=[2.0, 0.1, 1.0, 0.5], margin=[0.1, 0.3, 0.9, 0.2])
+    assert picked(TopK(score="entropy", counts=(2, 2)), st) == [1, 3]  # the most certain, not the reference's high_entropy
+    assert picked(TopK(score="margin", counts=(2, 2)), st) == [1, 2]
+
+
+def test_topk_random_uses_generator():
+    conf = [0.5] * 16
+    a = picked(TopK(score="random", counts=(4, 12)), step(conf, seed=1))
+    b = picked(TopK(score="random", counts=(4, 12)), step(conf, seed=1))
+    assert a == b and len(a) == 4
+
+
+def test_eb_prefix_rule_in_bits():
+    # entropies in nats chosen so bits are [0.2, 0.3, 0.5, 3.0]; gamma=0.5 bits:
+    # prefix costs (sum - max): k=1 -> 0, k=2 -> 0.2, k=3 -> 0.5, k=4 -> 1.0
+    bits = [3.0, 0.2, 0.5, 0.3]
+    st = step([0.5] * 4, entropy=[b * math.log(2) for b in bits])
+    assert picked(EB(gamma=0.5), st) == [1, 2, 3]
+    assert picked(EB(gamma=0.49), st) == [1, 3]
+    assert picked(EB(gamma=0.0), st) == [1]  # at least one
+
+
+def test_threshold_and_progress():
+    assert picked(Threshold(tau=0.6), step([0.1, 0.7, 0.65, 0.3])) == [1, 2]
+    assert picked(Threshold(tau=0.9), step([0.1, 0.7, 0.65, 0.3])) == [1]
+
+
+def test_factor_rule_without_off_by_one():
+    # sorted conf: 0.95, 0.9, 0.8, 0.5 -> (n+1)(1-c_n): 0.1, 0.3, 0.8, 2.5
+    conf = [0.5, 0.9, 0.95, 0.8]
+    assert picked(Factor(factor=0.8), step(conf)) == [1, 2, 3]
+    assert picked(Factor(factor=0.79), step(conf)) == [1, 2]  # the failing rank is not committed
+    assert picked(Factor(factor=0.01), step(conf)) == [2]
+
+
+def test_spaced_filter_keeps_distance_and_best():
+    # inner threshold picks 0,1,2,6,7 by confidence; M=8, start_stride=4, B=8 -> min_gap 4
+    conf = [0.95, 0.99, 0.9, 0.1, 0.1, 0.1, 0.92, 0.91]
+    p = Spaced(Threshold(tau=0.85), start_stride=4)
+    assert picked(p, step(conf)) == [1, 6]  # 1 (best), 6 (|6-1| >= 4); 0,2,7 too close
+
+
+def test_spaced_gap_shrinks_with_masked_count_but_is_at_least_two():
+    conf = [0.95, 0.99, 0.9, 0.1, 0.1, 0.1, 0.92, 0.91]
+    masked = [1, 1, 1, 0, 0, 0, 1, 1]  # M=5 -> 5*4//8 = 2
+    assert picked(Spaced(Threshold(tau=0.85), start_stride=4), step(conf, masked=masked)) == [1, 6]
+    assert picked(Spaced(Threshold(tau=0.85), start_stride=1), step(conf, masked=masked)) == [1, 6]
+
+
+def test_planners_are_batched_per_row():
+    conf = [[0.1, 0.9, 0.2, 0.3], [0.8, 0.1, 0.2, 0.7]]
+    sel = Threshold(tau=0.6).select(step(conf)).reveal
+    assert sel.tolist() == [[False, True, False, False], [True, False, False, True]]
+
+
+@pytest.mark.parametrize("planner", [Dilated(), TopK(steps=1), EB(gamma=5.0), Threshold(0.1), Factor(10.0),
+                                     Spaced(Threshold(0.1), start_stride=2)])
+def test_never_reveals_unmasked_positions(planner):
+    masked = [1, 0, 1, 0, 1, 0, 1, 0]
+    st = step([0.9] * 8, masked=masked, entropy=[0.0] * 8, call=5)
+    sel = planner.select(st).reveal[0].tolist()
+    assert all(m or not s for m, s in zip(masked, sel)) and any(sel)
+
+
+def test_registry_and_spec_language():
+    assert parse_planner("dilated(base=3)") == Dilated(base=3)
+    assert parse_planner("spaced(eb(gamma=2), start_stride=8)") == Spaced(EB(gamma=2), start_stride=8)
+    assert parse_planner("topk(score='margin', counts=(2, 6))") == TopK(score="margin", counts=(2, 6))
+    assert make_planner("threshold", tau=0.5) == Threshold(tau=0.5)
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: make_planner("greedy"), "planner must be one of"),
+        (lambda: make_planner("eb", tau=0.5), r"does not take \['tau'\]"),
+        (lambda: parse_planner("eb(gamma="), "not of the form"),
+        (lambda: Threshold(tau=0.0), r"tau must be in \(0, 1\]"),
+        (lambda: Threshold(tau=1.5), r"tau must be in \(0, 1\]"),
+        (lambda: EB(gamma=-1), "gamma must be"),
+        (lambda: Dilated(base=1), "base must be an int >= 2"),
+        (lambda: Dilated(confidence_threshold=2.0), "confidence_threshold"),
+        (lambda: TopK(score="high_entropy", steps=4), "score must be one of"),
+        (lambda: TopK(), "exactly one of steps"),
+        (lambda: Factor(factor=0), "factor must be"),
+        (lambda: Spaced(Threshold(), start_stride=0), "start_stride"),
+    ],
+)
+def test_planner_errors_name_the_argument(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
