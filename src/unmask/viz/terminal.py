@@ -54,8 +54,13 @@ def reveal_legend(num_calls: int) -> Text:
     """A legend strip: one coloured cell per call number (1-based)."""
     colors = call_colors(num_calls)
     legend = Text("call: ")
-    for i, bg in enumerate(colors):
+    # at most ~16 labelled cells: long runs show a gradient with evenly spaced labels
+    stride = max(1, -(-num_calls // 16))
+    for i in range(0, num_calls, stride):
+        bg = colors[i]
         legend.append(f" {i + 1} ", style=f"{_fg_for(bg)} on {bg}")
+    if (num_calls - 1) % stride:
+        legend.append(f" {num_calls} ", style=f"{_fg_for(colors[-1])} on {colors[-1]}")
     return legend
 
 

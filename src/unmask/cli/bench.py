@@ -1,0 +1,31 @@
+"""``unmask bench <benchmark>``: the benchmarks of :mod:`unmask.bench`, one sub-command each.
+
+To add one, write ``_add_<name>(sub)`` that adds its parser to ``sub`` and
+sets ``func``, and list it in ``BENCHMARKS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+
+def _add_oracle(sub: argparse._SubParsersAction) -> None:
+    from ..bench import oracle
+
+    p = sub.add_parser(
+        "oracle", help="path KL vs NFE of every planner on exact Markov/HMM oracles (writes .md and .png)"
+    )
+    oracle.add_arguments(p)
+    p.set_defaults(func=oracle.main)
+
+
+BENCHMARKS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"oracle": _add_oracle}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` command and one sub-command per entry of ``BENCHMARKS``."""
+    p = sub.add_parser("bench", help="run a benchmark and write its report")
+    benches = p.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for add in BENCHMARKS.values():
+        add(benches)
