@@ -22,6 +22,8 @@ class Guided:
         self.prompt_mask = prompt_mask
         self.scale = float(scale)
         self.spec: TokenSpec = denoiser.spec
+        self.prompt_lengths = prompt_mask.sum(-1, keepdim=True)  # [N, 1]: prompt tokens per row
+        self.lookbehind = int(getattr(denoiser, "lookbehind", 0))  # for the cache policies
 
     @property
     def device(self) -> Any:
@@ -31,17 +33,20 @@ class Guided:
         cond, uncond = logits.chunk(2, dim=0)
         return uncond + (self.scale + 1.0) * (cond - uncond)
 
-    def _uncond_ids(self, input_ids: Tensor) -> Tensor:
+    def _uncond_ids(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
         if input_ids.shape[1] == self.prompt_mask.shape[1]:
             return input_ids.masked_fill(self.prompt_mask, self.spec.mask_id)
-        return input_ids  # a segment after the prompt: identical in both copies
+        # a segment (cache policies): its prompt tokens, if any (a lookbehind query), are those at
+        # positions below the row's prompt length, since positions count from each row's first token
+        return input_ids.masked_fill(position_ids < self.prompt_lengths, self.spec.mask_id)
 
     def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
-        ids = torch.cat([input_ids, self._uncond_ids(input_ids)], 0)
+        ids = torch.cat([input_ids, self._uncond_ids(input_ids, position_ids)], 0)
         logits = self.inner(ids, attention_mask.repeat(2, 1), position_ids.repeat(2, 1))
         return self._combine(logits)
 
     def forward_kv(self, input_ids: Tensor, position_ids: Tensor, key_mask: Tensor, past: Any | None) -> tuple[Tensor, Any]:
-        ids = torch.cat([input_ids, self._uncond_ids(input_ids)], 0)
+        ids = torch.cat([input_ids, self._uncond_ids(input_ids, position_ids)], 0)
+        # the key/value state has 2N rows (conditional then unconditional), and so has the past it gets back
         logits, kv = self.inner.forward_kv(ids, position_ids.repeat(2, 1), key_mask.repeat(2, 1), past)  # type: ignore[attr-defined]
         return self._combine(logits), kv

@@ -14,7 +14,7 @@ import sys
 
 from rich.console import Console
 
-COMMANDS = ("demo", "bench")
+COMMANDS = ("demo", "bench", "generate", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,18 @@
+"""Model adapters: real checkpoints (LLaDA, Dream, DiffuCoder) as denoisers.
+
+``load(path)`` returns ``(denoiser, tokenizer)``; ``convert(src, dst)`` writes
+a checkpoint in transformers' own layout that loads with no name mapping;
+``encode_prompts`` turns texts into prompt ids (chat template, BOS rule).
+"""
+
+from .convert import convert
+from .families import FAMILIES, Family, detect_family
+from .fallback import RemoteDenoiser
+from .loading import load
+from .native import NativeDenoiser
+from .tokenizer import encode_prompts, has_chat_template, token_spec
+
+__all__ = [
+    "FAMILIES", "Family", "NativeDenoiser", "RemoteDenoiser", "convert", "detect_family", "encode_prompts",
+    "has_chat_template", "load", "token_spec",
+]

@@ -1,0 +1,91 @@
+"""Model families: how to recognise a checkpoint and the conventions it follows.
+
+A family is detected from ``config.json`` (``unmask_family`` written by
+``unmask convert``, else ``model_type`` / ``architectures``), never from the
+path. Token-id literals live here and only here, as defaults for checkpoints
+whose config and tokenizer both lack them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Family:
+    """What differs between MDLM families beyond their weights."""
+
+    name: str  # "llada" | "dream" (Dream and DiffuCoder share an architecture)
+    mask_token: str  # the mask token's text in the family's tokenizer
+    end_tokens: tuple[str, ...]  # tokens that end a document or a turn (EOS, EOT)
+    default_eos_ids: tuple[int, ...]  # used only when config and tokenizer name no EOS at all
+    add_bos: bool  # prompts start with the tokenizer's BOS token
+    logit_shift: int  # 1: position i-1 predicts token i (Dream); 0: logits are aligned (LLaDA)
+    model_types: tuple[str, ...]  # config.json model_type values (lower case)
+    architectures: tuple[str, ...]  # config.json architectures values
+
+
+LLADA = Family(
+    name="llada",
+    mask_token="<|mdm_mask|>",  # id 126336 in LLaDA-8B
+    end_tokens=("<|endoftext|>", "<|eot_id|>"),
+    default_eos_ids=(126081, 126348),  # <|endoftext|>, <|eot_id|>
+    add_bos=True,  # <|startoftext|> (126080); LLaDA's chat template writes it itself
+    logit_shift=0,
+    model_types=("llada",),
+    architectures=("LLaDAModelLM",),
+)
+
+DREAM = Family(
+    name="dream",
+    mask_token="<|mask|>",  # id 151666 in Dream-7B and DiffuCoder-7B
+    end_tokens=("<|endoftext|>", "<|im_end|>"),
+    default_eos_ids=(151643, 151645),  # <|endoftext|>, <|im_end|>
+    add_bos=False,  # Qwen2 tokenizers have no BOS
+    logit_shift=1,
+    model_types=("dream",),
+    architectures=("DreamModel",),
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (LLADA, DREAM)}
+
+
+def detect_family(config: dict[str, Any]) -> Family | None:
+    """The family of a checkpoint from its ``config.json`` dict, or None for an unknown model.
+
+    A converted checkpoint names its family in ``unmask_family``; an original one
+    is recognised by ``model_type`` or ``architectures``.
+    """
+    if "unmask_family" in config:
+        name = config["unmask_family"]
+        if name not in FAMILIES:
+            raise ValueError(f"config.json unmask_family must be one of {sorted(FAMILIES)}, got {name!r}")
+        return FAMILIES[name]
+    model_type = str(config.get("model_type", "")).lower()
+    archs = config.get("architectures") or []
+    for family in FAMILIES.values():
+        if model_type in family.model_types or any(a in family.architectures for a in archs):
+            return family
+    return None
+
+
+def is_converted(config: dict[str, Any]) -> bool:
+    """True for a checkpoint written by ``unmask convert`` (transformers' own layout, no name mapping)."""
+    return "unmask_family" in config
+
+
+def align_shifted(raw: Tensor, position_ids: Tensor) -> Tensor:
+    """Aligned logits ``[N, q, V]`` from Dream-style ``raw`` ones, where ``raw[:, i - 1]`` predicts token i.
+
+    A row's first token (position 0) has no predecessor and keeps its own raw
+    logits, as Dream's ``generate`` does for position 0 of the canvas; with left
+    padding this makes a padded row's logits equal the row's logits alone.
+    """
+    out = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
+    first = position_ids == 0  # [N, q]
+    out[first] = raw[first]
+    return out

@@ -1,0 +1,226 @@
+"""``unmask.load``: a checkpoint directory (or Hub id) to ``(denoiser, tokenizer)``.
+
+Native path (LLaDA, Dream, DiffuCoder, and checkpoints written by ``unmask
+convert``): build transformers' ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` on
+the meta device, then stream the safetensors shards into it, tensor by tensor
+renamed and cast, with ``load_state_dict(assign=True)``: the weights exist once,
+plus at most one shard in flight. Other checkpoints run their own code
+(``trust_remote_code``) through :class:`~unmask.models.fallback.RemoteDenoiser`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
+
+from ..denoiser import Denoiser
+from .dream import dream_config, dream_rename
+from .families import Family, detect_family, is_converted
+from .llada import llada_config, llada_rename
+from .native import NativeDenoiser
+from .tokenizer import load_tokenizer, token_spec
+
+HF_CLASSES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
+    "llada": (LlamaConfig, LlamaForCausalLM),
+    "dream": (Qwen2Config, Qwen2ForCausalLM),
+}
+ORIGINAL_LAYOUTS: dict[str, tuple[Callable[[dict], PretrainedConfig], Callable[[str], str]]] = {
+    "llada": (llada_config, llada_rename),
+    "dream": (dream_config, dream_rename),
+}
+
+
+def resolve_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local checkpoint directory; a Hub id (``org/name``) is fetched into the Hugging Face cache.
+
+    Raises ``FileNotFoundError`` for a local path that does not exist or has no ``config.json``.
+    """
+    path = Path(name_or_path).expanduser()
+    text = str(name_or_path)
+    looks_local = path.is_absolute() or text.startswith((".", "~")) or text.count("/") != 1 or path.exists()
+    if not looks_local:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "*.py", "*.jinja", "*.txt", "*.model", "tokenizer*"]
+        try:
+            path = Path(snapshot_download(text, allow_patterns=patterns))
+        except Exception as err:  # offline, unknown repo, gated, ...: one clear line for the user
+            raise FileNotFoundError(
+                f"model path {text!r} is not a local directory and could not be fetched from the Hub: {err}"
+            ) from err
+    if not path.is_dir():
+        raise FileNotFoundError(f"model path {str(name_or_path)!r} does not exist (expected a checkpoint directory)")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model path {str(path)!r} has no config.json: not a Hugging Face checkpoint directory")
+    return path
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The ``config.json`` of a checkpoint directory as a dict."""
+    with open(path / "config.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The safetensors files of a checkpoint: from ``model.safetensors.index.json``, else ``model.safetensors``."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        with open(index, encoding="utf-8") as f:
+            names = sorted(set(json.load(f)["weight_map"].values()))
+        return [path / n for n in names]
+    single = path / "model.safetensors"
+    if single.is_file():
+        return [single]
+    raise FileNotFoundError(
+        f"no safetensors weights in {str(path)!r} (model.safetensors or model.safetensors.index.json); "
+        "the native path reads safetensors only: load with native=False for other formats"
+    )
+
+
+def iter_shards(
+    files: list[Path], device: torch.device, dtype: torch.dtype | None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Yield ``{name: tensor}`` one shard at a time, each tensor read onto ``device`` and cast alone."""
+    for file in files:
+        shard: dict[str, torch.Tensor] = {}
+        with safe_open(str(file), framework="pt", device=str(device)) as f:
+            for name in f.keys():
+                t = f.get_tensor(name)
+                shard[name] = t if dtype is None or not t.is_floating_point() else t.to(dtype)
+        yield shard
+
+
+def renamer(family: Family, converted: bool) -> Callable[[str], str]:
+    """Checkpoint tensor name -> transformers name (the identity for converted checkpoints)."""
+    return (lambda name: name) if converted else ORIGINAL_LAYOUTS[family.name][1]
+
+
+def hf_config(raw: dict[str, Any], family: Family) -> PretrainedConfig:
+    """The transformers config of a native checkpoint, bidirectional, with SDPA attention."""
+    config_cls, _ = HF_CLASSES[family.name]
+    if is_converted(raw):
+        config = config_cls.from_dict({k: v for k, v in raw.items() if k not in ("architectures", "auto_map")})
+    else:
+        config = ORIGINAL_LAYOUTS[family.name][0](raw)
+    config.is_causal = False
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def build_native(
+    path: Path, config: PretrainedConfig, family: Family, converted: bool, device: torch.device, dtype: torch.dtype
+) -> PreTrainedModel:
+    """The transformers model of a native checkpoint, weights streamed onto ``device`` in ``dtype``.
+
+    ``converted``: tensors already carry transformers' names (``unmask convert``);
+    otherwise the family's original names are mapped.
+    """
+    rename = renamer(family, converted)
+    model = meta_model(config, family)
+    unexpected: list[str] = []
+    for shard in iter_shards(weight_files(path), device, dtype):
+        renamed = {rename(k): v for k, v in shard.items() if not k.endswith("rotary_emb.inv_freq")}
+        try:
+            unexpected += model.load_state_dict(renamed, strict=False, assign=True).unexpected_keys
+        except RuntimeError as err:  # size mismatches
+            raise ValueError(f"checkpoint {str(path)!r} does not match its config.json: {err}") from err
+        del shard, renamed
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    if unexpected:
+        raise ValueError(f"checkpoint {str(path)!r} has tensors the {family.name} model does not: {unexpected[:5]}")
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing:
+        raise ValueError(f"checkpoint {str(path)!r} lacks tensors: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    return finish_model(model, device)
+
+
+def meta_model(config: PretrainedConfig, family: Family) -> PreTrainedModel:
+    """The family's transformers model on the meta device: shapes only, no memory, no init."""
+    _, model_cls = HF_CLASSES[family.name]
+    with torch.device("meta"):
+        return model_cls(config)
+
+
+def finish_model(model: PreTrainedModel, device: torch.device) -> PreTrainedModel:
+    """Rebuild the non-persistent buffers left on meta (rotary frequencies) on ``device``; eval mode, no grads."""
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=model.config).to(device)
+    return model.eval().requires_grad_(False)
+
+
+def default_device(device: str | torch.device | None) -> torch.device:
+    """``device`` parsed; by default CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device must be a torch device such as 'cpu', 'cuda', 'cuda:1', got {device!r}") from err
+
+
+def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    """A floating-point torch dtype from a dtype or its name (``"bfloat16"``, ``"float32"``, ...)."""
+    if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(
+                f"dtype must be a torch dtype name such as 'bfloat16', 'float16', 'float32', got {dtype!r}"
+            )
+        dtype = getattr(torch, dtype)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype!r}")
+    return dtype
+
+
+def default_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """``dtype`` parsed; by default bfloat16 on CUDA and float32 elsewhere."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return parse_dtype(dtype)
+
+
+def load(
+    name_or_path: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    native: bool | None = None,
+) -> tuple[Denoiser, Any]:
+    """Load an MDLM checkpoint as ``(denoiser, tokenizer)``.
+
+    The family is read from ``config.json`` (LLaDA, Dream/DiffuCoder, or a
+    checkpoint written by ``unmask convert``). Known families run natively in
+    transformers' Llama/Qwen2 with bidirectional attention and a KV cache
+    (``cache="prefix" | "dual"``); with ``native=False`` or for unknown
+    families, the checkpoint's own code runs through ``AutoModel`` (no cache).
+    ``device`` defaults to CUDA when available; ``dtype`` to bfloat16 on CUDA and
+    float32 on CPU. Raises ``FileNotFoundError`` for a missing checkpoint and
+    ``ValueError`` for one without a mask token.
+    """
+    path = resolve_path(name_or_path)
+    raw = read_config(path)
+    family = detect_family(raw)
+    dev = default_device(device)
+    dt = default_dtype(dtype, dev)
+    if native and family is None:
+        raise ValueError(
+            f"native=True needs a LLaDA, Dream or converted checkpoint; {str(path)!r} has model_type "
+            f"{raw.get('model_type')!r} (use native=None or False)"
+        )
+    if native is False or family is None:
+        from .fallback import load_remote
+
+        return load_remote(path, raw, family, dev, dt)
+    tokenizer = load_tokenizer(path)
+    config = hf_config(raw, family)
+    # validate special ids before reading any weights
+    spec = token_spec(raw, tokenizer, family, config.vocab_size, config.max_position_embeddings)
+    model = build_native(path, config, family, is_converted(raw), dev, dt)
+    add_bos = family.add_bos and getattr(tokenizer, "bos_token_id", None) is not None  # e.g. a char-level tiny model
+    return NativeDenoiser(model, spec, family, add_bos), tokenizer
