@@ -14,7 +14,7 @@ import sys
 
 from rich.console import Console
 
-COMMANDS = ("demo", "bench", "generate", "convert")
+COMMANDS = ("demo", "bench", "generate", "convert", "eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
