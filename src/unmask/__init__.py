@@ -26,8 +26,19 @@ from .schedules import binary_levels, dilated_levels, linear_counts
 
 __version__ = "0.1.0"
 
+_LAZY = {"load": "models", "convert": "models", "encode_prompts": "models"}
+
+
+def __getattr__(name: str):  # load transformers only when a real model is asked for
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'unmask' has no attribute {name!r}")
+
 __all__ = [
     "CACHE_MODES", "EB", "PLANNERS", "Binary", "CachingDenoiser", "Denoiser", "Dilated", "Factor",
     "GenerationConfig", "GenerationOutput", "Planner", "Spaced", "Threshold", "TokenSpec", "TopK", "Trace",
-    "binary_levels", "dilated_levels", "generate", "linear_counts", "make_planner", "parse_planner",
+    "binary_levels", "convert", "dilated_levels", "encode_prompts", "generate", "linear_counts", "load",
+    "make_planner", "parse_planner",
 ]

@@ -7,7 +7,9 @@ ids, chat templates, KV layout) live in adapters that implement this protocol;
 the loop never sees them.
 
 Logits may contain ``-inf`` (probability zero) but never NaN or ``+inf``; the
-loop checks this on every call and raises ``ValueError`` otherwise.
+loop checks this on every call and raises ``ValueError`` otherwise. The
+returned tensor belongs to the caller, which may modify it in place (the loop
+sets the mask id's logit to ``-inf``), so a denoiser must not keep it.
 """
 
 from __future__ import annotations

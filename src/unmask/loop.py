@@ -130,7 +130,7 @@ def generate(
                 if not masked.any():
                     break
                 logits = forward.block_logits(x, lo, hi, call)  # [N, Bl, V]
-                logits = logits.index_fill(-1, torch.tensor([spec.mask_id], device=logits.device), float("-inf"))
+                logits[..., spec.mask_id] = float("-inf")  # a revealed position never takes the mask
                 proposal = propose(logits, config.sampling, generator, planner.needs)
                 step = PlanStep(masked, proposal, call, bl, config.num_blocks, generator)
                 reveal = planner.select(step).reveal

@@ -62,16 +62,17 @@ def propose(
     scores to compute (``"margin"``, ``"entropy"``); confidence and logq are
     always computed. Raises ``ValueError`` if the logits hold NaN or +inf.
     """
-    z = logits.float()
-    logp = torch.log_softmax(z, dim=-1)  # [N, L, V]
-    if torch.isnan(logp).any():
+    z = logits.float()  # [N, L, V]; a copy only when the logits are half precision
+    lse = torch.logsumexp(z, dim=-1)  # [N, L]
+    if not torch.isfinite(lse).all():
         raise ValueError(
             "denoiser returned logits with NaN or +inf (or a position where every token has -inf); "
             "logits must be finite or -inf"
         )
     if params.temperature == 0.0:
-        tokens = z.argmax(-1)
-        logq = torch.zeros(tokens.shape, dtype=torch.float32, device=z.device)
+        top, tokens = z.max(-1)
+        confidence = (top - lse).exp()
+        logq = torch.zeros_like(confidence)
     else:
         zq = _truncate(z / params.temperature, params.top_k, params.top_p)
         logq_all = torch.log_softmax(zq, dim=-1)
@@ -79,11 +80,11 @@ def propose(
         races = torch.empty_like(logq_all).exponential_(generator=generator)
         tokens = (logq_all - races.log()).argmax(-1)
         logq = logq_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    confidence = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).exp()
+        confidence = (z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse).exp()
     margin = entropy = None
     if "margin" in need:
-        top2 = torch.topk(logp, 2, dim=-1).values.exp()
+        top2 = (torch.topk(z, 2, dim=-1).values - lse.unsqueeze(-1)).exp()
         margin = top2[..., 0] - top2[..., 1]
     if "entropy" in need:
-        entropy = torch.special.entr(logp.exp()).sum(-1)
+        entropy = torch.special.entr((z - lse.unsqueeze(-1)).exp()).sum(-1)
     return Proposal(tokens=tokens, confidence=confidence, logq=logq, margin=margin, entropy=entropy)
