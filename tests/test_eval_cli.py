@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
+import json
+from pathlib import Path
 
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import pytest
+from eval_tasks import scripted
 
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-from eval_tasks import scripted  # noqa: E402
-
-from unmask.cli import main  # noqa: E402
-from unmask.eval.settings import parse_model_args  # noqa: E402
-from unmask.eval.recipes import RECIPES, commands, sweep, variant_args  # noqa: E402
-from unmask.eval.summarize import load_rows, summarize  # noqa: E402
+from unmask.cli import main
+from unmask.eval.settings import parse_model_args
+from unmask.eval.recipes import RECIPES, commands, sweep, variant_args
+from unmask.eval.summarize import load_rows, summarize
 
 
 def test_eval_command_forwards_to_lm_eval_and_writes_speed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

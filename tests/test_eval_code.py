@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
+import pytest
 
 pytest.importorskip("lm_eval", reason="needs the eval extra: pip install -e '.[eval]'")
 
-from eval_tasks import scripted  # noqa: E402
-from lm_eval.tasks import TaskManager  # noqa: E402
+from eval_tasks import scripted
+from lm_eval.tasks import TaskManager
 
-from unmask.eval import code_execution_tasks, simple_evaluate  # noqa: E402
-from unmask.eval.code_eval import SandboxedCodeEval, pass_at_k  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def task_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return scripted.write_tasks(tmp_path_factory.mktemp("tasks"))
+from unmask.eval import code_execution_tasks, simple_evaluate
+from unmask.eval.code_eval import SandboxedCodeEval, pass_at_k
 
 
 def test_sandboxed_code_eval_scores_pass_at_k(tmp_path: Path) -> None:

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from pathlib import Path
 
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
+import pytest
 
 pytest.importorskip("lm_eval", reason="needs the eval extra: pip install -e '.[eval]'")
 
-import torch.multiprocessing as mp  # noqa: E402
-from eval_tasks import scripted  # noqa: E402
-from lm_eval.tasks import TaskManager  # noqa: E402
+import torch.multiprocessing as mp
+from eval_tasks import scripted
+from lm_eval.tasks import TaskManager
 
-from unmask.eval import simple_evaluate  # noqa: E402
+from unmask.eval import simple_evaluate
 
 COUNTERS = ("requests", "nfe", "gen_positions", "answer_tokens")
 

@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import math
-import os
 
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from pathlib import Path
+from typing import Any
 
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
+import pytest
 
 pytest.importorskip("lm_eval", reason="needs the eval extra: pip install -e '.[eval]'")
 
-import torch  # noqa: E402
-from eval_tasks import scripted  # noqa: E402
-from lm_eval.api.instance import Instance  # noqa: E402
-from lm_eval.tasks import TaskManager  # noqa: E402
-from toy import ToyDenoiser  # noqa: E402
+import torch
+from eval_tasks import scripted
+from lm_eval.api.instance import Instance
+from lm_eval.tasks import TaskManager
+from toy import ToyDenoiser
 
-from unmask import TokenSpec  # noqa: E402
-from unmask.eval import simple_evaluate  # noqa: E402
-from unmask.eval.likelihood import greedy_check, mc_loglikelihood  # noqa: E402
-from unmask.eval.dist import padding_flags  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def task_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return scripted.write_tasks(tmp_path_factory.mktemp("tasks"))
+from unmask import TokenSpec
+from unmask.eval import simple_evaluate
+from unmask.eval.likelihood import greedy_check, mc_loglikelihood
+from unmask.eval.dist import padding_flags
 
 
 def _manager(task_dir: Path) -> TaskManager:

@@ -136,7 +136,7 @@ def test_left_padding_is_invisible(which, request):
 
 
 def test_special_ids_from_config_and_tokenizer(llada, dream):
-    (ld, ltok), (dd, dtok) = llada, dream
+    (ld, _), (dd, _) = llada, dream
     assert (ld.spec.mask_id, ld.spec.eos_ids, ld.spec.pad_id) == (126336, (126081, 126348), 126081)
     assert (dd.spec.mask_id, dd.spec.eos_ids, dd.spec.pad_id) == (151666, (151643, 151645), 151643)
     assert ld.spec.vocab_size == 126464 and ld.spec.max_length == 4096 and dd.spec.max_length == 2048

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from unmask import EB, Dilated, GenerationConfig, Threshold, TopK, dilated_levels, generate
+from unmask import EB, Dilated, GenerationConfig, TopK, dilated_levels, generate
 from unmask.bench.oracle import DRAWN, STYLES, run_oracle_frontier
 from unmask.oracles import HMMOracle, MarkovOracle, exact_logprob, ordered_partitions, path_kl, schedule_kl
 from unmask.oracles.metrics import _stationary
