@@ -20,7 +20,13 @@ def _add_oracle(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=oracle.main)
 
 
-BENCHMARKS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"oracle": _add_oracle}
+def _add_tiny(sub: argparse._SubParsersAction) -> None:
+    from ..bench.tiny import register_tiny
+
+    register_tiny(sub)
+
+
+BENCHMARKS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"oracle": _add_oracle, "tiny": _add_tiny}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -37,11 +37,17 @@ ORIGINAL_LAYOUTS: dict[str, tuple[Callable[[dict], PretrainedConfig], Callable[[
 }
 
 
-def resolve_path(name_or_path: str | os.PathLike[str]) -> Path:
-    """A local checkpoint directory; a Hub id (``org/name``) is fetched into the Hugging Face cache.
+BUNDLED = {"tiny-arith": Path(__file__).resolve().parent.parent / "assets" / "tiny-arith"}
 
-    Raises ``FileNotFoundError`` for a local path that does not exist or has no ``config.json``.
+
+def resolve_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """A local checkpoint directory; a bundled name (``tiny-arith``) or a Hub id (``org/name``).
+
+    Hub ids are fetched into the Hugging Face cache. Raises ``FileNotFoundError``
+    for a local path that does not exist or has no ``config.json``.
     """
+    if str(name_or_path) in BUNDLED:
+        return BUNDLED[str(name_or_path)]
     path = Path(name_or_path).expanduser()
     text = str(name_or_path)
     looks_local = path.is_absolute() or text.startswith((".", "~")) or text.count("/") != 1 or path.exists()

@@ -1,0 +1,173 @@
+"""Seeded GSM8K-like arithmetic problems with a local chain of thought.
+
+A problem is a prompt such as ``Q:15*8-43;`` and an answer such as
+``15*8=80+40=120;120-43=77;A:77``: each step writes one operation and its
+result, multiplications (two-digit by one-digit only) spell out their partial
+products (``15*8 = 10*8 + 5*8 = 80 + 40``) so every digit the model writes
+depends on a few nearby digits, and ``A:`` gives the final answer, which is
+checked by exact match. No intermediate or final value is negative.
+
+Splits are fixed by a hash of the prompt string (SHA-256, not Python's salted
+``hash``): 1/16 of all prompts are held out, and those are split again into
+test and validation, so training never sees a held-out prompt and test and
+validation are disjoint by construction, whatever sizes are drawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+PAD, EOS, MASK = "<pad>", "<eos>", "<mask>"
+SPECIALS = (PAD, EOS, MASK)
+CHARS = "0123456789+-*=;:QA "
+VOCAB: tuple[str, ...] = SPECIALS + tuple(CHARS)  # id = index
+TOKEN_ID = {tok: i for i, tok in enumerate(VOCAB)}
+PAD_ID, EOS_ID, MASK_ID = (TOKEN_ID[s] for s in SPECIALS)
+
+GEN_LENGTH = 32  # generated tokens per problem: the answer, then EOS padding (at least one EOS)
+PROMPT_WIDTH = 14  # longest prompt, in characters: ``Q:99+99-99+99;``
+KINDS = ("add2", "add3", "mul_sub", "mul_add", "add_mul")
+SPLITS = ("train", "val", "test")
+
+TEST_SEED, VAL_SEED = 20250619, 20250620  # streams the held-out sets are drawn from
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: ``prompt`` (``Q:...;``), ``answer`` (chain of thought + ``A:value``) and ``value``."""
+
+    prompt: str
+    answer: str
+    value: int
+
+
+def split_of(prompt: str) -> str:
+    """``"train"``, ``"val"`` or ``"test"`` for a prompt, from the SHA-256 of its text."""
+    h = hashlib.sha256(prompt.encode()).digest()
+    if h[0] >= 16:  # 15/16 of prompts
+        return "train"
+    return "test" if h[1] % 2 == 0 else "val"
+
+
+def _mul_steps(x: int, d: int) -> tuple[str, int]:
+    """``x*d=T+U=P`` with the tens and units partial products spelled out."""
+    tens, units = x // 10 * 10, x % 10
+    return f"{x}*{d}={tens * d}+{units * d}={x * d}", x * d
+
+
+def _addsub(rng: random.Random, value: int) -> tuple[str, int]:
+    """A random ``+b`` or ``-b`` (b in 1..99) that keeps the value >= 0."""
+    if value >= 1 and rng.random() < 0.5:
+        b = rng.randint(1, min(99, value))
+        return f"-{b}", value - b
+    b = rng.randint(1, 99)
+    return f"+{b}", value + b
+
+
+def make_problem(rng: random.Random, kind: str | None = None) -> Problem:
+    """Draw one problem (of ``kind``, or a random kind) from ``rng``; may exceed the length cap."""
+    kind = kind if kind is not None else rng.choice(KINDS)
+    if kind in ("add2", "add3"):
+        value = rng.randint(1, 99)
+        expr, steps = str(value), []
+        for _ in range(2 if kind == "add2" else 3):
+            op, new = _addsub(rng, value)
+            steps.append(f"{value}{op}={new}")
+            expr, value = expr + op, new
+    elif kind in ("mul_sub", "mul_add"):
+        x, d = rng.randint(10, 99), rng.randint(2, 9)
+        mul, p = _mul_steps(x, d)
+        b = rng.randint(1, min(99, p)) if kind == "mul_sub" else rng.randint(1, 99)
+        sign = "-" if kind == "mul_sub" else "+"
+        value = p - b if kind == "mul_sub" else p + b
+        expr, steps = f"{x}*{d}{sign}{b}", [mul, f"{p}{sign}{b}={value}"]
+    elif kind == "add_mul":  # b + x*d: precedence, the product comes first
+        b, x, d = rng.randint(1, 99), rng.randint(10, 99), rng.randint(2, 9)
+        mul, p = _mul_steps(x, d)
+        value = b + p
+        expr, steps = f"{b}+{x}*{d}", [mul, f"{b}+{p}={value}"]
+    else:
+        raise ValueError(f"kind must be one of {KINDS} or None, got {kind!r}")
+    return Problem(prompt=f"Q:{expr};", answer=";".join(steps) + f";A:{value}", value=value)
+
+
+def problems(seed: int, split: str | None = None, gen_length: int = GEN_LENGTH) -> Iterator[Problem]:
+    """An endless seeded stream of problems whose answer fits ``gen_length`` with one EOS.
+
+    ``split`` keeps only prompts of that split (None: all); repeats are possible
+    in the training stream and removed in :func:`heldout`.
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+    rng = random.Random(seed)
+    while True:
+        p = make_problem(rng)
+        if len(p.answer) >= gen_length:
+            continue
+        if split is None or split_of(p.prompt) == split:
+            yield p
+
+
+def heldout(n: int, split: str = "test") -> list[Problem]:
+    """The first ``n`` distinct held-out problems of ``split`` (``"test"`` or ``"val"``), always the same."""
+    if split not in ("test", "val"):
+        raise ValueError(f"split must be 'test' or 'val', got {split!r}")
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    seen: set[str] = set()
+    out: list[Problem] = []
+    for p in problems(TEST_SEED if split == "test" else VAL_SEED, split):
+        if p.prompt not in seen:
+            seen.add(p.prompt)
+            out.append(p)
+            if len(out) == n:
+                return out
+    raise AssertionError("unreachable: the stream is endless")
+
+
+def encode(text: str) -> list[int]:
+    """Character ids of ``text`` (no special tokens); unknown characters raise ``ValueError``."""
+    try:
+        return [TOKEN_ID[c] for c in text]
+    except KeyError as err:
+        raise ValueError(f"text holds a character outside the vocabulary {CHARS!r}: {err.args[0]!r}") from None
+
+
+def answer_ids(answer: str, gen_length: int = GEN_LENGTH) -> list[int]:
+    """Answer ids padded with EOS to ``gen_length`` (LLaDA SFT style)."""
+    ids = encode(answer)
+    if len(ids) >= gen_length:
+        raise ValueError(f"answer {answer!r} has {len(ids)} characters; gen_length={gen_length} leaves no EOS")
+    return ids + [EOS_ID] * (gen_length - len(ids))
+
+
+def final_answer(text: str) -> str | None:
+    """The value after the last ``A:`` in ``text`` (digits only), or None."""
+    i = text.rfind("A:")
+    if i < 0:
+        return None
+    digits = ""
+    for c in text[i + 2 :]:
+        if not c.isdigit():
+            break
+        digits += c
+    return digits or None
+
+
+def score(texts: Sequence[str], answers: Sequence[str]) -> tuple[float, float]:
+    """``(answer accuracy, exact match)`` of generated ``texts`` against reference ``answers``.
+
+    Answer accuracy compares the value after ``A:`` (a text without one is
+    wrong); exact match compares the whole chain of thought. Texts are cut at
+    EOS beforehand (``GenerationOutput.texts`` already is).
+    """
+    if len(texts) != len(answers):
+        raise ValueError(f"texts and answers must have the same length, got {len(texts)} and {len(answers)}")
+    if not texts:
+        raise ValueError("texts must not be empty")
+    right = sum(final_answer(t) is not None and final_answer(t) == final_answer(a) for t, a in zip(texts, answers))
+    exact = sum(t.strip() == a.strip() for t, a in zip(texts, answers))
+    return right / len(texts), exact / len(texts)

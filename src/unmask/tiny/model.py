@@ -1,0 +1,168 @@
+"""The tiny model: a ``LlamaForCausalLM`` used bidirectionally, and its Denoiser adapter.
+
+LLaDA is a Llama-style transformer without the causal mask. Here a stock
+``transformers`` Llama is run the same way: every call passes an explicit
+additive 4-D mask ``[N, 1, 1, T]`` (0 on real keys, the dtype's minimum on
+left padding), which ``transformers`` uses as-is, so no causal mask is ever
+built and SDPA runs with ``is_causal=False``. ``config.is_causal`` is also
+saved as False (transformers >= 5 then builds bidirectional masks from 2-D
+masks too), and a test checks that the last token changes position 0's
+logits.
+
+The saved folder is the "converted native format" of the package: a
+``save_pretrained`` Llama (safetensors) whose config carries
+``unmask_family="llada"``, ``mask_token_id``, ``eos_token_id``,
+``pad_token_id``, ``is_causal=false`` and ``unmask_add_bos=false`` (LLaDA
+prompts start with BOS; this char tokenizer has none), plus a char-level
+``PreTrainedTokenizerFast``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ..denoiser import TokenSpec
+from .data import EOS_ID, MASK_ID, PAD_ID, VOCAB
+
+ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-arith"
+
+
+@dataclass(frozen=True)
+class TinyShape:
+    """Sizes of the tiny Llama (the shipped model uses the defaults)."""
+
+    hidden: int = 128
+    layers: int = 5
+    heads: int = 4
+    intermediate: int = 384
+    max_length: int = 64  # longest canvas: prompt + generation
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+
+
+def tiny_config(shape: TinyShape = TinyShape()) -> LlamaConfig:
+    """A ``LlamaConfig`` for the char vocabulary, marked bidirectional and LLaDA-family."""
+    cfg = LlamaConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.heads,
+        max_position_embeddings=shape.max_length,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+    )
+    _mark(cfg)
+    cfg._attn_implementation = "sdpa"
+    return cfg
+
+
+def _mark(cfg: LlamaConfig) -> None:
+    """The extra keys ``unmask.load`` reads: family, mask id, bidirectional, no BOS (char tokenizer)."""
+    cfg.mask_token_id = MASK_ID
+    cfg.unmask_family = "llada"
+    cfg.unmask_add_bos = False  # prompts are plain characters; the tokenizer has no BOS token
+    cfg.is_causal = False
+
+
+def build_model(shape: TinyShape = TinyShape(), seed: int = 0) -> LlamaForCausalLM:
+    """A freshly initialised tiny Llama (seeded)."""
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(tiny_config(shape))
+
+
+def key_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """Additive bidirectional mask ``[N, 1, 1, T]``: 0 on real keys, ``finfo.min`` on padding."""
+    blocked = ~attention_mask.bool()  # [N, T]
+    return torch.zeros(blocked.shape, dtype=dtype, device=blocked.device).masked_fill(
+        blocked, torch.finfo(dtype).min
+    )[:, None, None, :]
+
+
+def bidirectional_logits(model: LlamaForCausalLM, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+    """Logits ``[N, T, V]`` of ``model`` run without a causal mask (padded keys ignored)."""
+    dtype = next(model.parameters()).dtype
+    if torch.is_autocast_enabled(input_ids.device.type):
+        dtype = torch.get_autocast_dtype(input_ids.device.type)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=key_mask(attention_mask, dtype),
+        position_ids=position_ids,
+        use_cache=False,
+    )
+    return out.logits
+
+
+def token_spec(config: LlamaConfig) -> TokenSpec:
+    """The loop's :class:`TokenSpec` from a saved config's extra keys."""
+    missing = [k for k in ("mask_token_id", "eos_token_id", "pad_token_id") if getattr(config, k, None) is None]
+    if missing:
+        raise ValueError(f"model config lacks {missing}; a tiny-arith config must set them")
+    eos = config.eos_token_id
+    eos_ids = tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
+    return TokenSpec(
+        mask_id=int(config.mask_token_id),
+        eos_ids=eos_ids,
+        pad_id=int(config.pad_token_id),
+        vocab_size=int(config.vocab_size),
+        max_length=int(config.max_position_embeddings),
+    )
+
+
+class TinyDenoiser:
+    """Denoiser adapter for a bidirectional tiny Llama: aligned logits, no shift, padding ignored."""
+
+    def __init__(self, model: LlamaForCausalLM) -> None:
+        self.model = model.eval()
+        self.spec = token_spec(model.config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path = ASSET_DIR, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> TinyDenoiser:
+        """Load a saved folder offline; weights stored in float16 are upcast to ``dtype``."""
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"no config.json in {path}: not a saved tiny model folder")
+        model = LlamaForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
+        return cls(model.to(device))
+
+    @torch.no_grad()
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+        return bidirectional_logits(self.model, input_ids, attention_mask, position_ids).float()  # [N, T, V]
+
+
+def save_tiny(model: LlamaForCausalLM, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``model`` (cast to ``dtype``, safetensors) and the tokenizer into ``path``."""
+    from .tokenizer import build_tokenizer
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    copy = LlamaForCausalLM(model.config)
+    copy.load_state_dict({k: v.detach().cpu() for k, v in model.state_dict().items()})
+    _mark(copy.config)
+    copy.to(dtype).save_pretrained(str(path), safe_serialization=True)
+    build_tokenizer().save_pretrained(str(path))
+    for f in path.iterdir():  # safetensors writes 0600; package data should be readable by all
+        f.chmod(0o644)
+    return path
+
+
+def num_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
