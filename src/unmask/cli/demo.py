@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         render_reveal(console, [letters[t] for t in first], out.trace.reveal_call[0].tolist(),
                       title=f"{name}: {out.nfe} calls")
         console.print()
-        table.add_row(name, str(out.nfe), f"{kl.mean():.3f} ± {se:.3f}", f"{ms:.0f}")
+        mean = float(kl.mean())
+        mean = 0.0 if abs(mean) < 5e-4 else mean  # no "-0.000"
+        table.add_row(name, str(out.nfe), f"{mean:.3f} ± {se:.3f}", f"{ms:.0f}")
     console.print(table)
     return 0
