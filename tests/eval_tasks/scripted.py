@@ -172,6 +172,7 @@ def dp_worker(rank: int, world: int, port: int, task_dir: str, out_dir: str) -> 
     from lm_eval.tasks import TaskManager
 
     from unmask.eval import simple_evaluate
+    from unmask.eval.dist import leave_process_group
 
     lm = scripted_lm({**GSM8K_SCRIPT, **MC_SCRIPT}, device="cpu")
     results = simple_evaluate(lm, tasks=["tiny_gsm8k", "tiny_mc"], bootstrap_iters=0, log_samples=False,
@@ -181,6 +182,7 @@ def dp_worker(rank: int, world: int, port: int, task_dir: str, out_dir: str) -> 
         Path(out_dir, "results.json").write_text(json.dumps(results, default=str), encoding="utf-8")
     else:
         assert results is None
+    leave_process_group()
 
 
 def factory(device: Any = None, dtype: Any = None) -> tuple[ScriptedDenoiser, Any]:

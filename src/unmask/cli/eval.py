@@ -105,6 +105,7 @@ def _forward(forward: list[str], own: argparse.Namespace) -> int:
     from lm_eval._cli import HarnessCLI
     from lm_eval.utils import setup_logging
 
+    from ..eval.dist import leave_process_group
     from ..eval.runner import simple_evaluate  # importing it registers the unmask model
 
     if not any(a in ("--model", "-M") or a.startswith("--model=") for a in forward):
@@ -121,6 +122,7 @@ def _forward(forward: list[str], own: argparse.Namespace) -> int:
         setup_logging()
         cli = HarnessCLI()
         cli.execute(cli.parse_args())
+        leave_process_group()  # no-op in a single process
     finally:
         sys.argv = saved[0]
         if saved[1] is None:

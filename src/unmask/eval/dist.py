@@ -61,6 +61,13 @@ class DataParallel:
             self.accelerator.wait_for_everyone()
 
 
+def leave_process_group() -> None:
+    """Wait for every rank, then leave the process group (a rank exiting inside it can abort in gloo)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def padding_flags(requests: Sequence[Any]) -> list[bool]:
     """True for the copies lm-eval appends to even out ranks (occurrences beyond an instance's ``repeats``)."""
     seen: Counter[int] = Counter()
