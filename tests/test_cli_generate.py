@@ -40,6 +40,18 @@ def test_generate_reads_file_and_stdin_and_shows_order(capsys, tmp_path, monkeyp
     assert out.count("reveal order") == 3 and "call:" in out
 
 
+def test_generate_writes_the_html_replay_and_the_png(capsys, tmp_path):
+    html, png = tmp_path / "order.html", tmp_path / "order.png"
+    code, out, err = run(capsys, "generate", "--model", "tiny-arith", "--gen-length", "32", "--block-length", "32",
+                         "--html", str(html), "--png", str(png), "Q:15*8-43;", "Q:7+5+9;")
+    assert code == 0, err
+    page = html.read_text()
+    assert "Q:15*8-43;" in page and "Q:7+5+9;" in page and "5 calls" in page
+    assert "http" not in page.replace("http-equiv", "")  # self-contained: no external assets
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert f"wrote {html}" in " ".join(out.split())
+
+
 def test_chat_template_is_applied_unless_disabled(capsys):
     args = ["generate", "--model", str(mf.dream_small()), "--gen-length", "8", "--block-length", "8", "hello"]
     assert run(capsys, *args)[0] == 0
@@ -54,6 +66,7 @@ def test_chat_template_is_applied_unless_disabled(capsys):
         (["--gen-length", "128", "--block-length", "8", "hello world"], "over the model's maximum length 128"),
         ([], "give at least one prompt"),
         (["--file", "/nonexistent/prompts.txt"], "--file '/nonexistent/prompts.txt' does not exist"),
+        (["--html", "/nonexistent/dir/x.html", "hi"], "--html '/nonexistent/dir/x.html': its folder does not exist"),
     ],
 )
 def test_errors_are_one_line_without_traceback(capsys, args, message):

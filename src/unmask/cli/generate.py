@@ -41,6 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-early-exit", action="store_true", help="run every block even after EOS")
     p.add_argument("--no-chat-template", action="store_true", help="encode prompts as plain text")
     p.add_argument("--show-order", action="store_true", help="colour each token by the call that revealed it")
+    p.add_argument("--html", metavar="PATH", default=None,
+                   help="write a self-contained page replaying the unmasking call by call (all prompts)")
+    p.add_argument("--png", metavar="PATH", default=None,
+                   help="write a position x call figure of the reveal order (first prompt)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default=None,
                    help="weights dtype, e.g. bfloat16, float32 (default: bf16 on cuda, fp32 on cpu)")
@@ -67,15 +71,37 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return texts
 
 
-def show_order(console: Console, tokenizer: object, out: GenerationOutput, row: int, eos_ids: tuple[int, ...]) -> None:
-    """The coloured reveal-order view of one row, up to and including its first EOS."""
-    from ..viz import render_reveal, token_pieces
+def revealed_row(tokenizer: object, out: GenerationOutput, row: int, eos_ids: tuple[int, ...]) -> tuple[list[str], list[int]]:
+    """Display pieces and reveal calls of one row, up to and including its first EOS."""
+    from ..viz import token_pieces
 
     ids = out.generated[row].tolist()
     end = next((i + 1 for i, t in enumerate(ids) if t in eos_ids), len(ids))
-    calls = out.trace.reveal_call[row, :end].tolist()
-    title = f"reveal order ({int(out.nfe_per_row[row])} calls)"
-    render_reveal(console, token_pieces(tokenizer, ids[:end]), calls, title=title)
+    return token_pieces(tokenizer, ids[:end]), out.trace.reveal_call[row, :end].tolist()
+
+
+def show_order(console: Console, tokenizer: object, out: GenerationOutput, row: int, eos_ids: tuple[int, ...]) -> None:
+    """The coloured reveal-order view of one row, up to and including its first EOS."""
+    from ..viz import render_reveal
+
+    pieces, calls = revealed_row(tokenizer, out, row, eos_ids)
+    render_reveal(console, pieces, calls, title=f"reveal order ({int(out.nfe_per_row[row])} calls)")
+
+
+def write_views(args: argparse.Namespace, texts: list[str], tokenizer: object, out: GenerationOutput,
+                eos_ids: tuple[int, ...]) -> list[Path]:
+    """The ``--html`` replay (every prompt) and the ``--png`` figure (first prompt)."""
+    from ..viz import plot_reveal_order, write_reveal_html
+
+    rows = [(f"[{i}] {text[:80]} ({int(out.nfe_per_row[i])} calls)", *revealed_row(tokenizer, out, i, eos_ids))
+            for i, text in enumerate(texts)]
+    files = []
+    if args.html:
+        files.append(write_reveal_html(args.html, rows, title=f"unmask: reveal order, planner {args.planner}"))
+    if args.png:
+        files.append(plot_reveal_order(args.png, rows[0][2], title=f"positions revealed by each call ({args.planner})",
+                                       pieces=rows[0][1]))
+    return files
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
         early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed,
     )
     texts = read_prompts(args)
+    for flag, value in (("--html", args.html), ("--png", args.png)):
+        if value is not None and not Path(value).resolve().parent.is_dir():
+            raise FileNotFoundError(f"{flag} {value!r}: its folder does not exist")
     console = Console(highlight=False)
     native = False if args.remote_code else None
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, native=native)
@@ -101,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(answer, markup=False, soft_wrap=True)
         if args.show_order:
             show_order(console, tokenizer, out, i, denoiser.spec.eos_ids)
+    for path in write_views(args, texts, tokenizer, out, denoiser.spec.eos_ids):
+        console.print(f"[dim]wrote {path}[/]")
     cache = f", {out.full_forwards} full + {out.partial_forwards} cached" if cfg.cache != "none" else ""
     console.print(
         f"[dim]NFE {out.nfe}{cache}, {out.seconds:.2f} s, {out.tokens_per_second:.1f} tokens/s "
