@@ -15,17 +15,31 @@ from unmask.tiny.data import (
 
 
 def _check_chain(prompt: str, answer: str, value: int) -> None:
-    """Every step's arithmetic is right, no value is negative, and A: is the prompt's value."""
+    """Every step's arithmetic is right, computed values have their fixed width, A: is the prompt's value."""
     expr = prompt.removeprefix("Q:").removesuffix(";")
     assert eval(expr) == value  # standard precedence: b+x*d multiplies first
-    steps = answer.split(";")
-    assert steps[-1] == f"A:{value}"
-    for step in steps[:-1]:
-        parts = step.split("=")
-        for lhs, rhs in itertools.pairwise(parts):
-            assert eval(lhs) == eval(rhs), step
-        assert all(int(n) >= 0 for n in re.findall(r"\d+", step))
-        assert not re.search(r"=-", step)
+    *steps, last = answer.split(";")
+    assert last == f"A:{value}"
+    ops = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__}
+    running = None
+    for i, step in enumerate(steps):
+        lhs, *results = step.split("=")
+        if i == 0:  # the first operation: two-digit operands (a one-digit multiplier)
+            m = re.fullmatch(r"(\d{2})([-+])(\d{2})|(\d{2})(\*)([2-9])", lhs)
+            assert m, step
+            a, op, b = (g for g in m.groups() if g is not None)
+            target = ops[op](int(a), int(b))
+        else:  # the next operation on the running value, operand two digits
+            m = re.fullmatch(r"([-+])(\d{2})", lhs)
+            assert m, step
+            target = ops[m[1]](running, int(m[2]))
+        for r in results[:-1]:  # partial products: three digits + two digits
+            assert re.fullmatch(r"\d{3}\+\d{2}", r), step
+            assert sum(int(x) for x in r.split("+")) == target
+        assert re.fullmatch(r"\d{3}", results[-1]), step  # no sign: never negative
+        running = int(results[-1])
+        assert running == target
+    assert running == value
 
 
 def test_stream_is_seeded_and_correct() -> None:
@@ -69,11 +83,11 @@ def test_heldout_arguments() -> None:
 
 
 def test_verifier() -> None:
-    ref = "15*8=80+40=120;120-43=77;A:77"
+    ref = "15*8=080+40=120;-43=077;A:77"
     assert final_answer(ref) == "77"
     assert final_answer("no answer") is None and final_answer("A:") is None
     assert final_answer("1+2=3;A:3<eos>junk") == "3"
-    assert score([ref, "15*8=80+40=120;120-43=76;A:77", "A:78", ""], [ref] * 4) == (0.5, 0.25)
+    assert score([ref, "15*8=080+40=120;-43=076;A:77", "A:78", ""], [ref] * 4) == (0.5, 0.25)
     with pytest.raises(ValueError, match="same length"):
         score(["A:1"], [])
 
@@ -82,7 +96,7 @@ def test_encoding_and_tokenizer_agree() -> None:
     from unmask.tiny.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
-    text = "Q:15*8-43;15*8=80+40=120;A:77"
+    text = "Q:15*8-43;15*8=080+40=120;-43=077;A:77"
     assert tok(text, add_special_tokens=False)["input_ids"] == encode(text)
     assert tok.decode(encode(text)) == text
     assert (tok.mask_token_id, tok.eos_token_id, tok.pad_token_id) == (MASK_ID, EOS_ID, PAD_ID)

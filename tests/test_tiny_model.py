@@ -66,7 +66,7 @@ def test_training_steps_decrease_the_loss() -> None:
 
     start = fixed_loss()
     g = torch.Generator().manual_seed(1)
-    for _ in range(20):
+    for _ in range(40):
         loss = sft_loss(model, ids, attn, 32, g)
         opt.zero_grad()
         loss.backward()
@@ -95,11 +95,9 @@ def test_bundled_model_writes_well_formed_chains(bundled_run) -> None:
     assert well_formed >= 0.9  # the steps, operators, copied operands' places and A: are right
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped tiny-arith is under-trained (60 CPU-minutes): about 7% of "
-                   "answers right one token per call, against the 90% target; retrain (scripts/train_tiny.py --init) "
-                   "and drop this mark")
 def test_bundled_model_solves_heldout_problems(bundled_run) -> None:
     _, res = bundled_run
+    # the benchmark's 1,000 problems score >= 95%; on these 50, 45 right is 2.3 sd below 95%
     assert res["answer_acc"] >= 0.9, res["answer_acc"]
 
 

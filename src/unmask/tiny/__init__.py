@@ -1,8 +1,8 @@
-"""tiny-arith: a bundled 1.07M-parameter MDLM for small arithmetic problems, on any CPU.
+"""tiny-arith: a bundled 3M-parameter MDLM for small arithmetic problems, on any CPU.
 
 A LLaDA-style bidirectional Llama trained (SFT objective) on seeded
 GSM8K-like problems with a local chain of thought, e.g. ``Q:15*8-43;`` ->
-``15*8=80+40=120;120-43=77;A:77``. It ships in ``unmask/assets/tiny-arith``
+``15*8=080+40=120;-43=077;A:77``. It ships in ``unmask/assets/tiny-arith``
 (float16 safetensors + char tokenizer) so demos, tests and benchmarks run
 without a download::
 

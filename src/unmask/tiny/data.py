@@ -1,11 +1,17 @@
 """Seeded GSM8K-like arithmetic problems with a local chain of thought.
 
-A problem is a prompt such as ``Q:15*8-43;`` and an answer such as
-``15*8=80+40=120;120-43=77;A:77``: each step writes one operation and its
-result, multiplications (two-digit by one-digit only) spell out their partial
-products (``15*8 = 10*8 + 5*8 = 80 + 40``) so every digit the model writes
-depends on a few nearby digits, and ``A:`` gives the final answer, which is
-checked by exact match. No intermediate or final value is negative.
+A problem is a prompt such as ``Q:15*8-3;`` and an answer such as
+``15*8=080+40=120;-03=117;A:117``. The first step writes the first operation
+and its result; each later step writes the next operation on the running
+value and the new value; ``A:`` gives the final answer, which is checked by
+exact match. Multiplications (two-digit by one-digit only) spell out their
+partial products (``15*8 = 10*8 + 5*8 = 080 + 40``). Numbers in the chain of
+thought have a fixed width (operands two digits, partial products of the
+units two, computed values three), so where every character sits follows
+from the prompt alone: a masked position is never ambiguous about *which*
+digit it holds, only about its value, and each digit depends on a few digits
+at fixed distances to its left. No intermediate or final value is
+negative; every value stays below 1000.
 
 Splits are fixed by a hash of the prompt string (SHA-256, not Python's salted
 ``hash``): 1/16 of all prompts are held out, and those are split again into
@@ -52,43 +58,49 @@ def split_of(prompt: str) -> str:
     return "test" if h[1] % 2 == 0 else "val"
 
 
+def _num(value: int, width: int = 3) -> str:
+    """``value`` zero-padded to ``width`` digits (computed values have a fixed width)."""
+    return f"{value:0{width}d}"
+
+
 def _mul_steps(x: int, d: int) -> tuple[str, int]:
-    """``x*d=T+U=P`` with the tens and units partial products spelled out."""
+    """``x*d=TTT+UU=PPP`` with the tens and units partial products spelled out."""
     tens, units = x // 10 * 10, x % 10
-    return f"{x}*{d}={tens * d}+{units * d}={x * d}", x * d
+    return f"{x}*{d}={_num(tens * d)}+{_num(units * d, 2)}={_num(x * d)}", x * d
 
 
-def _addsub(rng: random.Random, value: int) -> tuple[str, int]:
-    """A random ``+b`` or ``-b`` (b in 1..99) that keeps the value >= 0."""
+def _addsub(rng: random.Random, value: int) -> tuple[str, int, int]:
+    """A random ``+b`` or ``-b`` (b in 1..99) that keeps the value >= 0: ``(sign, b, new value)``."""
     if value >= 1 and rng.random() < 0.5:
         b = rng.randint(1, min(99, value))
-        return f"-{b}", value - b
+        return "-", b, value - b
     b = rng.randint(1, 99)
-    return f"+{b}", value + b
+    return "+", b, value + b
 
 
 def make_problem(rng: random.Random, kind: str | None = None) -> Problem:
-    """Draw one problem (of ``kind``, or a random kind) from ``rng``; may exceed the length cap."""
+    """Draw one problem (of ``kind``, or a random kind) from ``rng``."""
     kind = kind if kind is not None else rng.choice(KINDS)
     if kind in ("add2", "add3"):
-        value = rng.randint(1, 99)
-        expr, steps = str(value), []
-        for _ in range(2 if kind == "add2" else 3):
-            op, new = _addsub(rng, value)
-            steps.append(f"{value}{op}={new}")
-            expr, value = expr + op, new
+        a = rng.randint(1, 99)
+        sign, b, value = _addsub(rng, a)
+        expr, steps = f"{a}{sign}{b}", [f"{_num(a, 2)}{sign}{_num(b, 2)}={_num(value)}"]
+        for _ in range(1 if kind == "add2" else 2):
+            sign, b, value = _addsub(rng, value)
+            steps.append(f"{sign}{_num(b, 2)}={_num(value)}")
+            expr += f"{sign}{b}"
     elif kind in ("mul_sub", "mul_add"):
         x, d = rng.randint(10, 99), rng.randint(2, 9)
         mul, p = _mul_steps(x, d)
         b = rng.randint(1, min(99, p)) if kind == "mul_sub" else rng.randint(1, 99)
         sign = "-" if kind == "mul_sub" else "+"
         value = p - b if kind == "mul_sub" else p + b
-        expr, steps = f"{x}*{d}{sign}{b}", [mul, f"{p}{sign}{b}={value}"]
-    elif kind == "add_mul":  # b + x*d: precedence, the product comes first
+        expr, steps = f"{x}*{d}{sign}{b}", [mul, f"{sign}{_num(b, 2)}={_num(value)}"]
+    elif kind == "add_mul":  # b + x*d: precedence, the product comes first, then b is added to it
         b, x, d = rng.randint(1, 99), rng.randint(10, 99), rng.randint(2, 9)
         mul, p = _mul_steps(x, d)
         value = b + p
-        expr, steps = f"{b}+{x}*{d}", [mul, f"{b}+{p}={value}"]
+        expr, steps = f"{b}+{x}*{d}", [mul, f"+{_num(b, 2)}={_num(value)}"]
     else:
         raise ValueError(f"kind must be one of {KINDS} or None, got {kind!r}")
     return Problem(prompt=f"Q:{expr};", answer=";".join(steps) + f";A:{value}", value=value)

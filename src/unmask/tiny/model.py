@@ -36,10 +36,10 @@ ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-arith"
 class TinyShape:
     """Sizes of the tiny Llama (the shipped model uses the defaults)."""
 
-    hidden: int = 128
-    layers: int = 5
-    heads: int = 4
-    intermediate: int = 384
+    hidden: int = 256
+    layers: int = 4
+    heads: int = 8
+    intermediate: int = 640
     max_length: int = 64  # longest canvas: prompt + generation
 
     def __post_init__(self) -> None:
