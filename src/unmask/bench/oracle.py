@@ -27,6 +27,7 @@ from ..loop import generate
 from ..oracles import ChainOracle, HMMOracle, MarkovOracle, ordered_partitions, path_kl, schedule_kl
 from ..planners import EB, TOPK_SCORES, Dilated, Planner, Spaced, Threshold, TopK
 from ..progress import make_progress
+from . import write_report
 from ..schedules import dilated_levels
 
 REF_TOKENS = 256  # NFE is reported per this many generated tokens
@@ -178,11 +179,8 @@ def run_oracle_frontier(
         torch.set_num_threads(threads)
     result.seconds = time.perf_counter() - t0
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "oracle_frontier.md").write_text(render_markdown(result))
-        plot_frontier(result, out / "oracle_frontier.png")
-        result.files = [out / "oracle_frontier.md", out / "oracle_frontier.png"]
+        result.files = write_report(out_dir, "oracle_frontier", render_markdown(result),
+                                    lambda path: plot_frontier(result, path))
     return result
 
 

@@ -27,6 +27,7 @@ from ..output import FILLED
 from ..planners import EB, TOPK_SCORES, Dilated, Planner, Spaced, Threshold, TopK
 from ..progress import make_progress
 from ..tiny import GEN_LENGTH, heldout, load_tiny, solve
+from . import write_report
 
 
 @dataclass(frozen=True)
@@ -140,11 +141,7 @@ def run_tiny_bench(n: int = 1000, out_dir: str | Path | None = "benchmarks", bat
     if out_dir is not None:
         from ..tiny.report import plot_tiny, render_tiny
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "tiny_accuracy.md").write_text(render_tiny(result))
-        plot_tiny(result, out / "tiny_accuracy.png")
-        result.files = [out / "tiny_accuracy.md", out / "tiny_accuracy.png"]
+        result.files = write_report(out_dir, "tiny_accuracy", render_tiny(result), lambda path: plot_tiny(result, path))
     return result
 
 

@@ -11,10 +11,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from rich.console import Console
 
 COMMANDS = ("demo", "bench", "generate", "convert", "eval")
+
+
+def require_folder(flag: str, path: str | None) -> None:
+    """Refuse an output file ``path`` (given with ``flag``) whose folder does not exist, before any compute."""
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise FileNotFoundError(f"{flag} {path!r}: its folder does not exist")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 from rich.console import Console
@@ -21,7 +20,8 @@ from rich.text import Text
 from ..config import GenerationConfig
 from ..loop import generate
 from ..planners import Dilated, TopK
-from ..viz import render_reveal, reveal_legend, reveal_text
+from ..viz import EOS_GLYPH, render_reveal, reveal_legend, reveal_text, token_pieces
+from . import require_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,14 +45,12 @@ def run(args: argparse.Namespace) -> int:
 def run_tiny(args: argparse.Namespace) -> int:
     """Held-out problems on the bundled model: reveal views and a table."""
     from ..tiny import GEN_LENGTH, heldout, load_tiny, solve
-    from ..tiny.data import EOS
 
     if not isinstance(args.problems, int) or args.problems < 1:
         raise ValueError(f"--problems must be a positive int, got {args.problems}")
     if not isinstance(args.show, int) or not 0 <= args.show <= args.problems:
         raise ValueError(f"--show must be an int in [0, --problems={args.problems}], got {args.show}")
-    if args.html is not None and not Path(args.html).resolve().parent.is_dir():
-        raise FileNotFoundError(f"--html {args.html!r}: its folder does not exist")
+    require_folder("--html", args.html)
     console = Console(highlight=False)
     denoiser, tok = load_tiny()
     params = sum(p.numel() for p in denoiser.model.parameters())
@@ -65,7 +63,7 @@ def run_tiny(args: argparse.Namespace) -> int:
     console.print(
         f"[bold]unmask demo[/]: the bundled tiny-arith model ({params / 1e6:.1f}M parameters, LLaDA-style "
         f"bidirectional Llama) on {args.problems} held-out problems, {GEN_LENGTH} generated tokens in one block, "
-        "greedy. Each answer is coloured by the denoiser call that revealed it (\u2205 = EOS).\n",
+        f"greedy. Each answer is coloured by the denoiser call that revealed it ({EOS_GLYPH} = EOS).\n",
         soft_wrap=True,
     )
     table = Table(title=f"{args.problems} held-out problems")
@@ -81,7 +79,7 @@ def run_tiny(args: argparse.Namespace) -> int:
         console.print(f"[bold]{name}[/]: {nfe} calls")
         for i in range(args.show):
             ids = res["generated"][i].tolist()
-            pieces = [EOS_GLYPH if p == EOS else p for p in (tok.decode([t]) for t in ids)]
+            pieces = token_pieces(tok, ids, eos_glyph=EOS_GLYPH)
             calls = res["reveal_call"][i].tolist()
             line = Text(items[i].prompt.ljust(width + 1))
             line.append_text(reveal_text(pieces, calls, first_call=min(calls), num_calls=nfe))
@@ -102,9 +100,6 @@ def run_tiny(args: argparse.Namespace) -> int:
     console.print("[dim]the full sweep (1,000 problems, every planner, 95% intervals): unmask bench tiny; "
                   "the exact-oracle version of this demo: unmask demo --oracle[/]", soft_wrap=True)
     return 0
-
-
-EOS_GLYPH = "\u2205"
 
 
 def run_oracle(args: argparse.Namespace) -> int:

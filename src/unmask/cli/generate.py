@@ -19,6 +19,7 @@ from rich.console import Console
 from ..config import CACHE_MODES, GenerationConfig
 from ..loop import generate
 from ..output import GenerationOutput
+from . import require_folder
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,9 +115,8 @@ def run(args: argparse.Namespace) -> int:
         early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed,
     )
     texts = read_prompts(args)
-    for flag, value in (("--html", args.html), ("--png", args.png)):
-        if value is not None and not Path(value).resolve().parent.is_dir():
-            raise FileNotFoundError(f"{flag} {value!r}: its folder does not exist")
+    require_folder("--html", args.html)
+    require_folder("--png", args.png)
     console = Console(highlight=False)
     native = False if args.remote_code else None
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, native=native)

@@ -20,7 +20,7 @@ from ..loop import generate
 from ..planners import Dilated, TopK
 from ..viz.html import write_reveal_html
 from ..viz.png import plot_reveal_order
-from ..viz.terminal import token_pieces
+from ..viz.terminal import EOS_GLYPH, token_pieces
 from . import encode_prompts, heldout_problems, load_tiny
 
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -71,7 +71,7 @@ def make_reveal_figures(out_dir: str | Path = "docs", index: int = 0, html: bool
     rows = []
     for name, planner, block in runs:
         res = generate(den, ids, GenerationConfig(gen_length=32, block_length=block, planner=planner), tokenizer=tok)
-        pieces = [p if p != tok.eos_token else "\u2205" for p in token_pieces(tok, res.generated[0].tolist())]
+        pieces = token_pieces(tok, res.generated[0].tolist(), eos_glyph=EOS_GLYPH)
         verdict = "right" if (res.texts or [""])[0] == answer else "wrong"
         rows.append((f"{name}: {res.nfe} calls, {verdict}", pieces, res.trace.reveal_call[0].tolist()))
     files = [plot_reveal_order(out / "reveal_order.png", rows[0][2], f"{prompt}  DUS (B=32): positions revealed by each call",

@@ -2,9 +2,9 @@
 
 from .html import write_reveal_html
 from .png import plot_reveal_order
-from .terminal import call_colors, render_reveal, reveal_legend, reveal_text, token_pieces
+from .terminal import EOS_GLYPH, call_colors, render_reveal, reveal_legend, reveal_text, token_pieces
 
 __all__ = [
-    "call_colors", "plot_reveal_order", "render_reveal", "reveal_legend", "reveal_text", "token_pieces",
+    "EOS_GLYPH", "call_colors", "plot_reveal_order", "render_reveal", "reveal_legend", "reveal_text", "token_pieces",
     "write_reveal_html",
 ]

@@ -21,7 +21,7 @@ import torch  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 
 from ..output import FILLED  # noqa: E402
-from .terminal import call_colors  # noqa: E402
+from .terminal import EOS_GLYPH, call_colors  # noqa: E402
 
 
 def reveal_matrix(reveal_call: torch.Tensor | np.ndarray | Sequence) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +78,7 @@ def plot_reveal_order(path: str | Path, reveal_call: torch.Tensor | np.ndarray |
     step = max(1, rows // 16)
     ax.set_yticks(range(0, rows, step), [labels[i] for i in range(0, rows, step)])
     if pieces is not None:
-        ax.set_xticks(range(g), [p.replace("<eos>", "\u2205") for p in pieces], fontfamily="monospace")
+        ax.set_xticks(range(g), [p.replace("<eos>", EOS_GLYPH) for p in pieces], fontfamily="monospace")
     else:
         ax.set_xticks(range(0, g, max(1, g // 16)))
     ax.set_xlabel("generated position" + (" (token shown)" if pieces is not None else ""))

@@ -24,9 +24,15 @@ def _fg_for(hex_color: str) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "white"
 
 
-def token_pieces(tokenizer: Any, ids: Sequence[int]) -> list[str]:
-    """Per-token display strings (each token decoded alone)."""
-    return [tokenizer.decode([int(t)]) for t in ids]
+EOS_GLYPH = "\u2205"  # how the views show an EOS token when asked to
+
+
+def token_pieces(tokenizer: Any, ids: Sequence[int], eos_glyph: str | None = None) -> list[str]:
+    """Per-token display strings (each token decoded alone); ``eos_glyph`` replaces the tokenizer's EOS token."""
+    pieces = [tokenizer.decode([int(t)]) for t in ids]
+    if eos_glyph is None:
+        return pieces
+    return [eos_glyph if p == tokenizer.eos_token else p for p in pieces]
 
 
 def reveal_text(pieces: Sequence[str], reveal_call: Sequence[int], first_call: int = 0, num_calls: int | None = None) -> Text:
