@@ -170,3 +170,20 @@ def test_pretrained_checkpoint_through_unmask_models_load() -> None:
     assert cached.generate_until(reqs[:1]) == texts[:1]
     (ll, greedy), = lm.loglikelihood([Instance("loglikelihood", {}, ("the cat", " sat on"), 0, ("l", 0, 1))])
     assert ll < 0 and isinstance(greedy, bool)
+
+
+@pytest.mark.parametrize("planner", ["dilated", "topk(score='random', counts='dilated')"])
+def test_repeats_are_distinct_samples_whatever_the_batch_size(planner: str) -> None:
+    """lm-eval lists a request `repeats` times (pass@k); each repeat must be its own sample, in any batch."""
+    outs = {}
+    for batch_size in (1, 4, 8):
+        temperature = 0.0 if "random" in planner else 1.0  # a random order alone must vary too
+        lm = scripted.scripted_lm({}, planner=planner, gen_length=16, block_length=8, temperature=temperature,
+                                  batch_size=batch_size)
+        lm.denoiser = ToyDenoiser(vocab=len(lm.tokenizer), seed=4) if temperature == 0 else Uniform(vocab=len(lm.tokenizer))
+        lm.spec = lm.denoiser.spec
+        req = _instance("hello", {"until": []})
+        other = Instance("generate_until", {}, ("bye", {"until": []}), 0, ("t", 1, 1))
+        outs[batch_size] = lm.generate_until([req] * 8 + [other] * 2)
+    assert outs[1] == outs[4] == outs[8], "a repeat's sample depends on the batch it landed in"
+    assert len(set(outs[1][:8])) == 8 and outs[1][8] != outs[1][9]

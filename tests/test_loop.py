@@ -93,6 +93,28 @@ def test_same_seed_same_output(planner):
     assert not torch.equal(a.generated, c.generated)
 
 
+@pytest.mark.parametrize("planner", ["dilated", "topk(score='random', counts='dilated')", "threshold(tau=0.5)"])
+def test_sampled_batch_equals_each_prompt_alone_with_its_seed(planner):
+    den = ToyDenoiser(seed=5)
+    prompts, seeds = [[3, 4, 5, 6], [8], [], [9, 10]], [11, 12, 13, 14]
+    cfg = GenerationConfig(gen_length=16, block_length=8, planner=planner, temperature=1.0)
+    batch = generate(den, prompts, cfg, seeds=seeds)
+    for i, p in enumerate(prompts):
+        alone = generate(den, [p], cfg, seeds=[seeds[i]])
+        assert torch.equal(batch.generated[i], alone.generated[0]), f"row {i} differs from its single run"
+        # same order of reveals (global call indices shift when other rows need more calls in a block)
+        order = lambda rc: torch.unique(rc, return_inverse=True)[1]  # noqa: E731
+        assert torch.equal(order(batch.trace.reveal_call[i]), order(alone.trace.reveal_call[0]))
+    repeats = generate(den, [[1, 2]] * 6, cfg)  # default seeds: one per row, derived from (seed, row)
+    assert len({tuple(r) for r in repeats.generated.tolist()}) == 6
+
+
+@pytest.mark.parametrize("seeds", [[1], [1, 2, 3], "12", [1, -1], [1, 2.0]])
+def test_seeds_must_be_one_int_per_prompt(seeds):
+    with pytest.raises(ValueError, match="seeds"):
+        generate(ToyDenoiser(), [[1], [2]], GenerationConfig(gen_length=8, block_length=8), seeds=seeds)
+
+
 @pytest.mark.parametrize("block", [2, 4, 8, 16, 32, 64])
 def test_dus_costs_log2_calls_per_block(block):
     den = ToyDenoiser()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from unmask.planners import EB, Binary, Dilated, Factor, PlanStep, Spaced, Threshold, TopK, make_planner, parse_planner
+from unmask.noise import Noise
 from unmask.sampling import Proposal
 
 
@@ -18,7 +19,9 @@ def step(conf, masked=None, call=0, entropy=None, margin=None, block_length=None
     mar = None if margin is None else torch.tensor(margin, dtype=torch.float32).reshape(conf.shape)
     prop = Proposal(tokens=torch.zeros_like(conf, dtype=torch.long), confidence=conf, logq=torch.zeros_like(conf),
                     margin=mar, entropy=ent)
-    return PlanStep(masked, prop, call, block_length or conf.shape[-1], num_blocks, torch.Generator().manual_seed(seed))
+    positions = torch.arange(conf.shape[-1]).expand(conf.shape)
+    noise = Noise.from_seeds([seed] * conf.shape[0]).at(call, positions)
+    return PlanStep(masked, prop, call, block_length or conf.shape[-1], num_blocks, noise)
 
 
 def picked(planner, st):
@@ -71,11 +74,13 @@ def test_topk_margin_and_entropy_lowest_first():
     assert picked(TopK(score="margin", counts=(2, 2)), st) == [1, 2]
 
 
-def test_topk_random_uses_generator():
+def test_topk_random_order_is_a_function_of_the_seed():
     conf = [0.5] * 16
     a = picked(TopK(score="random", counts=(4, 12)), step(conf, seed=1))
     b = picked(TopK(score="random", counts=(4, 12)), step(conf, seed=1))
     assert a == b and len(a) == 4
+    others = {tuple(picked(TopK(score="random", counts=(4, 12)), step(conf, seed=s))) for s in range(2, 12)}
+    assert len(others) > 5  # other seeds, other orders
 
 
 def test_eb_prefix_rule_in_bits():

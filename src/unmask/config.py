@@ -34,7 +34,7 @@ class GenerationConfig:
     cache: str = "none"
     early_exit: bool = True  # stop after a block once every row has produced EOS
     stop: tuple[str, ...] = ()  # stop strings, trimmed after decoding
-    seed: int | None = None  # used when no generator is passed to generate()
+    seed: int | None = None  # base of the per-row seeds when generate() gets none (None: drawn from torch's RNG)
 
     def __post_init__(self) -> None:
         _positive_int("gen_length", self.gen_length)
@@ -61,6 +61,8 @@ class GenerationConfig:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
+            raise ValueError(f"seed must be an int >= 0 or None, got {self.seed!r}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"stop must be a sequence of non-empty strings, got {self.stop!r}")
 

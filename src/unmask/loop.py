@@ -20,6 +20,7 @@ from .config import GenerationConfig
 from .denoiser import Denoiser, canvas_positions, device_of
 from .guidance import Guided
 from .output import FILLED, GenerationOutput, Trace
+from .noise import Noise, derive_seed
 from .planners import PlanStep
 from .progress import block_progress
 from .sampling import propose
@@ -66,13 +67,24 @@ def _validate_prompts(rows: list[list[int]], config: GenerationConfig, denoiser:
             )
 
 
+def row_seeds(seeds: Sequence[int] | None, n: int, base: int | None) -> list[int]:
+    """One seed per row: ``seeds`` as given (checked), else derived from ``(base, row)``."""
+    if seeds is not None:
+        if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or len(seeds) != n:
+            raise ValueError(f"seeds must be a sequence of {n} ints (one per prompt), got {seeds!r}")
+        return list(seeds)
+    if base is None:
+        base = int(torch.randint(0, 2**62, ()))
+    return [derive_seed(base, i) for i in range(n)]
+
+
 @torch.no_grad()
 def generate(
     denoiser: Denoiser,
     prompts: PromptsLike,
     config: GenerationConfig | None = None,
     *,
-    generator: torch.Generator | None = None,
+    seeds: Sequence[int] | None = None,
     tokenizer: Any | None = None,
     progress: bool = False,
 ) -> GenerationOutput:
@@ -84,6 +96,12 @@ def generate(
     produced an EOS id in a finished block is filled with EOS and stops
     costing calls; the loop ends when every row has. With ``tokenizer``, the
     output carries decoded texts cut at EOS and at the first stop string.
+
+    Randomness (sampled tokens, random orders) comes from one seed per row
+    (:mod:`unmask.noise`): ``seeds[i]`` for prompt i, so a prompt with the
+    same seed gets the same output alone or in any batch; by default row i's
+    seed is derived from ``(config.seed, i)``, and from a draw of torch's
+    global generator when ``config.seed`` is None.
     """
     config = config or GenerationConfig()
     rows = _as_rows(prompts)
@@ -107,8 +125,7 @@ def generate(
         prompt_mask[:, width:] = False
         model = Guided(denoiser, prompt_mask, config.cfg_scale)
     forward = make_forward(config.cache, model, attention_mask, positions)
-    if generator is None and config.seed is not None:
-        generator = torch.Generator(device=device).manual_seed(config.seed)
+    noise = Noise.from_seeds(row_seeds(seeds, n, config.seed), device)
 
     reveal_call = torch.full((n, gen), -2, dtype=torch.long, device=device)
     token_prob = torch.ones((n, gen), dtype=torch.float32, device=device)
@@ -131,8 +148,9 @@ def generate(
                     break
                 logits = forward.block_logits(x, lo, hi, call)  # [N, Bl, V]
                 logits[..., spec.mask_id] = float("-inf")  # a revealed position never takes the mask
-                proposal = propose(logits, config.sampling, generator, planner.needs)
-                step = PlanStep(masked, proposal, call, bl, config.num_blocks, generator)
+                call_noise = noise.at(call, positions[:, lo:hi])
+                proposal = propose(logits, config.sampling, call_noise, planner.needs)
+                step = PlanStep(masked, proposal, call, bl, config.num_blocks, call_noise)
                 reveal = planner.select(step).reveal
                 assert not (reveal & ~masked).any(), f"{planner} revealed an unmasked position"
                 assert bool((reveal.any(-1) | ~masked.any(-1)).all()), f"{planner} made no progress"

@@ -2,8 +2,9 @@
 
 Scores (confidence, margin, entropy) come from the model's clean distribution
 ``softmax(logits)``, never from noise-perturbed values; tokens are drawn from
-the sampling distribution (temperature, top-k, top-p) with an explicit
-``torch.Generator``. Everything runs in float32 on the block slice only: no
+the sampling distribution (temperature, top-k, top-p) with
+counter-based noise (:mod:`unmask.noise`), so a row's draws do not depend on
+its batch. Everything runs in float32 on the block slice only: no
 float64 ``[L, V]`` softmax is ever materialised.
 """
 
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from .noise import TOKENS, CallNoise
 
 SCORES = ("confidence", "margin", "entropy")
 
@@ -53,14 +56,16 @@ def _truncate(z: Tensor, top_k: int | None, top_p: float) -> Tensor:
 def propose(
     logits: Tensor,
     params: SamplingParams,
-    generator: torch.Generator | None = None,
+    noise: CallNoise | None = None,
     need: frozenset[str] = frozenset(),
 ) -> Proposal:
     """Draw one token per position and score it.
 
     ``logits``: ``[N, L, V]`` (any float dtype). ``need`` names the optional
     scores to compute (``"margin"``, ``"entropy"``); confidence and logq are
-    always computed. Raises ``ValueError`` if the logits hold NaN or +inf.
+    always computed. ``noise`` supplies the uniforms of the draws and is
+required when ``params.temperature > 0``. Raises ``ValueError`` if the logits
+hold NaN or +inf.
     """
     z = logits.float()  # [N, L, V]; a copy only when the logits are half precision
     lse = torch.logsumexp(z, dim=-1)  # [N, L]
@@ -76,8 +81,10 @@ def propose(
     else:
         zq = _truncate(z / params.temperature, params.top_k, params.top_p)
         logq_all = torch.log_softmax(zq, dim=-1)
-        # Gumbel-max via exponential races: argmax(q / E), E ~ Exp(1)
-        races = torch.empty_like(logq_all).exponential_(generator=generator)
+        if noise is None:
+            raise ValueError("sampling with temperature > 0 needs noise (an unmask.noise.CallNoise)")
+        # Gumbel-max via exponential races: argmax(q / E), E = -log(U) ~ Exp(1)
+        races = -torch.log(noise.uniform(TOKENS, z.shape[-1]))  # [N, L, V]
         tokens = (logq_all - races.log()).argmax(-1)
         logq = logq_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
         confidence = (z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse).exp()

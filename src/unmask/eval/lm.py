@@ -17,6 +17,7 @@ so that every task of a planner comparison samples the same way.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -30,6 +31,7 @@ from lm_eval.api.registry import register_model
 
 from ..config import GenerationConfig
 from ..loop import generate
+from ..noise import derive_seed
 from ..planners import TopK
 from ..progress import make_progress
 from ..text import decode_rows
@@ -152,6 +154,7 @@ class UnmaskLM(TemplateLM):
         """Batched generation; see the module docstring for how request kwargs are used."""
         results: list[str] = [""] * len(requests)
         padding = padding_flags(requests)
+        request_seeds = generation_seeds(requests, self.settings.seed)
         groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
             groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
@@ -163,7 +166,8 @@ class UnmaskLM(TemplateLM):
                 for start in range(0, len(idx), self.settings.batch_size):
                     batch = idx[start : start + self.settings.batch_size]
                     t0 = time.perf_counter()
-                    out = generate(self.denoiser, [prompts[i] for i in batch], config)
+                    seeds = [request_seeds[i] for i in batch]
+                    out = generate(self.denoiser, [prompts[i] for i in batch], config, seeds=seeds)
                     ids = out.generated[:, :max_toks]
                     texts = decode_rows(self.tokenizer, ids, self.spec.eos_ids, config.stop)
                     seconds = time.perf_counter() - t0
@@ -305,6 +309,26 @@ class UnmaskLM(TemplateLM):
         if key not in self._warned:
             self._warned.add(key)
             log.warning(message)
+
+
+def generation_seeds(requests: Sequence[Any], base: int) -> list[int]:
+    """One sampling seed per request, from ``base``, the request's identity and its repeat index.
+
+    lm-eval lists a request ``repeats`` times (pass@k, self-consistency); the
+    k-th occurrence gets repeat index k, so repeats differ from each other
+    while no seed depends on the batch a request lands in or on the rank that
+    runs it.
+    """
+    seen: dict[tuple, int] = {}
+    seeds = []
+    for req in requests:
+        key = (str(getattr(req, "task_name", None)), repr(getattr(req, "doc_id", None)), getattr(req, "idx", 0),
+               repr(req.args))
+        repeat = seen.get(key, 0)
+        seen[key] = repeat + 1
+        ident = int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "little")
+        seeds.append(derive_seed(base, ident, repeat))
+    return seeds
 
 
 def _tasks(requests: Sequence[Any]) -> list[str | None]:

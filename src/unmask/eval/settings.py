@@ -39,7 +39,7 @@ class EvalSettings:
     batch_size: int = 1  # prompts per generate() call; rows (draws) per call when scoring
     mc_num: int = 128  # Monte-Carlo draws per loglikelihood request (LLaDA's default)
     greedy_check: str = "reveal"  # how loglikelihood's is_greedy is decided, see likelihood.py
-    seed: int = 0  # seeds the likelihood draws (per request) and sampling (per batch)
+    seed: int = 0  # base of the per-request seeds of the likelihood draws and of sampling
     native: bool | None = None  # unmask.models.load: None = native when the family is known, False = AutoModel
     trust_remote_code: bool = False  # accepted for lm-eval's --trust_remote_code; unmask.models.load decides
 
@@ -52,8 +52,8 @@ class EvalSettings:
             raise ValueError(f"greedy_check must be one of {GREEDY_CHECKS}, got {self.greedy_check!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ValueError(f"seed must be an int, got {self.seed!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
 
 
 SETTINGS_KEYS = tuple(f.name for f in dataclasses.fields(EvalSettings))

@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from ..noise import ORDER, CallNoise
 from ..sampling import Proposal
 
 
@@ -29,7 +30,7 @@ class PlanStep:
     call: int  # 0-based index of this call within the block
     block_length: int
     num_blocks: int
-    generator: torch.Generator | None = None
+    noise: CallNoise | None = None  # uniforms for random choices (random top-k)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def priority_of(step: PlanStep, score: str) -> Tensor:
         assert p.entropy is not None, "entropy requested but not computed"
         return -p.entropy  # lowest entropy first
     if score == "random":
-        g = step.generator
-        dev = g.device if g is not None else step.masked.device
-        return torch.rand(step.masked.shape, generator=g, device=dev).to(step.masked.device)
+        if step.noise is None:
+            raise ValueError("the random score needs noise (an unmask.noise.CallNoise) in the PlanStep")
+        return step.noise.uniform(ORDER)
     raise AssertionError(f"unknown score {score!r}")
