@@ -17,13 +17,12 @@ from torch import Tensor
 
 from .cache import make_forward
 from .config import GenerationConfig
+from .decide import decide
 from .denoiser import Denoiser, canvas_positions, device_of
 from .guidance import Guided
 from .output import FILLED, GenerationOutput, Trace
 from .noise import Noise, derive_seed
-from .planners import PlanStep
 from .progress import block_progress
-from .sampling import propose
 from .text import decode_rows
 
 PromptsLike = Sequence[Sequence[int]] | Sequence[Tensor] | Tensor
@@ -147,13 +146,9 @@ def generate(
                 if not masked.any():
                     break
                 logits = forward.block_logits(x, lo, hi, call)  # [N, Bl, V]
-                logits[..., spec.mask_id] = float("-inf")  # a revealed position never takes the mask
-                call_noise = noise.at(call, positions[:, lo:hi])
-                proposal = propose(logits, config.sampling, call_noise, planner.needs)
-                step = PlanStep(masked, proposal, call, bl, config.num_blocks, call_noise)
-                reveal = planner.select(step).reveal
-                assert not (reveal & ~masked).any(), f"{planner} revealed an unmasked position"
-                assert bool((reveal.any(-1) | ~masked.any(-1)).all()), f"{planner} made no progress"
+                d = decide(logits, masked, planner, config.sampling, noise.at(call, positions[:, lo:hi]), call,
+                           config.num_blocks, spec.mask_id)
+                reveal, proposal = d.reveal, d.proposal
                 x[:, lo:hi] = torch.where(reveal, proposal.tokens, x[:, lo:hi])
                 g = slice(lo - width, hi - width)
                 global_call = len(block_of_call)
