@@ -1,0 +1,127 @@
+"""The best fixed schedule of a block under a call budget: exhaustive where feasible, local search beyond.
+
+A fixed schedule is an ordered partition of the block offsets into ``calls``
+groups (call t reveals group t). :func:`search_schedule` minimises any
+objective over them: every ordered partition when there are at most
+``exhaustive_limit`` of them (``k! S(B, k)``), else a first-improvement local
+search from the best of the given seed schedules (moving one offset to another
+call, or swapping the calls of two offsets), until a full pass improves
+nothing or ``max_evals`` objectives were computed. The objectives here:
+
+- :func:`exact_objective`: :func:`~unmask.oracles.schedule_kl`, exact, for
+  first-order Markov chains;
+- :func:`sampled_objective`: the mean :func:`~unmask.oracles.path_kl` of
+  ``samples`` unconditional blocks generated with the schedule (exact in
+  expectation for a fixed schedule, common random numbers across schedules);
+  its minimum over a search is biased low, so re-measure the winner on fresh
+  seeds before quoting it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .markov import ChainOracle, MarkovOracle
+from .metrics import ordered_partitions, path_kl, schedule_kl
+
+Levels = tuple[tuple[int, ...], ...]
+Objective = Callable[[Levels], float]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    levels: Levels  # the best schedule found
+    value: float  # its objective
+    evaluations: int
+    exhaustive: bool  # True: every ordered partition was scored, so ``levels`` is the optimum
+
+
+def canonical(levels: Sequence[Sequence[int]]) -> Levels:
+    return tuple(tuple(sorted(int(i) for i in level)) for level in levels)
+
+
+def count_schedules(block_length: int, calls: int) -> int:
+    """``k! S(B, k)``: the number of ordered partitions of B offsets into k non-empty calls."""
+    return sum((-1) ** j * math.comb(calls, j) * (calls - j) ** block_length for j in range(calls + 1))
+
+
+def _neighbours(levels: Levels, swaps: bool = True) -> list[Levels]:
+    """Every schedule one move (an offset to another call) or, with ``swaps``, one swap (two offsets' calls) away."""
+    call_of = {i: t for t, level in enumerate(levels) for i in level}
+    k, out = len(levels), []
+
+    def build(assign: dict[int, int]) -> Levels | None:
+        groups = [sorted(i for i, t in assign.items() if t == c) for c in range(k)]
+        return None if any(not g for g in groups) else canonical(groups)
+
+    for i, t in call_of.items():
+        for c in range(k):
+            if c != t and (cand := build({**call_of, i: c})) is not None:
+                out.append(cand)
+    for i, j in itertools.combinations(sorted(call_of), 2) if swaps else ():
+        if call_of[i] != call_of[j]:
+            out.append(build({**call_of, i: call_of[j], j: call_of[i]}))  # type: ignore[arg-type]
+    return out
+
+
+def search_schedule(
+    objective: Objective, block_length: int, calls: int, seeds: Sequence[Sequence[Sequence[int]]] = (),
+    exhaustive_limit: int = 20_000, max_evals: int = 5_000, swaps: bool = True,
+    advance: Callable[[], None] | None = None,
+) -> SearchResult:
+    """The fixed schedule of ``calls`` calls over ``block_length`` offsets with the smallest ``objective``."""
+    if not isinstance(block_length, int) or block_length < 1:
+        raise ValueError(f"block_length must be a positive int, got {block_length!r}")
+    if not isinstance(calls, int) or not 1 <= calls <= block_length:
+        raise ValueError(f"calls must be an int in [1, block_length={block_length}], got {calls!r}")
+    cache: dict[Levels, float] = {}
+
+    def score(levels: Levels) -> float:
+        if levels not in cache:
+            cache[levels] = objective(levels)
+            if advance is not None:
+                advance()
+        return cache[levels]
+
+    if count_schedules(block_length, calls) <= exhaustive_limit:
+        best = min(ordered_partitions(block_length, calls), key=score)
+        return SearchResult(best, cache[best], len(cache), True)
+    starts = [canonical(s) for s in seeds if len(s) == calls]
+    if not starts:
+        raise ValueError(f"give at least one seed schedule with {calls} calls for a block of {block_length}")
+    best = min(starts, key=score)
+    improved = True
+    while improved and len(cache) < max_evals:
+        improved = False
+        for cand in _neighbours(best, swaps):
+            if len(cache) >= max_evals:
+                break
+            if score(cand) < cache[best]:
+                best, improved = cand, True
+                break
+    return SearchResult(best, cache[best], len(cache), False)
+
+
+def exact_objective(oracle: MarkovOracle, context: str = "start") -> Objective:
+    """Exact expected KL per token (:func:`~unmask.oracles.schedule_kl`) of a schedule on a first-order chain."""
+    return lambda levels: schedule_kl(oracle, levels, context)
+
+
+def sampled_objective(oracle: ChainOracle, samples: int = 1024, seed: int = 0) -> Objective:
+    """Mean path KL per token of ``samples`` unconditional blocks generated with the schedule (temperature 1)."""
+    from ..config import GenerationConfig
+    from ..loop import generate
+    from ..planners import Schedule
+
+    prompts: list[list[int]] = [[] for _ in range(samples)]
+
+    def value(levels: Levels) -> float:
+        b = sum(map(len, levels))
+        cfg = GenerationConfig(gen_length=b, block_length=b, planner=Schedule(levels), temperature=1.0,
+                               early_exit=False, seed=seed)
+        return float(path_kl(oracle, generate(oracle, prompts, cfg), prompts).mean())
+
+    return value

@@ -1,0 +1,81 @@
+"""The planners ``unmask tune`` compares at a call budget, as spec strings.
+
+Fixed schedules are listed only if they fit the budget (calls per block <=
+budget); adaptive planners (threshold, EB and their spaced hybrids) are
+listed over a grid of settings and kept or dropped once their mean calls per
+block on the calibration set are known.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..planners import Planner, parse_planner
+from ..schedules import dilated_levels
+
+TAUS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+GAMMAS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0)
+SPACED = ("threshold(tau=0.7)", "threshold(tau=0.9)", "eb(gamma=2.0)", "eb(gamma=8.0)")
+SCORES = ("confidence", "margin", "entropy", "random")
+MAX_DUS = 4  # dilated variants kept per budget: those closest to it
+
+
+@dataclass(frozen=True)
+class Candidate:
+    family: str
+    spec: str
+    planner: Planner
+    fixed_calls: int | None  # calls per block when fixed in advance (None for adaptive planners)
+
+
+def candidate(family: str, spec: str, block_length: int) -> Candidate:
+    """A candidate from a spec string (``ValueError`` for a bad spec)."""
+    planner = parse_planner(spec)
+    return Candidate(family, spec, planner, planner.calls_per_block(block_length))
+
+
+def family_of(planner: Planner) -> str:
+    """A short family label for a planner (used for user-given candidates)."""
+    name = type(planner).name
+    if name == "topk":
+        return f"top-k {planner.score}"  # type: ignore[attr-defined]
+    if name == "spaced":
+        return f"spaced {type(planner.inner).name}"  # type: ignore[attr-defined]
+    return {"dilated": "DUS"}.get(name, name)
+
+
+def dus_specs(block_length: int, budget: int) -> list[str]:
+    """``dilated(base, skip_exp)`` settings with at most ``budget`` calls, distinct schedules, closest to it first."""
+    found: dict[tuple[tuple[int, ...], ...], tuple[int, int, int]] = {}
+    for base in range(2, block_length + 1):
+        for skip in range(0, max(1, math.ceil(math.log(block_length, base))) + 1):
+            levels = tuple(map(tuple, dilated_levels(block_length, base, skip)))
+            if len(levels) <= budget and levels not in found:
+                found[levels] = (len(levels), base, skip)
+    best = sorted(found.values(), key=lambda t: (-t[0], t[1], t[2]))[:MAX_DUS]
+    return [f"dilated(base={b}, skip_exp={s})" for _, b, s in best]
+
+
+def default_candidates(budget: int, block_length: int, gen_length: int) -> list[Candidate]:
+    """DUS bases, interleave, farthest point, top-k scores, threshold and EB grids, spaced hybrids."""
+    if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= block_length:
+        raise ValueError(f"budget must be an int in [1, block_length={block_length}] (calls per block), got {budget!r}")
+    num_blocks = gen_length // block_length
+    out = [candidate("DUS", s, block_length) for s in dus_specs(block_length, budget)]
+    if budget >= 2:
+        out.append(candidate("interleave", f"interleave(k={budget})", block_length))
+        out.append(candidate("farthest", f"farthest(calls={budget})", block_length))
+    out += [candidate(f"top-k {s}", f"topk(score='{s}', steps={budget * num_blocks})", block_length) for s in SCORES]
+    out += [candidate("threshold", f"threshold(tau={t})", block_length) for t in TAUS]
+    out += [candidate("EB", f"eb(gamma={g})", block_length) for g in GAMMAS]
+    out += [candidate(f"spaced {s.split('(')[0]}", f"spaced({s}, start_stride=8)", block_length) for s in SPACED]
+    return out
+
+
+def user_candidates(specs: Sequence[str], block_length: int) -> list[Candidate]:
+    """Candidates from spec strings given by the user, labelled by family."""
+    if not specs:
+        raise ValueError("candidates must hold at least one planner spec")
+    return [candidate(family_of(parse_planner(s)), s, block_length) for s in specs]

@@ -1,0 +1,106 @@
+"""The tuner's frontier as a rich table, markdown and a plot (score against calls per block)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .core import Score, TuneResult
+
+STATUS_MARK = {"exact": "", "upper bound": " (bound)", "biased": " (biased)"}
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def columns(result: TuneResult) -> list[str]:
+    if result.config.sampling:
+        return ["planner", "spec", "calls/block", "self KL/token ± se", "pair JS", "log p/token"]
+    return ["planner", "spec", "calls/block", "agreement %", "Δ log p/token"]
+
+
+def cells(s: Score, sampling: bool) -> list[str]:
+    calls = f"{s.calls:.2f}" + ("" if s.eligible else " (over)")
+    if sampling:
+        kl = "-" if s.kl is None else f"{s.kl:.4f} ± {s.kl_se:.4f}" + STATUS_MARK.get(s.kl_status or "", "")
+        return [s.candidate.family, s.candidate.spec, calls, kl, _num(s.js, ".4f"), _num(s.loglik, ".4f")]
+    agree = "-" if s.agreement is None else f"{100 * s.agreement:.1f}"
+    return [s.candidate.family, s.candidate.spec, calls, agree, _num(s.loglik, ".4f")]
+
+
+def _order(result: TuneResult) -> list[Score]:
+    if result.config.sampling:
+        return sorted(result.scores, key=lambda s: (not s.eligible, s.kl if s.kl is not None else float("inf")))
+    return sorted(result.scores, key=lambda s: (not s.eligible, -(s.agreement or 0.0)))
+
+
+def winner_line(result: TuneResult) -> str:
+    r, c = result.report, result.config
+    if c.sampling:
+        got = f"self KL {r.kl:.4f} ± {r.kl_se:.4f}/token" + STATUS_MARK.get(r.kl_status or "", "")
+    else:
+        got = f"agreement {100 * (r.agreement or 0):.1f}%"
+    return (f"winner: {result.spec}  ({r.calls:.2f} calls per block; on the {result.n_report} report prompts: {got})\n"
+            f"use it: --planner \"{result.spec}\" --block-length {c.block_length}")
+
+
+def print_tune(result: TuneResult, console: Console | None = None) -> None:
+    console = console or Console()
+    c = result.config
+    table = Table(title=f"calibration frontier at {c.budget} calls per {c.block_length}-token block "
+                        f"({result.n_calibration} prompts, temperature {c.temperature:g})")
+    for col in columns(result):
+        table.add_column(col, justify="left" if col in ("planner", "spec") else "right")
+    for s in _order(result):
+        style = "bold green" if s is result.winner else ("dim" if not s.eligible else None)
+        table.add_row(*cells(s, c.sampling), style=style)
+    console.print(table)
+    if result.js_floor is not None:
+        console.print(f"pair JS floor (reference against reference): {result.js_floor:.4f}")
+    console.print(winner_line(result), highlight=False)
+    if result.files:
+        console.print("wrote " + ", ".join(map(str, result.files)))
+
+
+def render_markdown(result: TuneResult) -> str:
+    head = columns(result)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if h in ("planner", "spec") else "---:" for h in head) + "|"]
+    for s in _order(result):
+        row = cells(s, result.config.sampling)
+        if s is result.winner:
+            row = [f"**{x}**" for x in row]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n\n" + winner_line(result).replace("\n", "; ") + "\n"
+
+
+def plot_tune(result: TuneResult, path: str | Path) -> Path:
+    """Score against calls per block, one point per candidate, the winner ringed (Agg backend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    c = result.config
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    families = list(dict.fromkeys(s.candidate.family for s in result.scores))
+    value = (lambda s: s.kl) if c.sampling else (lambda s: 100 * (s.agreement or 0.0))
+    for fam in families:
+        pts = [(s.calls, value(s)) for s in result.scores if s.candidate.family == fam and value(s) is not None]
+        if pts:
+            ax.plot(*zip(*sorted(pts)), marker="o", linestyle="-", label=fam, ms=5)
+    w = result.winner
+    ax.plot([w.calls], [value(w)], marker="o", ms=16, mfc="none", mec="black", linestyle="none", label="winner")
+    ax.axvline(c.budget, color="grey", linestyle=":", label="budget")
+    ax.set_xscale("log")
+    if c.sampling:
+        ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xlabel(f"calls per {c.block_length}-token block (calibration mean)")
+    ax.set_ylabel("self KL (nats/token, lower is better)" if c.sampling else "agreement with one token per call (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"unmask tune: budget {c.budget} calls per block; winner {result.spec}", fontsize=9)
+    fig.savefig(path, dpi=110)
+    return Path(path)
