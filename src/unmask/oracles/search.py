@@ -24,6 +24,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from .markov import ChainOracle, MarkovOracle
 from .metrics import ordered_partitions, path_kl, schedule_kl
 
@@ -37,6 +39,7 @@ class SearchResult:
     value: float  # its objective
     evaluations: int
     exhaustive: bool  # True: every ordered partition was scored, so ``levels`` is the optimum
+    top: tuple[tuple[Levels, float], ...] = ()  # the best few scored, best first
 
 
 def canonical(levels: Sequence[Sequence[int]]) -> Levels:
@@ -88,7 +91,7 @@ def search_schedule(
 
     if count_schedules(block_length, calls) <= exhaustive_limit:
         best = min(ordered_partitions(block_length, calls), key=score)
-        return SearchResult(best, cache[best], len(cache), True)
+        return SearchResult(best, cache[best], len(cache), True, _top(cache))
     starts = [canonical(s) for s in seeds if len(s) == calls]
     if not starts:
         raise ValueError(f"give at least one seed schedule with {calls} calls for a block of {block_length}")
@@ -102,7 +105,11 @@ def search_schedule(
             if score(cand) < cache[best]:
                 best, improved = cand, True
                 break
-    return SearchResult(best, cache[best], len(cache), False)
+    return SearchResult(best, cache[best], len(cache), False, _top(cache))
+
+
+def _top(cache: dict[Levels, float], k: int = 4) -> tuple[tuple[Levels, float], ...]:
+    return tuple(sorted(cache.items(), key=lambda kv: kv[1])[:k])
 
 
 def exact_objective(oracle: MarkovOracle, context: str = "start") -> Objective:
@@ -110,18 +117,19 @@ def exact_objective(oracle: MarkovOracle, context: str = "start") -> Objective:
     return lambda levels: schedule_kl(oracle, levels, context)
 
 
-def sampled_objective(oracle: ChainOracle, samples: int = 1024, seed: int = 0) -> Objective:
-    """Mean path KL per token of ``samples`` unconditional blocks generated with the schedule (temperature 1)."""
+def sampled_path_kl(oracle: ChainOracle, levels: Levels, samples: int, seed: int) -> Tensor:
+    """Per-sample path KL ``[samples]`` of unconditional blocks generated with the fixed schedule ``levels``."""
     from ..config import GenerationConfig
     from ..loop import generate
     from ..planners import Schedule
 
+    b = sum(map(len, levels))
     prompts: list[list[int]] = [[] for _ in range(samples)]
+    cfg = GenerationConfig(gen_length=b, block_length=b, planner=Schedule(levels), temperature=1.0,
+                           early_exit=False, seed=seed)
+    return path_kl(oracle, generate(oracle, prompts, cfg), prompts)
 
-    def value(levels: Levels) -> float:
-        b = sum(map(len, levels))
-        cfg = GenerationConfig(gen_length=b, block_length=b, planner=Schedule(levels), temperature=1.0,
-                               early_exit=False, seed=seed)
-        return float(path_kl(oracle, generate(oracle, prompts, cfg), prompts).mean())
 
-    return value
+def sampled_objective(oracle: ChainOracle, samples: int = 1024, seed: int = 0) -> Objective:
+    """Mean path KL per token of ``samples`` unconditional blocks generated with the schedule (temperature 1)."""
+    return lambda levels: float(sampled_path_kl(oracle, levels, samples, seed).mean())

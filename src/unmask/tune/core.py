@@ -60,11 +60,12 @@ class TuneConfig:
     cache: str = "none"
     max_distance: int = 8  # pairs up to this far apart (pair JS)
     rescore: int = 4  # greedy: at most this many near-best candidates get their likelihood computed
+    screen: int = 32  # adaptive candidates run first on this many prompts; clearly over budget there, they stop
 
     def __post_init__(self) -> None:
         GenerationConfig(gen_length=self.gen_length, block_length=self.block_length, temperature=self.temperature,
                          cache=self.cache, seed=self.seed)  # the shared checks
-        for name in ("budget", "batch_size", "max_distance", "rescore"):
+        for name in ("budget", "batch_size", "max_distance", "rescore", "screen"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -104,6 +105,7 @@ class Score:
     kl_status: str | None = None  # "exact", "upper bound" or "biased"
     js: float | None = None  # sampling: pair JS against the reference
     seconds: float = 0.0
+    screened: int | None = None  # over budget on the first ``screened`` prompts: not run on the rest
 
 
 @dataclass
@@ -216,14 +218,9 @@ def tune(den: Denoiser, calibration: Sequence[Sequence[int]], report: Sequence[S
         decodes = {}
         for c in candidates:
             bar.update(task, description=c.spec)
-            d = decode(den, calibration, cal_seeds, c.planner, config)
-            calls = float(d.calls_per_block.mean())
-            s = Score(c, calls, float(d.calls_per_block.max()), calls <= config.budget + 1e-9, seconds=d.seconds)
-            if config.sampling:
-                _sampling_scores(den, calibration, d, ref, config, s)
-            else:
-                s.agreement = float(agreement(d.generated, ref.generated, den.spec.eos_ids).double().mean())
-            decodes[c.spec] = d
+            s, d = _score_candidate(den, calibration, cal_seeds, c, ref, config)
+            if d is not None:
+                decodes[c.spec] = d
             scores.append(s)
             bar.advance(task)
         js_floor = None
@@ -233,7 +230,7 @@ def tune(den: Denoiser, calibration: Sequence[Sequence[int]], report: Sequence[S
             _rescore_greedy(den, calibration, scores, decodes, ref, config)
         winner = pick(scores, config.sampling, len(calibration), js_floor)
         bar.update(task, description=f"report set: {winner.candidate.spec}")
-        rep = _score_report(den, report, rep_seeds, winner.candidate, ref_rep, config)
+        rep, _ = _score_candidate(den, report, rep_seeds, winner.candidate, ref_rep, config, screen=False)
         bar.advance(task)
     return TuneResult(config, scores, winner, rep, len(calibration), len(report), js_floor, time.perf_counter() - t0)
 
@@ -252,8 +249,14 @@ def _rescore_greedy(den: Denoiser, prompts: Sequence[Sequence[int]], scores: lis
         s.loglik = _greedy_loglik(den, prompts, d, ref, agree, config)
 
 
-def _score_report(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int], c: Candidate, ref: Decode,
-                  config: TuneConfig) -> Score:
+def _score_candidate(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int], c: Candidate, ref: Decode,
+                     config: TuneConfig, screen: bool = True) -> tuple[Score, Decode | None]:
+    """Decode and score one candidate; an adaptive one clearly over budget on the screen prompts stops there."""
+    if screen and c.fixed_calls is None and len(prompts) > config.screen:
+        d = decode(den, prompts[: config.screen], seeds[: config.screen], c.planner, config)
+        calls = float(d.calls_per_block.mean())
+        if calls > 1.25 * config.budget:
+            return Score(c, calls, float(d.calls_per_block.max()), False, seconds=d.seconds, screened=config.screen), None
     d = decode(den, prompts, seeds, c.planner, config)
     calls = float(d.calls_per_block.mean())
     s = Score(c, calls, float(d.calls_per_block.max()), calls <= config.budget + 1e-9, seconds=d.seconds)
@@ -261,4 +264,4 @@ def _score_report(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequen
         _sampling_scores(den, prompts, d, ref, config, s)
     else:
         s.agreement = float(agreement(d.generated, ref.generated, den.spec.eos_ids).double().mean())
-    return s
+    return s, d

@@ -23,7 +23,7 @@ def columns(result: TuneResult) -> list[str]:
 
 
 def cells(s: Score, sampling: bool) -> list[str]:
-    calls = f"{s.calls:.2f}" + ("" if s.eligible else " (over)")
+    calls = f"{s.calls:.2f}" + ("" if s.eligible else " (over)" if s.screened is None else f" (over on {s.screened})")
     if sampling:
         kl = "-" if s.kl is None else f"{s.kl:.4f} ± {s.kl_se:.4f}" + STATUS_MARK.get(s.kl_status or "", "")
         return [s.candidate.family, s.candidate.spec, calls, kl, _num(s.js, ".4f"), _num(s.loglik, ".4f")]
@@ -53,7 +53,10 @@ def print_tune(result: TuneResult, console: Console | None = None) -> None:
     table = Table(title=f"calibration frontier at {c.budget} calls per {c.block_length}-token block "
                         f"({result.n_calibration} prompts, temperature {c.temperature:g})")
     for col in columns(result):
-        table.add_column(col, justify="left" if col in ("planner", "spec") else "right")
+        if col in ("planner", "spec"):
+            table.add_column(col, overflow="fold", ratio=2 if col == "spec" else 1)
+        else:
+            table.add_column(col, justify="right", no_wrap=True)
     for s in _order(result):
         style = "bold green" if s is result.winner else ("dim" if not s.eligible else None)
         table.add_row(*cells(s, c.sampling), style=style)
