@@ -29,6 +29,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -40,10 +41,9 @@ from ..oracles.pairs import exact_pair_marginals, pair_kl, sample_pair_marginals
 from ..oracles.search import canonical, exact_objective, sampled_objective, sampled_path_kl, search_schedule
 from ..planners import Planner, parse_planner
 from ..planners.scheduled import _LevelPlanner
-from ..progress import make_progress
 from ..schedules import interleave_levels
 from ..tune import TuneConfig, default_candidates, tune
-from . import write_report
+from . import run_calls, write_report
 
 BLOCK = 32
 BUDGETS = (2, 3, 4, 5, 6)
@@ -154,29 +154,70 @@ def limit_seeds(budget: int) -> list[list[list[int]]]:
     return list({canonical(s): s for s in out}.values())
 
 
+@dataclass(frozen=True)
+class Settings:
+    samples: int
+    seed: int
+    search_evals: int
+    tune_samples: int
+
+
+@lru_cache(maxsize=8)
+def _oracle(name: str, seed: int) -> tuple[ChainOracle, torch.Tensor]:
+    """A named oracle and its exact pair marginals, built once per process."""
+    oracle = named_oracle(name, seed)
+    return oracle, exact_pair_marginals(oracle, BLOCK, MAX_DISTANCE)
+
+
+def _unit(kind: str, name: str, arg: object, s: Settings) -> object:
+    """One independent piece of the frontier (so pieces can run in parallel processes)."""
+    torch.set_num_threads(1)  # the oracles' small ops are several times slower when threads contend
+    oracle, exact_pairs = _oracle(name, s.seed)
+    if kind == "floor":
+        truth = oracle.sample(s.samples, BLOCK, torch.Generator().manual_seed(s.seed))
+        return pair_kl(sample_pair_marginals(truth, oracle.num_tokens, MAX_DISTANCE), exact_pairs)
+    if kind == "measure":
+        spec, family = arg  # type: ignore[misc]
+        return measure(oracle, spec, family, s.samples, s.seed, exact_pairs)
+    if kind == "limit":
+        return find_limit(oracle, arg, limit_seeds(arg), s.samples, s.seed, s.search_evals)  # type: ignore[arg-type]
+    cfg = TuneConfig(budget=arg, gen_length=BLOCK, block_length=BLOCK, temperature=1.0, seed=s.seed + 7,  # type: ignore[arg-type]
+                     batch_size=s.tune_samples)
+    empty: list[list[int]] = [[] for _ in range(s.tune_samples)]
+    return tune(oracle, empty, empty, default_candidates(arg, BLOCK, BLOCK), cfg).spec  # type: ignore[arg-type]
+
+
+def _units(oracles: tuple[str, ...], budgets: tuple[int, ...]) -> list[tuple[str, str, object]]:
+    """Every piece of work, the longest (searches, tuner runs) first."""
+    out: list[tuple[str, str, object]] = []
+    for name in oracles:
+        out += [("limit", name, b) for b in budgets] + [("tune", name, b) for b in budgets]
+    for name in oracles:
+        specs: dict[str, str] = {f"topk(score='random', steps={BLOCK})": "one token per call"}
+        for b in budgets:
+            specs.update({c.spec: c.family for c in default_candidates(b, BLOCK, BLOCK)})
+        out += [("floor", name, None)] + [("measure", name, item) for item in specs.items()]
+    return out
+
+
 def run_oracle_frontier(samples: int = 2048, seed: int = 0, budgets: tuple[int, ...] = BUDGETS,
                         oracles: tuple[str, ...] = ORACLES, search_evals: int = 300, tune_samples: int = 512,
-                        out_dir: str | Path | None = "benchmarks", progress: bool = True) -> FrontierResult:
-    """Run the frontier; write ``oracle_frontier.md`` and ``.png`` into ``out_dir`` (None: no files).
-
-    Runs with one torch thread (restored after): the oracles' many small ops
-    are several times slower when threads contend on a shared CPU.
-    """
+                        out_dir: str | Path | None = "benchmarks", progress: bool = True, jobs: int = 1) -> FrontierResult:
+    """Run the frontier (``jobs`` processes); write ``oracle_frontier.md`` and ``.png`` into ``out_dir`` (None: no files)."""
     if not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an int >= 2, got {samples!r}")
     if not budgets or any(not isinstance(b, int) or not 2 <= b <= BLOCK for b in budgets):
         raise ValueError(f"budgets must be ints in [2, {BLOCK}], got {budgets!r}")
+    if not oracles or any(o not in ORACLES for o in oracles):
+        raise ValueError(f"oracles must be names from {ORACLES}, got {oracles!r}")
     t0, threads = time.perf_counter(), torch.get_num_threads()
-    result = FrontierResult([], samples, seed, tuple(budgets))
-    bar = make_progress(transient=True)
-    bar.disable = not progress
-    torch.set_num_threads(1)
+    settings, units = Settings(samples, seed, search_evals, tune_samples), _units(oracles, budgets)
     try:
-        with bar:
-            for name in oracles:
-                result.oracles.append(_run_one(name, result, search_evals, tune_samples, bar))
+        values = run_calls([(_unit, (*u, settings)) for u in units], jobs, "oracle frontier", progress)
     finally:
         torch.set_num_threads(threads)
+    done = {(u[0], u[1], _key(u[2])): v for u, v in zip(units, values)}
+    result = FrontierResult([_collect(name, done, budgets) for name in oracles], samples, seed, tuple(budgets))
     result.seconds = time.perf_counter() - t0
     if out_dir is not None:
         from .oracle_report import plot_frontier, render_markdown
@@ -186,30 +227,14 @@ def run_oracle_frontier(samples: int = 2048, seed: int = 0, budgets: tuple[int, 
     return result
 
 
-def _run_one(name: str, result: FrontierResult, search_evals: int, tune_samples: int, bar) -> OracleFrontier:  # type: ignore[no-untyped-def]
-    oracle, seed, n = named_oracle(name, result.seed), result.seed, result.samples
-    exact_pairs = exact_pair_marginals(oracle, BLOCK, MAX_DISTANCE)
-    truth = oracle.sample(n, BLOCK, torch.Generator().manual_seed(seed))
-    floor = pair_kl(sample_pair_marginals(truth, oracle.num_tokens, MAX_DISTANCE), exact_pairs)
-    specs: dict[str, str] = {f"topk(score='random', steps={BLOCK})": "one token per call"}
-    for b in result.budgets:
-        specs.update({c.spec: c.family for c in default_candidates(b, BLOCK, BLOCK)})
-    task = bar.add_task(f"{name}: planners", total=len(specs))
-    measures = {}
-    for spec, family in specs.items():
-        bar.update(task, description=f"{name}: {spec}")
-        measures[spec] = measure(oracle, spec, family, n, seed, exact_pairs)
-        bar.advance(task)
-    limits, picks = {}, {}
-    for b in result.budgets:
-        task = bar.add_task(f"{name}: best fixed schedule, {b} calls", total=None)
-        limits[b] = find_limit(oracle, b, limit_seeds(b), n, seed, search_evals, lambda: bar.advance(task))
-        bar.update(task, description=f"{name}: unmask tune --budget {b}")
-        cfg = TuneConfig(budget=b, gen_length=BLOCK, block_length=BLOCK, temperature=1.0, seed=seed + 7,
-                         batch_size=tune_samples)
-        empty: list[list[int]] = [[] for _ in range(tune_samples)]
-        picks[b] = tune(oracle, empty, empty, default_candidates(b, BLOCK, BLOCK), cfg).spec
-    return OracleFrontier(oracle_title(name), measures, floor, limits, picks)
+def _key(arg: object) -> object:
+    return arg[0] if isinstance(arg, tuple) else arg  # measures are keyed by spec
+
+
+def _collect(name: str, done: dict, budgets: tuple[int, ...]) -> OracleFrontier:  # type: ignore[type-arg]
+    measures = {k[2]: v for k, v in done.items() if k[0] == "measure" and k[1] == name}
+    return OracleFrontier(oracle_title(name), measures, done[("floor", name, None)],
+                          {b: done[("limit", name, b)] for b in budgets}, {b: done[("tune", name, b)] for b in budgets})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,6 +246,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search-evals", type=int, default=300, help="schedules scored per limit search")
     parser.add_argument("--tune-samples", type=int, default=512, help="samples per set for the tuner's picks")
     parser.add_argument("--quick", action="store_true", help="budgets 2 and 4, 256 samples, short searches")
+    parser.add_argument("--jobs", type=int, default=1, help="processes to run the pieces in (default 1)")
     parser.add_argument("--out", default="benchmarks", help="folder for oracle_frontier.md and .png")
 
 
@@ -231,7 +257,7 @@ def main(args: argparse.Namespace) -> int:
     if args.quick:
         args.samples, args.budgets, args.search_evals, args.tune_samples = 256, [2, 4], 40, 128
     result = run_oracle_frontier(args.samples, args.seed, tuple(args.budgets), tuple(args.oracles), args.search_evals,
-                                 args.tune_samples, args.out)
+                                 args.tune_samples, args.out, jobs=args.jobs)
     print_frontier(result)
     return 0
 

@@ -14,13 +14,14 @@ schedule of a block under a call budget.
 from .enumerate import SamplerLaw, enumerate_sampler
 from .hmm import HMMOracle
 from .markov import ChainOracle, MarkovOracle
-from .named import NAMED_ORACLES, named_oracle, oracle_title
 from .metrics import BIASED, BOUND, EXACT, ordered_partitions, path_kl, path_kl_status, schedule_kl
-from .search import SearchResult, search_schedule
+from .named import NAMED_ORACLES, named_oracle, oracle_title
 from .pairs import PairDivergence, exact_pair_marginals, pair_divergence, pair_js, pair_kl, sample_pair_marginals
+from .search import SearchResult, search_schedule
 
 __all__ = [
     "BIASED", "BOUND", "EXACT", "NAMED_ORACLES", "ChainOracle", "HMMOracle", "MarkovOracle", "PairDivergence",
-    "SamplerLaw", "SearchResult", "enumerate_sampler", "exact_pair_marginals", "named_oracle", "oracle_title", "ordered_partitions", "pair_divergence", "pair_js", "pair_kl",
-    "path_kl", "path_kl_status", "sample_pair_marginals", "schedule_kl", "search_schedule",
+    "SamplerLaw", "SearchResult", "enumerate_sampler", "exact_pair_marginals", "named_oracle", "oracle_title",
+    "ordered_partitions", "pair_divergence", "pair_js", "pair_kl", "path_kl", "path_kl_status",
+    "sample_pair_marginals", "schedule_kl", "search_schedule",
 ]

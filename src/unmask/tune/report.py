@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from ..planners import Planner
 from .core import Score, TuneResult
 
 STATUS_MARK = {"exact": "", "upper bound": " (bound)", "biased": " (biased)"}
@@ -37,14 +39,34 @@ def _order(result: TuneResult) -> list[Score]:
     return sorted(result.scores, key=lambda s: (not s.eligible, -(s.agreement or 0.0)))
 
 
+def model_args(planner: Planner) -> str | None:
+    """The planner as lm-eval ``model_args`` keys (``planner=dilated,base=2,skip_exp=2``), or None when a value
+    holds a comma (``model_args`` are split on commas: use the spec string with the API or ``unmask generate``)."""
+    from ..eval.settings import planner_spec
+
+    parts = [f"planner={planner.name}"]
+    for f in dataclasses.fields(planner):  # type: ignore[arg-type]
+        value = getattr(planner, f.name)
+        if f.name == "inner":
+            parts.append(f"inner={planner_spec(value)}")
+        elif value != f.default:
+            parts.append(f"{f.name}={value}")
+    text = ",".join(parts)
+    return None if text.count(",") != len(parts) - 1 else text
+
+
 def winner_line(result: TuneResult) -> str:
     r, c = result.report, result.config
     if c.sampling:
         got = f"self KL {r.kl:.4f} ± {r.kl_se:.4f}/token" + STATUS_MARK.get(r.kl_status or "", "")
     else:
         got = f"agreement {100 * (r.agreement or 0):.1f}%"
-    return (f"winner: {result.spec}  ({r.calls:.2f} calls per block; on the {result.n_report} report prompts: {got})\n"
-            f"use it: --planner \"{result.spec}\" --block-length {c.block_length}")
+    lines = [f"winner: {result.spec}  ({r.calls:.2f} calls per block; on the {result.n_report} report prompts: {got})",
+             f"use it: unmask generate --planner \"{result.spec}\" --block-length {c.block_length} ..."]
+    args = model_args(result.winner.candidate.planner)
+    if args is not None:
+        lines.append(f"        unmask eval --model_args ...,{args},block_length={c.block_length}")
+    return "\n".join(lines)
 
 
 def print_tune(result: TuneResult, console: Console | None = None) -> None:
