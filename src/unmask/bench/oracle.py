@@ -36,7 +36,10 @@ import torch
 
 from ..config import GenerationConfig
 from ..loop import generate
-from ..oracles import BIASED, BOUND, ChainOracle, MarkovOracle, named_oracle, oracle_title, path_kl, path_kl_status
+from ..oracles import (
+    BIASED, BOUND, ChainOracle, HMMOracle, MarkovOracle, enumerate_sampler, named_oracle, oracle_title, path_kl,
+    path_kl_status,
+)
 from ..oracles.pairs import exact_pair_marginals, pair_kl, sample_pair_marginals
 from ..oracles.search import canonical, exact_objective, sampled_objective, sampled_path_kl, search_schedule
 from ..planners import Planner, parse_planner
@@ -87,6 +90,7 @@ class FrontierResult:
     samples: int
     seed: int
     budgets: tuple[int, ...]
+    checks: list[Check] = field(default_factory=list)  # path KL against exact KL, by enumeration
     seconds: float = 0.0
     files: list[Path] = field(default_factory=list)
 
@@ -154,6 +158,39 @@ def limit_seeds(budget: int) -> list[list[list[int]]]:
     return list({canonical(s): s for s in out}.values())
 
 
+SMALL_ORACLES = {  # V = 3, so that every output of 6 tokens can be enumerated
+    "Markov order 1": lambda: MarkovOracle(3, order=1, concentration=0.5, seed=1),
+    "Markov order 2": lambda: MarkovOracle(3, order=2, concentration=0.5, seed=2),
+    "HMM": lambda: HMMOracle(3, 3, persistence=0.8, concentration=0.5, seed=3),
+}
+CHECK_SPECS = (
+    "dilated", "topk(score='margin', counts='dilated')", "eb(gamma=1.0)", "topk(score='random', counts='dilated')",
+    "topk(score='confidence', counts='dilated')", "threshold(tau=0.5)", "binary(confidence_threshold=0.5)",
+)
+CHECK_LENGTH = 6
+
+
+@dataclass(frozen=True)
+class Check:
+    oracle: str
+    spec: str
+    status: str
+    kl: float  # exact KL(q || p) per token, by enumeration
+    path: float  # exact expected value of path_kl's estimate
+    nfe: float
+
+
+def check_path_kl(oracle_name: str) -> list[Check]:
+    """Exact KL against the exact mean of path_kl's estimate, by enumeration, on a small oracle (one block of 6)."""
+    oracle = SMALL_ORACLES[oracle_name]()
+    out = []
+    for spec in CHECK_SPECS:
+        law = enumerate_sampler(oracle, parse_planner(spec), CHECK_LENGTH, CHECK_LENGTH)
+        out.append(Check(oracle_name, spec, path_kl_status(parse_planner(spec)), law.kl, law.expected_path_kl,
+                         law.expected_nfe))
+    return out
+
+
 @dataclass(frozen=True)
 class Settings:
     samples: int
@@ -172,6 +209,8 @@ def _oracle(name: str, seed: int) -> tuple[ChainOracle, torch.Tensor]:
 def _unit(kind: str, name: str, arg: object, s: Settings) -> object:
     """One independent piece of the frontier (so pieces can run in parallel processes)."""
     torch.set_num_threads(1)  # the oracles' small ops are several times slower when threads contend
+    if kind == "check":
+        return check_path_kl(name)
     oracle, exact_pairs = _oracle(name, s.seed)
     if kind == "floor":
         truth = oracle.sample(s.samples, BLOCK, torch.Generator().manual_seed(s.seed))
@@ -197,7 +236,7 @@ def _units(oracles: tuple[str, ...], budgets: tuple[int, ...]) -> list[tuple[str
         for b in budgets:
             specs.update({c.spec: c.family for c in default_candidates(b, BLOCK, BLOCK)})
         out += [("floor", name, None)] + [("measure", name, item) for item in specs.items()]
-    return out
+    return out + [("check", name, None) for name in SMALL_ORACLES]
 
 
 def run_oracle_frontier(samples: int = 2048, seed: int = 0, budgets: tuple[int, ...] = BUDGETS,
@@ -217,7 +256,8 @@ def run_oracle_frontier(samples: int = 2048, seed: int = 0, budgets: tuple[int, 
     finally:
         torch.set_num_threads(threads)
     done = {(u[0], u[1], _key(u[2])): v for u, v in zip(units, values)}
-    result = FrontierResult([_collect(name, done, budgets) for name in oracles], samples, seed, tuple(budgets))
+    result = FrontierResult([_collect(name, done, budgets) for name in oracles], samples, seed, tuple(budgets),
+                            [c for name in SMALL_ORACLES for c in done[("check", name, None)]])
     result.seconds = time.perf_counter() - t0
     if out_dir is not None:
         from .oracle_report import plot_frontier, render_markdown
@@ -262,4 +302,4 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["FrontierResult", "Limit", "Measure", "OracleFrontier", "run_oracle_frontier"]
+__all__ = ["Check", "FrontierResult", "Limit", "Measure", "OracleFrontier", "check_path_kl", "run_oracle_frontier"]

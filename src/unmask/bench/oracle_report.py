@@ -19,9 +19,10 @@ ROWS = (
 
 
 def fmt(x: float) -> str:
-    if x == 0 or abs(x) >= 1e-3:
-        return f"{x:.4f}"
-    return f"{x:.1e}"
+    """4 decimals, or 2 significant digits below 1e-3; values within 1e-12 of 0 (rounding) print as 0."""
+    if abs(x) < 1e-12:
+        return "0"
+    return f"{x:.4f}" if abs(x) >= 1e-3 else f"{x:.1e}"
 
 
 def kl_cell(m: Measure | None) -> str:
@@ -96,6 +97,7 @@ def render_markdown(result: FrontierResult) -> str:
         "schedule found by `search_schedule`; *unmask tune's pick*: the winner of `unmask tune --model "
         "oracle:NAME --budget K` on its own samples (another seed), measured like the rest.",
     ]
+    lines += check_lines(result)
     for o in result.oracles:
         lines += ["", f"## {o.name}", "", "KL per token:", ""] + _table(head, frontier_rows(o, budgets))
         lines += ["", "Tuner's picks: " + "; ".join(f"{b}: `{o.picks[b]}`" for b in budgets), "",
@@ -109,6 +111,23 @@ def render_markdown(result: FrontierResult) -> str:
         for m in sorted(o.measures.values(), key=lambda m: (m.family, m.calls)):
             lines.append(f"| {m.family} | `{m.spec}` | {m.calls:.2f} | {kl_cell(m)} | {fmt(m.pair)} |")
     return "\n".join(lines) + "\n"
+
+
+def check_lines(result: FrontierResult) -> list[str]:
+    """The enumeration check: exact KL against the exact mean of path_kl's estimate, per small oracle."""
+    if not result.checks:
+        return []
+    names = list(dict.fromkeys(c.oracle for c in result.checks))
+    lines = ["", "## Is path KL exact? Enumeration on small oracles", "",
+             "Every output of one 6-token block (V = 3) enumerated with every branch of the planner's choices "
+             "(`unmask.oracles.enumerate_sampler`): exact KL(q || p) per token, and in brackets the exact mean of "
+             "`path_kl`'s estimate. Oracles: " + ", ".join(names) + " (`unmask.bench.oracle.SMALL_ORACLES`).", "",
+             "| planner | path_kl_status | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
+    for spec in dict.fromkeys(c.spec for c in result.checks):
+        row = {c.oracle: c for c in result.checks if c.spec == spec}
+        status = row[names[0]].status
+        lines.append(f"| `{spec}` | {status} | " + " | ".join(f"{fmt(row[n].kl)} [{fmt(row[n].path)}]" for n in names) + " |")
+    return lines
 
 
 def levels_str(levels: tuple[tuple[int, ...], ...]) -> str:

@@ -24,7 +24,12 @@ ORACLE_PREFIX = "oracle:"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="find the best planner for a model and a call budget, without labels")
+    p = sub.add_parser(
+        "tune", help="find the best planner for a model and a call budget, without labels",
+        description="Decode unlabelled prompts one token per call (the reference) and with every candidate planner at "
+                    "the budget, score each against the reference from the model alone, print the frontier, write a "
+                    "plot, and give the winner as a planner spec for generate, eval and the API.",
+    )
     p.add_argument("--model", required=True,
                    help="checkpoint directory, Hub id, 'tiny-arith', or oracle:markov1 / oracle:markov2 / oracle:hmm")
     p.add_argument("--prompts", default=None, metavar="FILE",
