@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gen-length", type=int, default=128)
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--cache", choices=CACHE_MODES, default="none", help="KV cache mode (default none: exact)")
+    p.add_argument("--compile", action="store_true",
+                   help="static shapes, torch.compile and (on CUDA) CUDA graphs: the first call of each shape "
+                        "compiles (tens of seconds), later ones replay (native checkpoints only)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
@@ -112,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = GenerationConfig(
         gen_length=args.gen_length, block_length=args.block_length, planner=args.planner, cfg_scale=args.cfg_scale, cache=args.cache,
         sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k},
-        early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed,
+        early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed, compile=args.compile,
     )
     texts = read_prompts(args)
     require_folder("--html", args.html)

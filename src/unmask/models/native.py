@@ -50,7 +50,7 @@ class NativeDenoiser(CachingDenoiser):
 
     def __init__(self, model: PreTrainedModel, spec: TokenSpec, family: Family, add_bos: bool | None = None) -> None:
         check_supported(model)
-        self.model = model.eval().requires_grad_(False)
+        self.model = model  # used as given: generation runs under no_grad, and the forward has no dropout
         self.spec = spec
         self.family = family
         self.add_bos = family.add_bos if add_bos is None else add_bos
