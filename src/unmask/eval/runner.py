@@ -8,7 +8,7 @@
 - a refusal, before anything is loaded, of tasks that execute generated code
   (humaneval, mbpp, ``unsafe_code: true``, or a metric that uses
   ``code_eval`` / ``HF_ALLOW_CODE_EVAL``) unless ``allow_code_execution=True``;
-  when allowed, code runs through :func:`unmask.sandbox.run_untrusted`.
+  when allowed, code runs through :func:`unmask.eval.sandbox.run_untrusted`.
 """
 
 from __future__ import annotations
