@@ -247,15 +247,24 @@ class UnmaskLM(TemplateLM):
         return self._score(pairs, list(range(len(pairs))), [None] * len(pairs), [False] * len(pairs), disable_tqdm)
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        """Whole-text ELBO: the text is the continuation of BOS, in disjoint windows when too long."""
+        """Whole-text ELBO: the text is the continuation of BOS, in disjoint windows when too long.
+
+        lm-eval's windows are made for a causal model, whose input is one token
+        shorter than context + continuation; here both sit on the canvas, so a
+        window predicts at most ``max_length - 1`` tokens after its one context token.
+        """
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"loglikelihood_rolling needs a maximum length of at least 2 (one context token and "
+                             f"one scored token), the model has {self.max_length}")
         pairs: list[Pair] = []
         owner: list[int] = []
         for r, req in enumerate(requests):
             tokens = self.tok_encode(req.args[0], add_special_tokens=False)
+            predicted = self.max_length - 1 if self.max_length is not None else len(tokens)
             windows = get_rolling_token_windows(token_list=tokens, prefix_token=self.prefix_token_id,
-                                                max_seq_len=self.max_length or len(tokens) + 1, context_len=1)
+                                                max_seq_len=max(predicted, 1), context_len=1)
             for ctx, cont in map(make_disjoint_window, windows):
                 pairs.append((list(ctx), list(cont)))
                 owner.append(r)
