@@ -31,6 +31,7 @@ from lm_eval.api.registry import register_model
 
 from ..config import GenerationConfig
 from ..loop import generate
+from ..models.tokenizer import encode_text
 from ..noise import derive_seed
 from ..planners import TopK
 from ..progress import make_progress
@@ -92,16 +93,12 @@ class UnmaskLM(TemplateLM):
         return self.spec.max_length
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
-        """Token ids. By default the denoiser's family rule (``denoiser.add_bos``: exactly one BOS, or none)
-        decides; without one, the tokenizer adds its specials unless the text already starts with BOS."""
-        if add_special_tokens is not None:
-            return list(self.tokenizer.encode(string, add_special_tokens=add_special_tokens))
+        """Token ids under the checkpoint's BOS rule (``denoiser.add_bos``, see
+        :func:`unmask.models.tokenizer.encode_text`); ``add_special_tokens=False`` adds none."""
         add_bos = getattr(self.denoiser, "add_bos", None)
-        bos_id, bos = getattr(self.tokenizer, "bos_token_id", None), getattr(self.tokenizer, "bos_token", None)
-        if add_bos is None:
-            return list(self.tokenizer.encode(string, add_special_tokens=not (bos and string.startswith(bos))))
-        ids = list(self.tokenizer.encode(string, add_special_tokens=False))
-        return [bos_id, *ids] if add_bos and bos_id is not None and ids[:1] != [bos_id] else ids
+        if add_special_tokens is not None:
+            add_bos = add_bos if add_special_tokens else False
+        return encode_text(self.tokenizer, string, add_bos)
 
     @property
     def tokenizer_name(self) -> str:
