@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import pytest
 
@@ -46,7 +47,8 @@ def test_generate_writes_the_html_replay_and_the_png(capsys, tmp_path):
                          "--html", str(html), "--png", str(png), "Q:15*8-43;", "Q:7+5+9;")
     assert code == 0, err
     page = html.read_text()
-    assert "Q:15*8-43;" in page and "Q:7+5+9;" in page and "5 calls" in page
+    assert "Q:15*8-43;" in page and "Q:7+5+9;" in page
+    assert page.count("(5 calls)") == 2 and not re.search(r"calls\)? *<span class='calls'>", page)  # stated once
     assert "http" not in page.replace("http-equiv", "")  # self-contained: no external assets
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert f"wrote {html}" in " ".join(out.split())

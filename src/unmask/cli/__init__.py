@@ -18,10 +18,21 @@ from rich.console import Console
 COMMANDS = ("demo", "bench", "generate", "convert", "eval")
 
 
-def require_folder(flag: str, path: str | None) -> None:
-    """Refuse an output file ``path`` (given with ``flag``) whose folder does not exist, before any compute."""
-    if path is not None and not Path(path).resolve().parent.is_dir():
+HTML_SUFFIXES = (".html", ".htm")
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def check_output(flag: str, path: str | None, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output file ``path`` (given with ``flag``) that could not be written, before any compute:
+    a suffix not in ``suffixes``, a folder that does not exist, or a directory in its place."""
+    if path is None:
+        return
+    if Path(path).suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {path!r}: the file name must end in {' or '.join(suffixes)}")
+    if not Path(path).resolve().parent.is_dir():
         raise FileNotFoundError(f"{flag} {path!r}: its folder does not exist")
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path!r} is a directory; give a file name")
 
 
 def build_parser() -> argparse.ArgumentParser:
