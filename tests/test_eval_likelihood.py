@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from unmask import TokenSpec
+from unmask.denoiser import Denoiser, Window, select_window
 from unmask.eval.likelihood import mask_counts, mc_loglikelihood
 
 VOCAB, MASK, ALPHA = 34, 33, 0.5
 L, M = 8, 4  # continuation length, draws per request
 
 
-class CountsMasks:
+class CountsMasks(Denoiser):
     """Every position puts logit ``ALPHA * l`` on token 0, ``l`` = masked tokens in its row (others 0).
 
     A draw that masks ``l`` of the all-zero continuation then scores
@@ -25,10 +26,11 @@ class CountsMasks:
 
     spec = TokenSpec(mask_id=MASK, eos_ids=(32,), pad_id=0, vocab_size=VOCAB)
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                 window: Window | None = None) -> torch.Tensor:
         logits = torch.zeros(*input_ids.shape, VOCAB)
         logits[..., 0] = ALPHA * (input_ids == MASK).sum(-1, keepdim=True)
-        return logits
+        return select_window(logits, window)
 
 
 def g(l: int) -> float:

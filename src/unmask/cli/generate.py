@@ -160,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     # everything a user can get wrong is checked before the model is read
     cfg = GenerationConfig(
         gen_length=args.gen_length or DEFAULT_GEN_LENGTH, block_length=args.block_length, planner=args.planner,
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, cfg_scale=args.cfg_scale, cache=args.cache,
+        cfg_scale=args.cfg_scale, cache=args.cache,
+        sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k},
         early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed,
     )
     texts = read_prompts(args)
@@ -169,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, native=False if args.remote_code else None)
     chat = has_chat_template(tokenizer) and not args.no_chat_template
-    prompts = encode_prompts(tokenizer, texts, chat=chat, add_bos=getattr(denoiser, "add_bos", None))
+    prompts = encode_prompts(tokenizer, texts, chat=chat, add_bos=denoiser.add_bos)
     cfg, note = fit_gen_length(cfg, args.gen_length is not None, max(map(len, prompts)), denoiser.spec.max_length)
     if note:
         console.print(f"[dim]{note}[/]", soft_wrap=True)

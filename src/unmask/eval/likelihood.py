@@ -34,7 +34,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from ..denoiser import Denoiser, canvas_positions, device_of
+from ..denoiser import Denoiser, canvas_positions
 from ..guidance import Guided
 
 Pair = tuple[Sequence[int], Sequence[int]]  # (context ids, continuation ids)
@@ -130,7 +130,7 @@ def mc_loglikelihood(
     ``stratified``: the masked counts of a request's draws are stratified
     (:func:`mask_counts`), as in LLaDA's ``get_log_likelihood``, instead of independent.
     """
-    spec, device = denoiser.spec, device_of(denoiser)
+    spec, device = denoiser.spec, denoiser.device
     for p, (_, cont) in enumerate(pairs):
         if len(cont) == 0:
             raise ValueError(f"continuation {p} is empty: nothing to score")
@@ -162,7 +162,7 @@ def greedy_check(
     """Whether each continuation is the greedy completion; calls per pair; batched calls made."""
     if mode == "none":
         return [False] * len(pairs), [0] * len(pairs), 0
-    spec, device = denoiser.spec, device_of(denoiser)
+    spec, device = denoiser.spec, denoiser.device
     greedy = [True] * len(pairs)
     nfe = [0] * len(pairs)
     calls = 0
