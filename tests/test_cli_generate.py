@@ -88,3 +88,11 @@ def test_convert_command_writes_a_loadable_checkpoint(capsys, tmp_path):
     assert code == 0, err
     code, out, err = run(capsys, "convert", str(mf.llada_small()), str(dst))
     assert code == 2 and "exists and is not empty" in " ".join(err.split())
+
+
+def test_default_gen_length_fits_the_model_and_says_so(capsys):
+    code, out, err = run(capsys, "generate", "--model", "tiny-arith", "Q:12+34;")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "--gen-length 32: the default 128 does not fit the model's maximum length 64 after a 8-token prompt" in text
+    assert "1 x 32 positions" in text and "A:" in text

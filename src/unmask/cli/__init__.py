@@ -12,8 +12,10 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
+from rich.text import Text
 
 COMMANDS = ("demo", "bench", "generate", "convert", "eval")
 
@@ -35,11 +37,18 @@ def check_output(flag: str, path: str | None, suffixes: tuple[str, ...]) -> None
         raise ValueError(f"{flag} {path!r} is a directory; give a file name")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line (exit 2), pointing at ``--help`` instead of printing usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="unmask", description="Sample from masked diffusion language models with DUS and every planner it is compared with."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
@@ -50,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        message = Text("error:", style="bold red").append(f" {err}")  # the message as text: "[eval]" is no markup
+        Console(stderr=True, soft_wrap=True).print(message, highlight=False)
         return 2
 
 

@@ -34,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _own_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unmask eval", add_help=False, allow_abbrev=False)
+    from . import OneLineParser
+
+    p = OneLineParser(prog="unmask eval", add_help=False, allow_abbrev=False)
     p.add_argument("--allow-code-execution", action="store_true",
                    help="run tasks that execute generated code (sandboxed: time, CPU, memory, file limits)")
     p.add_argument("--code-timeout", type=float, default=10.0, help="seconds per program (default 10)")
@@ -63,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summarize(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="unmask eval summarize", description="paper-style table and accuracy-vs-NFE plot")
+    from . import OneLineParser
+
+    p = OneLineParser(prog="unmask eval summarize", description="paper-style table and accuracy-vs-NFE plot")
     p.add_argument("results_dir", help="directory holding lm-eval results JSON files (searched recursively)")
     p.add_argument("--out", help="where to write summary.md/csv and the plot (default: RESULTS_DIR)")
     p.add_argument("--metric", help="metric to report, e.g. exact_match or 'exact_match,strict-match'")
