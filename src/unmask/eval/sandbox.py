@@ -82,7 +82,7 @@ sys.argv = [program]
 exec(compile(source, program, "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 '''
 
-STATUSES = ("passed", "failed", "timeout", "memory", "blocked", "error")
+STATUSES = ("passed", "failed", "timeout", "memory", "blocked")
 
 
 @dataclass(frozen=True)
