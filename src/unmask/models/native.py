@@ -91,7 +91,7 @@ class NativeDenoiser(CachingDenoiser):
         a, b = logit_columns(start, q, window, self.lookbehind)
         cols = torch.arange(start, start + q, device=input_ids.device)
         index = torch.arange(a, b, device=input_ids.device)
-        raw = decoder_forward(self.model, input_ids, position_ids, key_mask, index, cache, cols)
+        raw = decoder_forward(self.model, input_ids, position_ids, key_mask, index, cache.keys, cache.values, cols)
         return align(raw, position_ids, a, b, window[1] - window[0], self.lookbehind)
 
     def compiled(self) -> CachingDenoiser:
