@@ -34,7 +34,8 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from ..denoiser import Denoiser, canvas_positions
+from ..canvas import Canvas
+from ..denoiser import Denoiser, TokenSpec
 from ..guidance import Guided
 
 Pair = tuple[Sequence[int], Sequence[int]]  # (context ids, continuation ids)
@@ -95,16 +96,10 @@ def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def _canvas(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """Left-padded ``[N, T]`` ids, attention mask and position ids."""
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    att = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        att[i, width - len(row) :] = True
-    ids, att = ids.to(device), att.to(device)
-    return ids, att, canvas_positions(att)
+def _canvas(rows: list[list[int]], spec: TokenSpec, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Left-padded ``[N, T]`` ids, attention mask and position ids (the loop's :class:`Canvas`, nothing generated)."""
+    c = Canvas.build(rows, 0, spec, device)
+    return c.ids, c.attention_mask, c.positions
 
 
 def _call(denoiser: Denoiser, ids: Tensor, att: Tensor, pos: Tensor, prompt: Tensor, cfg_scale: float) -> Tensor:
@@ -138,7 +133,7 @@ def mc_loglikelihood(
     calls = 0
     order = sorted(range(len(pairs)), key=lambda p: -(len(pairs[p][0]) + len(pairs[p][1])))  # similar lengths batch
     for chunk in _chunks(_draws(pairs, order, mc_num, seed, spec.mask_id, stratified), batch_size):
-        ids, att, pos = _canvas([c for _, c, _, _ in chunk], spec.pad_id, device)
+        ids, att, pos = _canvas([c for _, c, _, _ in chunk], spec, device)
         width = ids.shape[1]
         prompt = att.clone()
         for i, (_, _, mask, _) in enumerate(chunk):
@@ -169,7 +164,7 @@ def greedy_check(
     for start in range(0, len(pairs), batch_size):
         idx = list(range(start, min(start + batch_size, len(pairs))))
         conts = [list(pairs[p][1]) for p in idx]
-        ids, att, pos = _canvas([list(pairs[p][0]) + [spec.mask_id] * len(c) for p, c in zip(idx, conts)], spec.pad_id, device)
+        ids, att, pos = _canvas([list(pairs[p][0]) + [spec.mask_id] * len(c) for p, c in zip(idx, conts)], spec, device)
         width = ids.shape[1]
         target = torch.full_like(ids, -1)
         for i, c in enumerate(conts):
