@@ -179,4 +179,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[dim]{note}[/]", soft_wrap=True)
     out = generate(denoiser, prompts, cfg, tokenizer=tokenizer)
     print_output(console, args, texts, tokenizer, out, cfg, denoiser.spec.eos_ids)
+    if cfg.compile:  # the time includes compiling each new shape once; say how much
+        warm = denoiser.compiled().warmup_seconds  # type: ignore[attr-defined]
+        console.print(f"[dim]compiled {len(warm)} call shapes in {sum(warm.values()):.1f} s (included above; "
+                      "later generations of the same shapes replay them)[/]", soft_wrap=True)
     return 0
