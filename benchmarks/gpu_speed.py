@@ -121,7 +121,7 @@ def reference_low_confidence(den, prompts: torch.Tensor, gen: int, block: int, s
     x = torch.cat([prompts, torch.full((prompts.shape[0], gen), mask_id, device=prompts.device)], 1)
     per_block, calls = steps // (gen // block), 0
     for b in range(gen // block):
-        lo, hi = prompts.shape[1] + b * block, prompts.shape[1] + (b + 1) * block
+        hi = prompts.shape[1] + (b + 1) * block
         counts = [block // per_block + (1 if i < block % per_block else 0) for i in range(per_block)]
         for k in counts:
             masked = x == mask_id

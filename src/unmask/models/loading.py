@@ -22,7 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTra
 
 from ..denoiser import Denoiser
 from .dream import dream_config, dream_rename
-from .families import Family, describe_families, detect_family, is_converted
+from .families import Family, detect_family, is_converted
 from .llada import llada_config, llada_rename
 from .native import NativeDenoiser
 from .tokenizer import bos_rule, load_tokenizer, token_spec
