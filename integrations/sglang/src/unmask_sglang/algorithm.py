@@ -109,7 +109,8 @@ class UnmaskAlgorithm(DllmAlgorithm):
                 groups.setdefault(states[i].call, []).append(i)
         if groups:
             logits = full_logits.view(n, bl, -1)
-            positions = forward_batch.positions.view(n, bl).long()  # position ids, from the request's first token
+            # position ids, counted from the request's first token (a graph-padded buffer is cut to the batch)
+            positions = forward_batch.positions[: n * bl].view(n, bl).long()
             nonfinite = torch.zeros((), dtype=torch.bool, device=ids.device)
             bad = torch.zeros_like(nonfinite)
             for call, rows in groups.items():
