@@ -25,7 +25,9 @@ from torch import Tensor
 from transformers import LlamaForCausalLM
 
 from .data import GEN_LENGTH, MASK_ID, PAD_ID, PROMPT_WIDTH, answer_ids, encode, problems
-from .model import TinyDenoiser, TinyShape, bidirectional_logits, build_model, num_params, save_tiny
+from ..models import load
+from ..models.forward import decoder_forward
+from .model import TinyShape, build_model, num_params, save_tiny, tiny_denoiser
 
 
 def encode_batch(pairs: list[tuple[str, str]], gen_length: int = GEN_LENGTH, width: int = PROMPT_WIDTH) -> tuple[Tensor, Tensor]:
@@ -57,7 +59,7 @@ def sft_loss(model: LlamaForCausalLM, ids: Tensor, attn: Tensor, gen_length: int
     x = ids.clone()
     x[:, width:] = torch.where(masked, MASK_ID, ids[:, width:])
     positions = (attn.long().cumsum(-1) - 1).clamp_min(0)  # same convention as the loop
-    logits = bidirectional_logits(model, x, attn, positions)[:, width:]  # [B, G, V]
+    logits = decoder_forward(model, x, positions, attn.bool(), None)[:, width:]  # [B, G, V], bidirectional
     ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), ids[:, width:], reduction="none")  # [B, G]
     return (ce * masked / t).sum() / (b * gen_length)
 
@@ -68,7 +70,7 @@ def validate(model: LlamaForCausalLM, n: int, batch_size: int = 500) -> tuple[fl
     from .evaluate import evaluate
 
     was_training = model.training
-    res = evaluate(TinyDenoiser(model), n=n, split="val", batch_size=batch_size)
+    res = evaluate(tiny_denoiser(model), n=n, split="val", batch_size=batch_size)
     model.train(was_training)
     return res["answer_acc"], res["exact_match"]
 
@@ -120,7 +122,7 @@ def train(
     ids, attn = training_pool(pool_size, seed)
     ids, attn = ids.to(dev), attn.to(dev)
     if init is not None:
-        model = TinyDenoiser.from_pretrained(init).model.to(dev).train().requires_grad_(True)
+        model = load(init, device=dev, dtype=torch.float32)[0].model.train().requires_grad_(True)
         cfg = model.config
         shape = TinyShape(cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size,
                           cfg.max_position_embeddings)
