@@ -20,10 +20,19 @@ from unmask import GenerationConfig, TokenSpec, generate
         (dict(planner="dilated(base=1)"), "base must be an int >= 2"),
         (dict(planner="topk(steps=3)", gen_length=64, block_length=32), "steps must be a multiple of the number of blocks"),
         (dict(planner="topk(counts=(4, 4))", block_length=16, gen_length=32), "counts must sum to block_length=16"),
-        (dict(temperature=-1.0), "temperature must be a finite number >= 0"),
-        (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
-        (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
-        (dict(top_k=0), "top_k must be a positive int"),
+        (dict(sampling=dict(temperature=-1.0)), "temperature must be a finite number >= 0"),
+        (dict(sampling=dict(top_p=0.0)), r"top_p must be in \(0, 1\]"),
+        (dict(sampling=dict(top_p=1.5)), r"top_p must be in \(0, 1\]"),
+        (dict(sampling=dict(top_k=0)), "top_k must be a positive int"),
+        (dict(sampling=dict(temp=1.0)), r"sampling has no field\(s\) \['temp'\]"),
+        (dict(sampling=0.5), "sampling must be a SamplingParams or a dict"),
+        (dict(early_exit="no"), "early_exit must be True or False"),
+        (dict(compile=1), "compile must be True or False"),
+        (dict(seed="abc"), "seed must be an int >= 0 or None"),
+        (dict(seed=-1), "seed must be an int >= 0 or None"),
+        (dict(cfg_scale=True), "cfg_scale must be"),
+        (dict(stop=""), "stop must be a sequence of non-empty strings"),
+        (dict(stop=(1,)), "stop must be a sequence of non-empty strings"),
         (dict(cfg_scale=-1.0), "cfg_scale must be"),
         (dict(cache="full"), "cache must be one of"),
         (dict(stop=("",)), "stop must be a sequence of non-empty strings"),
@@ -35,8 +44,8 @@ def test_config_errors(kwargs, match):
 
 
 class Exploding(ToyDenoiser):
-    def __call__(self, input_ids, attention_mask, position_ids):
-        logits = super().__call__(input_ids, attention_mask, position_ids)
+    def __call__(self, input_ids, attention_mask, position_ids, window=None):
+        logits = super().__call__(input_ids, attention_mask, position_ids, window)
         logits[0, -1, 3] = self.bad
         return logits
 
@@ -87,3 +96,63 @@ def test_token_spec_errors():
         TokenSpec(mask_id=10, eos_ids=(1,), pad_id=0, vocab_size=10)
     with pytest.raises(ValueError, match="must not be one of eos_ids"):
         TokenSpec(mask_id=1, eos_ids=(1,), pad_id=0, vocab_size=10)
+
+
+@pytest.mark.parametrize(
+    "prompts, match",
+    [
+        ([[1, 2.0]], r"prompts\[0\] holds 2.0 of type float: token ids must be ints"),
+        ([[1, True]], r"prompts\[0\] holds True of type bool"),
+        ([torch.tensor([1.0, 2.0])], r"prompts\[0\] must be a 1-D integer tensor"),
+        (torch.tensor([[1.0, 2.0]]), r"prompts\[0\] must be a 1-D integer tensor"),
+    ],
+)
+def test_token_ids_are_never_truncated_silently(prompts, match):
+    with pytest.raises(ValueError, match=match):
+        generate(Counting(), prompts, GenerationConfig(gen_length=8, block_length=8))
+
+
+def test_config_may_be_a_dict_of_its_fields_and_nothing_else():
+    out = generate(ToyDenoiser(), [[1, 2]], {"gen_length": 8, "block_length": 4, "planner": "dilated"})
+    assert out.nfe == 2 * 2
+    with pytest.raises(ValueError, match=r"config has no field\(s\) \['gen_len'\]"):
+        generate(Counting(), [[1]], {"gen_len": 8})
+    with pytest.raises(ValueError, match="config must be a GenerationConfig, a dict of its fields or None"):
+        generate(Counting(), [[1]], "dilated")
+
+
+def test_denoiser_must_implement_the_contract():
+    class Plain:  # a callable with a spec, but not a Denoiser
+        spec = ToyDenoiser().spec
+
+        def __call__(self, ids, am, pos):
+            raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="denoiser must be an unmask.Denoiser"):
+        generate(Plain(), [[1]], GenerationConfig(gen_length=8, block_length=8))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(eos_ids=()), "eos_ids must be a non-empty tuple"),
+        (dict(eos_ids=[5]), "eos_ids must be a non-empty tuple"),
+        (dict(eos_ids=(12,)), r"eos_ids must be ints in \[0, vocab_size=10\)"),
+        (dict(mask_id=1.0), "mask_id must be an int"),
+        (dict(max_length=0), "max_length must be a positive int or None"),
+    ],
+)
+def test_token_spec_fields(kwargs, match):
+    fields = dict(mask_id=9, eos_ids=(8,), pad_id=0, vocab_size=10) | kwargs
+    with pytest.raises(ValueError, match=match):
+        TokenSpec(**fields)
+
+
+def test_guidance_on_an_exact_oracle_keeps_impossible_tokens_impossible():
+    """-inf logits (probability zero) under guidance: u + (s+1)(c - u) would be NaN; it must stay -inf."""
+    from unmask.oracles import MarkovOracle
+
+    oracle = MarkovOracle(vocab_size=6, order=1, concentration=0.3, seed=0)
+    out = generate(oracle, [[1, 2, 3]], GenerationConfig(gen_length=8, block_length=8, cfg_scale=1.5))
+    assert not (out.generated == oracle.spec.mask_id).any()
+    assert ((out.generated >= 0) & (out.generated < 6)).all()  # never the dedicated EOS, which has probability zero

@@ -86,7 +86,7 @@ def test_law_is_the_loops_output_distribution(kind, spec):
     """The enumeration asks the planner what the loop asks it: the loop's outputs follow the law (chi-square)."""
     oracle, n = ORACLES[kind](), 6000
     law = enumerate_sampler(oracle, parse_planner(spec), G, 3)  # two blocks of 3
-    cfg = GenerationConfig(gen_length=G, block_length=3, planner=spec, temperature=1.0, early_exit=False, seed=7)
+    cfg = GenerationConfig(gen_length=G, block_length=3, planner=spec, sampling={"temperature": 1.0}, early_exit=False, seed=7)
     out = generate(oracle, [[]] * n, cfg)
     q = torch.zeros(3**G, dtype=torch.float64).index_add_(0, index(law.sequences, 3), law.prob)
     counts = torch.bincount(index(out.generated, 3), minlength=3**G).double()
@@ -128,7 +128,7 @@ def test_enumeration_refuses_oversized_cases():
 
 def test_path_kl_refuses_biased_planners():
     oracle = ORACLES["markov1"]()
-    cfg = GenerationConfig(gen_length=4, block_length=4, planner="threshold(tau=0.5)", temperature=1.0,
+    cfg = GenerationConfig(gen_length=4, block_length=4, planner="threshold(tau=0.5)", sampling={"temperature": 1.0},
                            early_exit=False, seed=0)
     out = generate(oracle, [[]] * 2, cfg)
     with pytest.raises(ValueError, match="biased"):
@@ -153,7 +153,7 @@ def test_pair_divergence_converges_to_the_exact_pairwise_kl(spec):
     exact = exact_pair_marginals(oracle, G, d)
     q = sample_pair_marginals(law.sequences, 3, d, law.prob)
     truth = pair_kl(q, exact)
-    cfg = GenerationConfig(gen_length=G, block_length=G, planner=spec, temperature=1.0, early_exit=False, seed=3)
+    cfg = GenerationConfig(gen_length=G, block_length=G, planner=spec, sampling={"temperature": 1.0}, early_exit=False, seed=3)
     got = pair_divergence(oracle, generate(oracle, [[]] * n, cfg).generated, d)
     assert got.samples == n and 0 < got.floor < 8 / n  # floor ~ (V^2 - 1) / (2 N) per pair
     # first-order fluctuation: sd of log(q/p) under q over sqrt(n), averaged over pairs; plus the plug-in bias

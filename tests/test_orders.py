@@ -91,9 +91,9 @@ def test_check_levels():
 def test_spec_strings_build_planners_that_generate(spec, planner, calls):
     assert parse_planner(spec) == planner
     oracle = MarkovOracle(5, order=2, concentration=0.5, seed=0)
-    cfg = GenerationConfig(gen_length=16, block_length=8, planner=spec, temperature=1.0, early_exit=False, seed=0)
+    cfg = GenerationConfig(gen_length=16, block_length=8, planner=spec, sampling={"temperature": 1.0}, early_exit=False, seed=0)
     out = generate(oracle, [[], [1, 2]], cfg)
-    assert out.nfe == 2 * calls and planner.calls_per_block(8) == calls
+    assert out.nfe == 2 * calls and planner.calls_per_block(8, 2) == calls
     assert not (out.generated == oracle.spec.mask_id).any()
     levels = planner.levels(8)
     for t, level in enumerate(levels):  # call t of each block reveals exactly group t
@@ -134,7 +134,7 @@ def test_deferral_joins_the_next_group():
     """With a confidence threshold of 1 nothing is revealed early but the best, and the last group takes the rest."""
     oracle = MarkovOracle(4, order=1, concentration=0.5, seed=1)
     cfg = GenerationConfig(gen_length=8, block_length=8, planner=Interleave(k=4, confidence_threshold=1.0),
-                           temperature=1.0, seed=0)
+                           sampling={"temperature": 1.0}, seed=0)
     out = generate(oracle, [[]] * 4, cfg)
     assert out.nfe == 4 and not (out.generated == oracle.spec.mask_id).any()
     assert torch.equal(out.trace.revealed_per_call[:3], torch.ones(3, 4, dtype=torch.long))

@@ -32,7 +32,7 @@ def test_chain_loglik_is_the_oracles_exact_likelihood():
 
 def test_self_kl_of_exact_sampling_is_zero_sample_by_sample():
     oracle = named_oracle("hmm")
-    cfg = GenerationConfig(gen_length=8, block_length=8, planner="topk(score='random', steps=8)", temperature=1.0,
+    cfg = GenerationConfig(gen_length=8, block_length=8, planner="topk(score='random', steps=8)", sampling={"temperature": 1.0},
                            early_exit=False, seed=0)
     out = generate(oracle, [[]] * 16, cfg)
     kl = self_kl(out.trace.token_logq, chain_loglik(oracle, [[]] * 16, out.generated))

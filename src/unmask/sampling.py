@@ -10,6 +10,7 @@ float64 ``[L, V]`` softmax is ever materialised.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -29,13 +30,30 @@ class Proposal:
     logq: Tensor  # float: its log-probability under the sampling distribution (0 when greedy)
     margin: Tensor | None = None  # float: top-1 minus top-2 model probability
     entropy: Tensor | None = None  # float: model entropy in nats
+    finite: Tensor | None = None  # bool scalar: False if some position's logits held NaN, +inf, or only -inf
 
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """How tokens are drawn: ``temperature`` 0 is greedy; ``top_p`` / ``top_k`` truncate before drawing."""
+
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.temperature) or not 0.0 <= self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
+        if not _is_number(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1):
+            raise ValueError(f"top_k must be a positive int or None, got {self.top_k!r}")
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "top_p", float(self.top_p))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _truncate(z: Tensor, top_k: int | None, top_p: float) -> Tensor:
@@ -64,16 +82,13 @@ def propose(
     ``logits``: ``[N, L, V]`` (any float dtype). ``need`` names the optional
     scores to compute (``"margin"``, ``"entropy"``); confidence and logq are
     always computed. ``noise`` supplies the uniforms of the draws and is
-required when ``params.temperature > 0``. Raises ``ValueError`` if the logits
-hold NaN or +inf.
+required when ``params.temperature > 0``. Logits holding NaN or +inf (or only
+-inf at a position) give ``finite = False``, which the caller must check
+(:func:`unmask.decide.check_block` does, once per block).
     """
     z = logits.float()  # [N, L, V]; a copy only when the logits are half precision
     lse = torch.logsumexp(z, dim=-1)  # [N, L]
-    if not torch.isfinite(lse).all():
-        raise ValueError(
-            "denoiser returned logits with NaN or +inf (or a position where every token has -inf); "
-            "logits must be finite or -inf"
-        )
+    finite = torch.isfinite(lse).all()  # checked by the caller once per block: no host synchronisation here
     if params.temperature == 0.0:
         top, tokens = z.max(-1)
         confidence = (top - lse).exp()
@@ -94,4 +109,4 @@ hold NaN or +inf.
         margin = top2[..., 0] - top2[..., 1]
     if "entropy" in need:
         entropy = torch.special.entr((z - lse.unsqueeze(-1)).exp()).sum(-1)
-    return Proposal(tokens=tokens, confidence=confidence, logq=logq, margin=margin, entropy=entropy)
+    return Proposal(tokens=tokens, confidence=confidence, logq=logq, margin=margin, entropy=entropy, finite=finite)

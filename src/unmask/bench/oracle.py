@@ -105,7 +105,7 @@ def _exact_levels(oracle: ChainOracle, planner: Planner) -> list[list[int]] | No
 def measure(oracle: ChainOracle, spec: str, family: str, samples: int, seed: int, exact_pairs: torch.Tensor) -> Measure:
     """Both measures of one planner on ``samples`` unconditional blocks at temperature 1."""
     planner = parse_planner(spec)
-    cfg = GenerationConfig(gen_length=BLOCK, block_length=BLOCK, planner=planner, temperature=1.0,
+    cfg = GenerationConfig(gen_length=BLOCK, block_length=BLOCK, planner=planner, sampling={"temperature": 1.0},
                            early_exit=False, seed=seed)
     prompts: list[list[int]] = [[] for _ in range(samples)]
     out = generate(oracle, prompts, cfg)

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 
 from ..config import CACHE_MODES
-from . import require_folder
+from . import FIGURE_SUFFIXES, check_output
 
 ORACLE_PREFIX = "oracle:"
 
@@ -60,8 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _lines(path: str) -> list[str]:
     file = Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise FileNotFoundError(f"--prompts {path!r} does not exist")
+    if file.is_dir():
+        raise ValueError(f"--prompts {path!r} is a directory; give a file with one prompt per line")
     lines = [line.rstrip("\n") for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(lines) < 3:
         raise ValueError(f"--prompts {path!r} must hold at least 3 prompts (calibration and report), got {len(lines)}")
@@ -100,12 +102,12 @@ def run(args: argparse.Namespace) -> int:
     temperature = args.temperature if args.temperature is not None else (1.0 if oracle else 0.0)
     config = TuneConfig(budget=args.budget, gen_length=args.gen_length, block_length=args.block_length,
                         temperature=temperature, seed=args.seed, batch_size=args.batch_size, cache=args.cache)
-    cands = (user_candidates(args.candidates, args.block_length) if args.candidates is not None
+    cands = (user_candidates(args.candidates, args.block_length, config.num_blocks) if args.candidates is not None
              else default_candidates(args.budget, args.block_length, args.gen_length))
     for c in cands:
         c.planner.check(args.gen_length, args.block_length)
-    require_folder("--plot", args.plot)
-    require_folder("--markdown", args.markdown)
+    check_output("--plot", args.plot, FIGURE_SUFFIXES)
+    check_output("--markdown", args.markdown, (".md",))
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be a positive int, got {args.threads}")
@@ -123,8 +125,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--prompts FILE is required for models (oracles sample unconditionally without it)")
         den, tok = load(args.model, device=args.device, dtype=args.dtype)
         chat = has_chat_template(tok) and not args.no_chat_template
-        calibration, report = _split(encode_prompts(tok, texts, chat=chat, add_bos=getattr(den, "add_bos", None)),
-                                     args.report)
+        calibration, report = _split(encode_prompts(tok, texts, chat=chat, add_bos=den.add_bos), args.report)
     result = tune(den, calibration, report, cands, config, progress=True)
     result.files.append(plot_tune(result, args.plot))
     if args.markdown:

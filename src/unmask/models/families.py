@@ -54,6 +54,13 @@ DREAM = Family(
 FAMILIES: dict[str, Family] = {f.name: f for f in (LLADA, DREAM)}
 
 
+def describe_families() -> str:
+    """The families unmask runs natively and how ``config.json`` names them, for error messages."""
+    known = "; ".join(f"{f.name}: model_type {' or '.join(map(repr, f.model_types))} or architectures "
+                      f"{' or '.join(f.architectures)}" for f in FAMILIES.values())
+    return f"{known}; or any checkpoint written by unmask convert (config.json unmask_family)"
+
+
 def detect_family(config: dict[str, Any]) -> Family | None:
     """The family of a checkpoint from its ``config.json`` dict, or None for an unknown model.
 
@@ -84,8 +91,7 @@ def align_shifted(raw: Tensor, position_ids: Tensor) -> Tensor:
     A row's first token (position 0) has no predecessor and keeps its own raw
     logits, as Dream's ``generate`` does for position 0 of the canvas; with left
     padding this makes a padded row's logits equal the row's logits alone.
+    (``torch.where``, not boolean indexing: no host synchronisation.)
     """
-    out = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
-    first = position_ids == 0  # [N, q]
-    out[first] = raw[first]
-    return out
+    shifted = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
+    return torch.where((position_ids == 0).unsqueeze(-1), raw, shifted)

@@ -120,7 +120,7 @@ def _branch(oracle: ChainOracle, planner: Planner, canvas: Tensor, weight: Tenso
     """
     v, mask_id = oracle.num_tokens, oracle.spec.mask_id
     att = torch.ones_like(canvas, dtype=torch.bool)
-    z64 = oracle(canvas, att, att.long().cumsum(-1) - 1)[:, lo:hi]  # [S, Bl, V + 2] float64, exact
+    z64 = oracle(canvas, att, att.long().cumsum(-1) - 1, window=(lo, hi))  # [S, Bl, V + 2] float64, exact
     z64[..., mask_id] = float("-inf")  # what decide() does
     block = canvas[:, lo:hi]
     masked = block[0] == mask_id  # [Bl], the same for every state here

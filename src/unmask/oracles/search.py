@@ -125,7 +125,7 @@ def sampled_path_kl(oracle: ChainOracle, levels: Levels, samples: int, seed: int
 
     b = sum(map(len, levels))
     prompts: list[list[int]] = [[] for _ in range(samples)]
-    cfg = GenerationConfig(gen_length=b, block_length=b, planner=Schedule(levels), temperature=1.0,
+    cfg = GenerationConfig(gen_length=b, block_length=b, planner=Schedule(levels), sampling={"temperature": 1.0},
                            early_exit=False, seed=seed)
     return path_kl(oracle, generate(oracle, prompts, cfg), prompts)
 

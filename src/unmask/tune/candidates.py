@@ -30,10 +30,10 @@ class Candidate:
     fixed_calls: int | None  # calls per block when fixed in advance (None for adaptive planners)
 
 
-def candidate(family: str, spec: str, block_length: int) -> Candidate:
+def candidate(family: str, spec: str, block_length: int, num_blocks: int = 1) -> Candidate:
     """A candidate from a spec string (``ValueError`` for a bad spec)."""
     planner = parse_planner(spec)
-    return Candidate(family, spec, planner, planner.calls_per_block(block_length))
+    return Candidate(family, spec, planner, planner.calls_per_block(block_length, num_blocks))
 
 
 def family_of(planner: Planner) -> str:
@@ -63,19 +63,23 @@ def default_candidates(budget: int, block_length: int, gen_length: int) -> list[
     if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= block_length:
         raise ValueError(f"budget must be an int in [1, block_length={block_length}] (calls per block), got {budget!r}")
     num_blocks = gen_length // block_length
-    out = [candidate("DUS", s, block_length) for s in dus_specs(block_length, budget)]
+
+    def make(family: str, spec: str) -> Candidate:
+        return candidate(family, spec, block_length, num_blocks)
+
+    out = [make("DUS", s) for s in dus_specs(block_length, budget)]
     if budget >= 2:
-        out.append(candidate("interleave", f"interleave(k={budget})", block_length))
-        out.append(candidate("farthest", f"farthest(calls={budget})", block_length))
-    out += [candidate(f"top-k {s}", f"topk(score='{s}', steps={budget * num_blocks})", block_length) for s in SCORES]
-    out += [candidate("threshold", f"threshold(tau={t})", block_length) for t in TAUS]
-    out += [candidate("EB", f"eb(gamma={g})", block_length) for g in GAMMAS]
-    out += [candidate(f"spaced {s.split('(')[0]}", f"spaced({s}, start_stride=8)", block_length) for s in SPACED]
+        out.append(make("interleave", f"interleave(k={budget})"))
+        out.append(make("farthest", f"farthest(calls={budget})"))
+    out += [make(f"top-k {s}", f"topk(score='{s}', steps={budget * num_blocks})") for s in SCORES]
+    out += [make("threshold", f"threshold(tau={t})") for t in TAUS]
+    out += [make("EB", f"eb(gamma={g})") for g in GAMMAS]
+    out += [make(f"spaced {s.split('(')[0]}", f"spaced({s}, start_stride=8)") for s in SPACED]
     return out
 
 
-def user_candidates(specs: Sequence[str], block_length: int) -> list[Candidate]:
+def user_candidates(specs: Sequence[str], block_length: int, num_blocks: int = 1) -> list[Candidate]:
     """Candidates from spec strings given by the user, labelled by family."""
     if not specs:
         raise ValueError("candidates must hold at least one planner spec")
-    return [candidate(family_of(parse_planner(s)), s, block_length) for s in specs]
+    return [candidate(family_of(parse_planner(s)), s, block_length, num_blocks) for s in specs]

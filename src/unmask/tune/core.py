@@ -63,8 +63,8 @@ class TuneConfig:
     screen: int = 32  # adaptive candidates run first on this many prompts; clearly over budget there, they stop
 
     def __post_init__(self) -> None:
-        GenerationConfig(gen_length=self.gen_length, block_length=self.block_length, temperature=self.temperature,
-                         cache=self.cache, seed=self.seed)  # the shared checks
+        GenerationConfig(gen_length=self.gen_length, block_length=self.block_length,
+                         sampling={"temperature": self.temperature}, cache=self.cache, seed=self.seed)  # the shared checks
         for name in ("budget", "batch_size", "max_distance", "rescore", "screen"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -75,13 +75,18 @@ class TuneConfig:
             raise ValueError(f"cache must be one of {CACHE_MODES}, got {self.cache!r}")
 
     @property
-    def sampling(self) -> bool:
+    def sampled(self) -> bool:
+        """True when decoding samples (temperature > 0), False for greedy decoding."""
         return self.temperature > 0
+
+    @property
+    def num_blocks(self) -> int:
+        return self.gen_length // self.block_length
 
     def generation(self, planner: Planner | str) -> GenerationConfig:
         return GenerationConfig(gen_length=self.gen_length, block_length=self.block_length, planner=planner,
-                                temperature=self.temperature, cache=self.cache, early_exit=not self.sampling,
-                                seed=self.seed)
+                                sampling={"temperature": self.temperature}, cache=self.cache,
+                                early_exit=not self.sampled, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ class TuneResult:
 
 def reference_planner(config: TuneConfig) -> Planner:
     """One token per call: by confidence when greedy, in a random order (exact sampling) otherwise."""
-    score = "random" if config.sampling else "confidence"
+    score = "random" if config.sampled else "confidence"
     return TopK(score=score, steps=config.gen_length)
 
 
@@ -148,7 +153,7 @@ def decode(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int]
 def _check_sets(calibration: Sequence[Sequence[int]], report: Sequence[Sequence[int]], config: TuneConfig) -> None:
     if len(calibration) < 2 or len(report) < 1:
         raise ValueError(f"need at least 2 calibration and 1 report prompts, got {len(calibration)} and {len(report)}")
-    if not config.sampling:  # greedy outputs of a shared prompt are identical: the sets would not be disjoint
+    if not config.sampled:  # greedy outputs of a shared prompt are identical: the sets would not be disjoint
         shared = {tuple(p) for p in calibration} & {tuple(p) for p in report}
         if shared:
             raise ValueError(f"calibration and report prompts must be disjoint, {len(shared)} prompts are in both")
@@ -224,11 +229,11 @@ def tune(den: Denoiser, calibration: Sequence[Sequence[int]], report: Sequence[S
             scores.append(s)
             bar.advance(task)
         js_floor = None
-        if config.sampling and den.spec.vocab_size <= MAX_JS_VOCAB + 2:
+        if config.sampled and den.spec.vocab_size <= MAX_JS_VOCAB + 2:
             js_floor = sample_js(ref.generated, ref_rep.generated, den.spec.vocab_size, config.max_distance)
         else:
             _rescore_greedy(den, calibration, scores, decodes, ref, config)
-        winner = pick(scores, config.sampling, len(calibration), js_floor)
+        winner = pick(scores, config.sampled, len(calibration), js_floor)
         bar.update(task, description=f"report set: {winner.candidate.spec}")
         rep, _ = _score_candidate(den, report, rep_seeds, winner.candidate, ref_rep, config, screen=False)
         bar.advance(task)
@@ -260,7 +265,7 @@ def _score_candidate(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Seq
     d = decode(den, prompts, seeds, c.planner, config)
     calls = float(d.calls_per_block.mean())
     s = Score(c, calls, float(d.calls_per_block.max()), calls <= config.budget + 1e-9, seconds=d.seconds)
-    if config.sampling:
+    if config.sampled:
         _sampling_scores(den, prompts, d, ref, config, s)
     else:
         s.agreement = float(agreement(d.generated, ref.generated, den.spec.eos_ids).double().mean())

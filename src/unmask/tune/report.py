@@ -19,7 +19,7 @@ def _num(x: float | None, fmt: str) -> str:
 
 
 def columns(result: TuneResult) -> list[str]:
-    if result.config.sampling:
+    if result.config.sampled:
         return ["planner", "spec", "calls/block", "self KL/token ± se", "pair JS", "log p/token"]
     return ["planner", "spec", "calls/block", "agreement %", "Δ log p/token"]
 
@@ -34,7 +34,7 @@ def cells(s: Score, sampling: bool) -> list[str]:
 
 
 def _order(result: TuneResult) -> list[Score]:
-    if result.config.sampling:
+    if result.config.sampled:
         return sorted(result.scores, key=lambda s: (not s.eligible, s.kl if s.kl is not None else float("inf")))
     return sorted(result.scores, key=lambda s: (not s.eligible, -(s.agreement or 0.0)))
 
@@ -57,7 +57,7 @@ def model_args(planner: Planner) -> str | None:
 
 def winner_line(result: TuneResult) -> str:
     r, c = result.report, result.config
-    if c.sampling:
+    if c.sampled:
         got = f"self KL {r.kl:.4f} ± {r.kl_se:.4f}/token" + STATUS_MARK.get(r.kl_status or "", "")
     else:
         got = f"agreement {100 * (r.agreement or 0):.1f}%"
@@ -81,7 +81,7 @@ def print_tune(result: TuneResult, console: Console | None = None) -> None:
             table.add_column(col, justify="right", no_wrap=True)
     for s in _order(result):
         style = "bold green" if s is result.winner else ("dim" if not s.eligible else None)
-        table.add_row(*cells(s, c.sampling), style=style)
+        table.add_row(*cells(s, c.sampled), style=style)
     console.print(table)
     if result.js_floor is not None:
         console.print(f"pair JS floor (reference against reference): {result.js_floor:.4f}")
@@ -94,7 +94,7 @@ def render_markdown(result: TuneResult) -> str:
     head = columns(result)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if h in ("planner", "spec") else "---:" for h in head) + "|"]
     for s in _order(result):
-        row = cells(s, result.config.sampling)
+        row = cells(s, result.config.sampled)
         if s is result.winner:
             row = [f"**{x}**" for x in row]
         lines.append("| " + " | ".join(row) + " |")
@@ -111,7 +111,7 @@ def plot_tune(result: TuneResult, path: str | Path) -> Path:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     families = list(dict.fromkeys(s.candidate.family for s in result.scores))
-    value = (lambda s: s.kl) if c.sampling else (lambda s: 100 * (s.agreement or 0.0))
+    value = (lambda s: s.kl) if c.sampled else (lambda s: 100 * (s.agreement or 0.0))
     for fam in families:
         pts = [(s.calls, value(s)) for s in result.scores if s.candidate.family == fam and value(s) is not None]
         if pts:
@@ -120,10 +120,10 @@ def plot_tune(result: TuneResult, path: str | Path) -> Path:
     ax.plot([w.calls], [value(w)], marker="o", ms=16, mfc="none", mec="black", linestyle="none", label="winner")
     ax.axvline(c.budget, color="grey", linestyle=":", label="budget")
     ax.set_xscale("log")
-    if c.sampling:
+    if c.sampled:
         ax.set_yscale("symlog", linthresh=1e-3)
     ax.set_xlabel(f"calls per {c.block_length}-token block (calibration mean)")
-    ax.set_ylabel("self KL (nats/token, lower is better)" if c.sampling else "agreement with one token per call (%)")
+    ax.set_ylabel("self KL (nats/token, lower is better)" if c.sampled else "agreement with one token per call (%)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(f"unmask tune: budget {c.budget} calls per block; winner {result.spec}", fontsize=9)

@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..denoiser import Denoiser, device_of
-from ..eval.likelihood import _canvas
+from ..canvas import Canvas
+from ..denoiser import Denoiser
 from ..oracles.pairs import pair_js, sample_pair_marginals
 
 
@@ -52,7 +52,7 @@ def chain_loglik(
     G denoiser calls per chunk of ``batch_size`` rows; ``advance(calls)`` is
     called after each chunk (for progress bars).
     """
-    spec, device = denoiser.spec, device_of(denoiser)
+    spec, device = denoiser.spec, denoiser.device
     n, g = outputs.shape
     if len(prompts) != n:
         raise ValueError(f"prompts must hold one prompt per output row ({n}), got {len(prompts)}")
@@ -60,16 +60,15 @@ def chain_loglik(
     outs = outputs.long().cpu()
     for start in range(0, n, batch_size):
         rows = list(range(start, min(n, start + batch_size)))
-        ids, att, pos = _canvas([list(prompts[r]) + outs[r].tolist() for r in rows], spec.pad_id, device)
-        width = ids.shape[1]
-        target = ids[:, width - g :].clone()  # [n_c, G]
-        ids[:, width - g :] = spec.mask_id
+        c = Canvas.build([prompts[r] for r in rows], g, spec, device)  # generated columns masked
+        ids, target = c.ids.clone(), outs[rows].to(device)  # [n_c, W + G], [n_c, G]
         for t in range(g):
-            logits = denoiser(ids, att, pos)[:, width - g + t].float()  # [n_c, V]
+            col = c.width + t
+            logits = denoiser(ids, c.attention_mask, c.positions, window=(col, col + 1))[:, 0].float()  # [n_c, V]
             logits[:, spec.mask_id] = float("-inf")
             logp = torch.log_softmax(logits, -1).gather(-1, target[:, t : t + 1]).squeeze(-1)
             total[rows] += logp.double().cpu()
-            ids[:, width - g + t] = target[:, t]
+            ids[:, col] = target[:, t]
         if advance is not None:
             advance(g)
     return total
