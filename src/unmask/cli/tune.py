@@ -12,6 +12,7 @@ ends with the winner as a planner spec for ``generate``, ``eval`` and the API.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -131,5 +132,5 @@ def run(args: argparse.Namespace) -> int:
     if args.markdown:
         Path(args.markdown).write_text(render_markdown(result))
         result.files.append(Path(args.markdown))
-    print_tune(result, Console())
+    print_tune(result, Console(width=None if sys.stdout.isatty() else 120))
     return 0

@@ -11,7 +11,9 @@ from rich.table import Table
 from ..planners import Planner
 from .core import Score, TuneResult
 
-STATUS_MARK = {"exact": "", "upper bound": " (bound)", "biased": " (biased)"}
+STATUS_MARK = {"exact": "", "upper bound": " ≤", "biased": " †"}
+NOTES = ("✗ over budget (screened: measured on the first prompts only); self KL: ≤ an upper bound (random order), "
+         "† biased (the planner picks by the tokens just drawn), see pair JS")
 
 
 def _num(x: float | None, fmt: str) -> str:
@@ -20,17 +22,17 @@ def _num(x: float | None, fmt: str) -> str:
 
 def columns(result: TuneResult) -> list[str]:
     if result.config.sampled:
-        return ["planner", "spec", "calls/block", "self KL/token ± se", "pair JS", "log p/token"]
-    return ["planner", "spec", "calls/block", "agreement %", "Δ log p/token"]
+        return ["spec", "calls/block", "self KL/token", "± se", "pair JS", "log p/token"]
+    return ["spec", "calls/block", "agreement %", "Δ log p/token"]
 
 
-def cells(s: Score, sampling: bool) -> list[str]:
-    calls = f"{s.calls:.2f}" + ("" if s.eligible else " (over)" if s.screened is None else f" (over on {s.screened})")
-    if sampling:
-        kl = "-" if s.kl is None else f"{s.kl:.4f} ± {s.kl_se:.4f}" + STATUS_MARK.get(s.kl_status or "", "")
-        return [s.candidate.family, s.candidate.spec, calls, kl, _num(s.js, ".4f"), _num(s.loglik, ".4f")]
+def cells(s: Score, sampled: bool) -> list[str]:
+    calls = f"{s.calls:.2f}" + ("" if s.eligible else " ✗")
+    if sampled:
+        kl = "-" if s.kl is None else f"{s.kl:.4f}" + STATUS_MARK.get(s.kl_status or "", "")
+        return [s.candidate.spec, calls, kl, _num(s.kl_se, ".4f"), _num(s.js, ".4f"), _num(s.loglik, ".4f")]
     agree = "-" if s.agreement is None else f"{100 * s.agreement:.1f}"
-    return [s.candidate.family, s.candidate.spec, calls, agree, _num(s.loglik, ".4f")]
+    return [s.candidate.spec, calls, agree, _num(s.loglik, ".4f")]
 
 
 def _order(result: TuneResult) -> list[Score]:
@@ -75,14 +77,12 @@ def print_tune(result: TuneResult, console: Console | None = None) -> None:
     table = Table(title=f"calibration frontier at {c.budget} calls per {c.block_length}-token block "
                         f"({result.n_calibration} prompts, temperature {c.temperature:g})")
     for col in columns(result):
-        if col in ("planner", "spec"):
-            table.add_column(col, overflow="fold", ratio=2 if col == "spec" else 1)
-        else:
-            table.add_column(col, justify="right", no_wrap=True)
+        table.add_column(col, no_wrap=True, justify="left" if col == "spec" else "right")
     for s in _order(result):
         style = "bold green" if s is result.winner else ("dim" if not s.eligible else None)
         table.add_row(*cells(s, c.sampled), style=style)
     console.print(table)
+    console.print(NOTES, style="dim", highlight=False)
     if result.js_floor is not None:
         console.print(f"pair JS floor (reference against reference): {result.js_floor:.4f}")
     console.print(winner_line(result), highlight=False)
@@ -91,41 +91,45 @@ def print_tune(result: TuneResult, console: Console | None = None) -> None:
 
 
 def render_markdown(result: TuneResult) -> str:
-    head = columns(result)
+    head = ["planner"] + columns(result)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if h in ("planner", "spec") else "---:" for h in head) + "|"]
     for s in _order(result):
-        row = cells(s, result.config.sampled)
+        row = [s.candidate.family, f"`{s.candidate.spec}`"] + cells(s, result.config.sampled)[1:]
         if s is result.winner:
             row = [f"**{x}**" for x in row]
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n\n" + winner_line(result).replace("\n", "; ") + "\n"
+    floor = "" if result.js_floor is None else f"\n\npair JS floor: {result.js_floor:.4f}"
+    return "\n".join(lines) + f"\n\n{NOTES}{floor}\n\n" + winner_line(result).replace("\n", "; ") + "\n"
 
 
 def plot_tune(result: TuneResult, path: str | Path) -> Path:
-    """Score against calls per block, one point per candidate, the winner ringed (Agg backend)."""
+    """One bar per scored candidate (best at the top), labelled with its calls per block; the winner in black."""
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     c = result.config
-    fig = Figure(figsize=(7, 5), layout="constrained")
+    value = (lambda s: s.kl) if c.sampled else (lambda s: 100 * (s.agreement or 0.0))
+    scored = [s for s in _order(result) if value(s) is not None][::-1]  # matplotlib draws bottom-up
+    families = list(dict.fromkeys(s.candidate.family for s in result.scores))
+    fig = Figure(figsize=(8, 1.2 + 0.28 * len(scored)), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    families = list(dict.fromkeys(s.candidate.family for s in result.scores))
-    value = (lambda s: s.kl) if c.sampled else (lambda s: 100 * (s.agreement or 0.0))
-    for fam in families:
-        pts = [(s.calls, value(s)) for s in result.scores if s.candidate.family == fam and value(s) is not None]
-        if pts:
-            ax.plot(*zip(*sorted(pts)), marker="o", linestyle="-", label=fam, ms=5)
-    w = result.winner
-    ax.plot([w.calls], [value(w)], marker="o", ms=16, mfc="none", mec="black", linestyle="none", label="winner")
-    ax.axvline(c.budget, color="grey", linestyle=":", label="budget")
-    ax.set_xscale("log")
+    colors = [colormaps["tab20"](families.index(s.candidate.family) % 20) for s in scored]
+    bars = ax.barh(range(len(scored)), [value(s) for s in scored], color=colors,
+                   edgecolor=["black" if s is result.winner else "none" for s in scored], linewidth=2)
+    labels = [f"{s.candidate.spec}  ({s.calls:.2f} calls{'' if s.eligible else ', over budget'})" for s in scored]
+    ax.set_yticks(range(len(scored)), labels, fontsize=7)
+    for bar, s in zip(bars, scored):
+        if not s.eligible:
+            bar.set_alpha(0.35)
     if c.sampled:
-        ax.set_yscale("symlog", linthresh=1e-3)
-    ax.set_xlabel(f"calls per {c.block_length}-token block (calibration mean)")
-    ax.set_ylabel("self KL (nats/token, lower is better)" if c.sampled else "agreement with one token per call (%)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    ax.set_title(f"unmask tune: budget {c.budget} calls per block; winner {result.spec}", fontsize=9)
+        ax.set_xscale("symlog", linthresh=1e-3)
+        ax.set_xlabel("self KL (nats per token, lower is better; † / ≤ rows in the table are biased / bounds)")
+    else:
+        ax.set_xlim(max(0.0, min(value(s) for s in scored) - 5), 100)
+        ax.set_xlabel("agreement with one token per call on the calibration prompts (%)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(f"unmask tune: {c.budget} calls per {c.block_length}-token block; winner {result.spec}", fontsize=9)
     fig.savefig(path, dpi=110)
     return Path(path)
