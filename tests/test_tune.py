@@ -88,7 +88,7 @@ def test_default_candidates_fit_and_parse():
 def test_tune_on_markov2_picks_interleave(tmp_path):
     oracle = named_oracle("markov2")
     specs = ["dilated(base=2, skip_exp=2)", "interleave(k=4)", "topk(score='confidence', steps=4)", "threshold(tau=0.9)"]
-    cfg = TuneConfig(budget=4, temperature=1.0, batch_size=128)
+    cfg = TuneConfig(budget=4, temperature=1.0, batch_size=128, search=0)
     res = tune(oracle, [[]] * 64, [[]] * 32, user_candidates(specs, 32), cfg)
     by = {s.candidate.spec: s for s in res.scores}
     assert res.spec == "interleave(k=4)" and res.winner.kl_status == EXACT
@@ -98,6 +98,21 @@ def test_tune_on_markov2_picks_interleave(tmp_path):
     assert res.js_floor is not None and res.report.kl is not None and res.n_report == 32
     assert "**interleave" in render_markdown(res)
     assert plot_tune(res, tmp_path / "t.png").stat().st_size > 10_000
+
+
+def test_search_finds_a_schedule_at_least_as_good_as_its_start():
+    oracle = named_oracle("markov2")
+    cfg = TuneConfig(budget=3, temperature=1.0, batch_size=128, search=25)
+    res = tune(oracle, [[]] * 48, [[]] * 16, user_candidates(["farthest(calls=3)"], 32), cfg)
+    start = res.scores[0]
+    assert start.candidate.spec == "farthest(calls=3)"
+    assert len(res.scores) == 2  # farthest point is poor on this chain (0.76 nats/token): single moves improve it
+    found = res.scores[1]
+    assert found.candidate.family == "searched" and found.kl < start.kl and found.eligible
+    assert parse_planner(found.candidate.spec).calls_per_block(32, 1) == 3 and res.winner is found
+    assert TuneConfig(budget=3).search_evals == 0 and TuneConfig(budget=3, temperature=1.0).search_evals == 200
+    with pytest.raises(ValueError, match="search"):
+        TuneConfig(budget=3, search=-1)
 
 
 def _greedy_check(den, ids, specs, budget, n_cal):
@@ -134,7 +149,7 @@ def test_cli_tune_on_tiny_arith(tmp_path, capsys):
 def test_cli_tune_on_an_oracle(tmp_path, capsys):
     plot = tmp_path / "f.png"
     md = tmp_path / "f.md"
-    code = main(["tune", "--model", "oracle:markov1", "--budget", "4", "--samples", "32", "--plot", str(plot),
+    code = main(["tune", "--model", "oracle:markov1", "--budget", "4", "--samples", "32", "--search", "0", "--plot", str(plot),
                  "--markdown", str(md), "--candidates", "dilated(base=2, skip_exp=2)", "interleave(k=4)",
                  "topk(score='margin', steps=4)"])
     out = capsys.readouterr().out

@@ -146,12 +146,12 @@ def find_limit(oracle: ChainOracle, budget: int, seeds: list[list[list[int]]], s
 
 
 def limit_seeds(budget: int) -> list[list[list[int]]]:
-    """Start points of the search: the fixed candidates, and every class order of interleave when k <= 5."""
+    """Start points of the search: the fixed candidates, and every class order of interleave when k <= 6."""
     out = []
     for c in default_candidates(budget, BLOCK, BLOCK):
         if c.fixed_calls == budget and isinstance(c.planner, _LevelPlanner):
             out.append(c.planner.levels(BLOCK))
-    if budget <= 5:
+    if budget <= 6:
         import itertools
 
         out += [interleave_levels(BLOCK, budget, (0,) + p) for p in itertools.permutations(range(1, budget))]

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidates", nargs="+", default=None, metavar="SPEC",
                    help="planner specs to compare (default: DUS bases, interleave, farthest point, top-k scores, "
                         "threshold and EB grids, spaced hybrids)")
+    p.add_argument("--search", type=int, default=None, metavar="N",
+                   help="also search for a better fixed schedule, scoring at most N (default: 200 when sampling, "
+                        "0 when greedy)")
     p.add_argument("--report", type=int, default=None,
                    help="prompts kept apart to score the winner (default: half of them)")
     p.add_argument("--samples", type=int, default=512,
@@ -102,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     oracle = args.model.startswith(ORACLE_PREFIX)
     temperature = args.temperature if args.temperature is not None else (1.0 if oracle else 0.0)
     config = TuneConfig(budget=args.budget, gen_length=args.gen_length, block_length=args.block_length,
-                        temperature=temperature, seed=args.seed, batch_size=args.batch_size, cache=args.cache)
+                        temperature=temperature, seed=args.seed, batch_size=args.batch_size, cache=args.cache,
+                        search=args.search)
     cands = (user_candidates(args.candidates, args.block_length, config.num_blocks) if args.candidates is not None
              else default_candidates(args.budget, args.block_length, args.gen_length))
     for c in cands:

@@ -8,6 +8,7 @@ See :mod:`unmask.tune.core` for the procedure and the winner rule.
 """
 
 from .candidates import Candidate, default_candidates, user_candidates
-from .core import Score, TuneConfig, TuneResult, tune
+from .core import tune
+from .types import Score, TuneConfig, TuneResult
 
 __all__ = ["Candidate", "Score", "TuneConfig", "TuneResult", "default_candidates", "tune", "user_candidates"]

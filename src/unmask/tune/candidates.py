@@ -58,8 +58,14 @@ def dus_specs(block_length: int, budget: int) -> list[str]:
     return [f"dilated(base={b}, skip_exp={s})" for _, b, s in best]
 
 
+def paired_order(k: int) -> tuple[int, ...]:
+    """Residue classes ``0, k - 1, 1, 2, ..., k - 2``: after two calls every class-0 token has a revealed neighbour."""
+    return (0, k - 1, *range(1, k - 1))
+
+
 def default_candidates(budget: int, block_length: int, gen_length: int) -> list[Candidate]:
-    """DUS bases, interleave, farthest point, top-k scores, threshold and EB grids, spaced hybrids."""
+    """DUS bases, interleave (classes far apart, and adjacent classes first), farthest point, top-k scores,
+    threshold and EB grids, spaced hybrids."""
     if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= block_length:
         raise ValueError(f"budget must be an int in [1, block_length={block_length}] (calls per block), got {budget!r}")
     num_blocks = gen_length // block_length
@@ -70,6 +76,8 @@ def default_candidates(budget: int, block_length: int, gen_length: int) -> list[
     out = [make("DUS", s) for s in dus_specs(block_length, budget)]
     if budget >= 2:
         out.append(make("interleave", f"interleave(k={budget})"))
+        if budget >= 3:  # adjacent classes first: two calls reveal neighbouring pairs, which cut a second-order chain
+            out.append(make("interleave", f"interleave(k={budget}, order={paired_order(budget)})"))
         out.append(make("farthest", f"farthest(calls={budget})"))
     out += [make(f"top-k {s}", f"topk(score='{s}', steps={budget * num_blocks})") for s in SCORES]
     out += [make("threshold", f"threshold(tau={t})") for t in TAUS]

@@ -9,8 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ..planners import Planner
-from .core import Score, TuneResult
+from .types import Score, TuneResult
 
+SPEC_WIDTH = 46  # longer specs (searched schedules) are cut in the terminal table
 STATUS_MARK = {"exact": "", "upper bound": " ≤", "biased": " †"}
 NOTES = ("✗ over budget (screened: measured on the first prompts only); self KL: ≤ an upper bound (random order), "
          "† biased (the planner picks by the tokens just drawn), see pair JS")
@@ -80,7 +81,10 @@ def print_tune(result: TuneResult, console: Console | None = None) -> None:
         table.add_column(col, no_wrap=True, justify="left" if col == "spec" else "right")
     for s in _order(result):
         style = "bold green" if s is result.winner else ("dim" if not s.eligible else None)
-        table.add_row(*cells(s, c.sampled), style=style)
+        row = cells(s, c.sampled)
+        if len(row[0]) > SPEC_WIDTH:  # a searched schedule: the full spec is in the winner line and the markdown
+            row[0] = row[0][: SPEC_WIDTH - 3] + "..."
+        table.add_row(*row, style=style)
     console.print(table)
     console.print(NOTES, style="dim", highlight=False)
     if result.js_floor is not None:
