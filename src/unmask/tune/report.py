@@ -13,8 +13,12 @@ from .types import Score, TuneResult
 
 SPEC_WIDTH = 46  # longer specs (searched schedules) are cut in the terminal table
 STATUS_MARK = {"exact": "", "upper bound": " ≤", "biased": " †"}
-NOTES = ("✗ over budget (screened: measured on the first prompts only); self KL: ≤ an upper bound (random order), "
-         "† biased (the planner picks by the tokens just drawn), see pair JS")
+OVER = "✗ over budget (screened: measured on the first prompts only)"
+STATUS_NOTE = "self KL: ≤ an upper bound (random order), † biased (the planner picks by the tokens just drawn), see pair JS"
+
+
+def notes(result: TuneResult) -> str:
+    return f"{OVER}; {STATUS_NOTE}" if result.config.sampled else OVER
 
 
 def _num(x: float | None, fmt: str) -> str:
@@ -86,7 +90,7 @@ def print_tune(result: TuneResult, console: Console | None = None) -> None:
             row[0] = row[0][: SPEC_WIDTH - 3] + "..."
         table.add_row(*row, style=style)
     console.print(table)
-    console.print(NOTES, style="dim", highlight=False)
+    console.print(notes(result), style="dim", highlight=False)
     if result.js_floor is not None:
         console.print(f"pair JS floor (reference against reference): {result.js_floor:.4f}")
     console.print(winner_line(result), highlight=False)
@@ -103,7 +107,8 @@ def render_markdown(result: TuneResult) -> str:
             row = [f"**{x}**" for x in row]
         lines.append("| " + " | ".join(row) + " |")
     floor = "" if result.js_floor is None else f"\n\npair JS floor: {result.js_floor:.4f}"
-    return "\n".join(lines) + f"\n\n{NOTES}{floor}\n\n" + winner_line(result).replace("\n", "; ") + "\n"
+    winner = "; ".join(line.strip() for line in winner_line(result).splitlines())
+    return "\n".join(lines) + f"\n\n{notes(result)}{floor}\n\n{winner}\n"
 
 
 def plot_tune(result: TuneResult, path: str | Path) -> Path:
