@@ -24,6 +24,7 @@ from unmask import GenerationConfig, TokenSpec, generate
         (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
         (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
         (dict(top_k=0), "top_k must be a positive int"),
+        (dict(score_temperature=1), "score_temperature must be True or False"),
         (dict(cfg_scale=-1.0), "cfg_scale must be"),
         (dict(cache="full"), "cache must be one of"),
         (dict(stop=("",)), "stop must be a sequence of non-empty strings"),

@@ -30,6 +30,7 @@ class GenerationConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int | None = None
+    score_temperature: bool = False  # score on the tempered, truncated distribution (Dream) instead of the clean one
     cfg_scale: float = 0.0
     cache: str = "none"
     early_exit: bool = True  # stop after a block once every row has produced EOS
@@ -54,6 +55,8 @@ class GenerationConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.top_k is not None:
             _positive_int("top_k", self.top_k)
+        if not isinstance(self.score_temperature, bool):
+            raise ValueError(f"score_temperature must be True or False, got {self.score_temperature!r}")
         if not isinstance(self.cfg_scale, (int, float)) or not 0.0 <= self.cfg_scale < math.inf:
             raise ValueError(f"cfg_scale must be a finite number >= 0 (0 = no guidance), got {self.cfg_scale!r}")
         if self.cache not in CACHE_MODES:
@@ -72,4 +75,5 @@ class GenerationConfig:
 
     @property
     def sampling(self) -> SamplingParams:
-        return SamplingParams(temperature=float(self.temperature), top_p=float(self.top_p), top_k=self.top_k)
+        return SamplingParams(temperature=float(self.temperature), top_p=float(self.top_p), top_k=self.top_k,
+                              score_temperature=self.score_temperature)

@@ -144,8 +144,8 @@ class UnmaskLM(TemplateLM):
             "pretrained": self.settings.pretrained, "factory": self.settings.factory,
             "planner": planner_spec(c.planner), "planner_name": c.planner.name,
             "gen_length": c.gen_length, "block_length": c.block_length, "temperature": c.temperature,
-            "top_p": c.top_p, "top_k": c.top_k, "cfg_scale": c.cfg_scale, "cache": c.cache,
-            "early_exit": c.early_exit, "batch_size": self.settings.batch_size, "mc_num": self.settings.mc_num,
+            "top_p": c.top_p, "top_k": c.top_k, "score_temperature": c.score_temperature, "cfg_scale": c.cfg_scale,
+            "cache": c.cache, "early_exit": c.early_exit, "batch_size": self.settings.batch_size, "mc_num": self.settings.mc_num,
             "greedy_check": self.settings.greedy_check, "seed": self.settings.seed, "world_size": self.world_size,
         }}
 

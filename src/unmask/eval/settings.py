@@ -25,7 +25,8 @@ GREEDY_CHECKS = ("reveal", "argmax", "none")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 # every setting of every registered planner (``inner`` is spaced's wrapped planner)
 PLANNER_KEYS: tuple[str, ...] = tuple(sorted({f for name in PLANNERS for f in planner_fields(name)}))
-GENERATION_KEYS = ("gen_length", "block_length", "planner", "temperature", "top_p", "top_k", "cfg_scale", "cache", "early_exit")
+GENERATION_KEYS = ("gen_length", "block_length", "planner", "temperature", "top_p", "top_k", "score_temperature",
+                   "cfg_scale", "cache", "early_exit")
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,9 @@ def parse_model_args(args: Mapping[str, Any]) -> tuple[EvalSettings, GenerationC
         if args["cache"] not in CACHE_MODES:
             raise ValueError(f"cache must be one of {CACHE_MODES}, got {args['cache']!r}")
         gen["cache"] = args["cache"]
-    if "early_exit" in args:
-        gen["early_exit"] = _as_bool("early_exit", args["early_exit"])
+    for key in ("early_exit", "score_temperature"):
+        if key in args:
+            gen[key] = _as_bool(key, args[key])
     params = {k: args[k] for k in PLANNER_KEYS if k in args}
     gen["planner"] = build_planner(args.get("planner", "dilated"), params)
     parsed = EvalSettings(**settings)
