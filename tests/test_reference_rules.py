@@ -35,6 +35,7 @@ import torch
 
 from unmask import GenerationConfig, TokenSpec, generate
 from unmask.noise import ORDER, Noise
+from unmask.schedules import binary_levels, dilated_levels
 
 V, GEN, BL = 48, 64, 32
 MASK = V - 1
@@ -121,10 +122,28 @@ def ref_levels(b, base=2, skip=1):
         level = [i for i in range(0, b, stride) if i not in done]
         levels, done, stride = levels + [level] * bool(level), done | set(level), stride // base
     rest = [i for i in range(b) if i not in done]
-    levels += [rest] * bool(rest)
-    if len(levels) >= 2 and len(levels[-1]) < len(levels[-2]):
-        levels[-2] = levels[-2] + levels.pop()
+    return merge_smaller_last(levels + [rest] * bool(rest))
+
+
+def ref_binary_levels(b):
+    levels = []
+
+    def visit(lo, hi, depth):  # midpoint first, then each half one level deeper
+        if lo <= hi:
+            levels.extend([] for _ in range(depth + 1 - len(levels)))
+            levels[depth].append((lo + hi) // 2)
+            visit(lo, (lo + hi) // 2 - 1, depth + 1)
+            visit((lo + hi) // 2 + 1, hi, depth + 1)
+
+    visit(0, b - 1, 0)
     return levels
+
+
+def merge_smaller_last(levels):
+    if len(levels) >= 2 and len(levels[-1]) < len(levels[-2]):
+        last = levels.pop()
+        levels[-1] = levels[-1] + last
+    return [sorted(level) for level in levels]
 
 
 def ref_dus(threshold=None, carry=False):
@@ -266,3 +285,20 @@ def test_dus_deferral_as_published_leaves_masks_where_unmask_carries_them(thresh
         assert left.any() and not (tokens == MASK).any()
         assert torch.equal(tokens[~left], ref_tokens[~left])
 
+
+
+def test_dilated_levels_are_the_reference_levels():
+    for b in range(1, 129):
+        for base in range(2, 6):
+            for skip in range(1, 4):
+                assert dilated_levels(b, base, skip) == ref_levels(b, base, skip), (b, base, skip)
+
+
+def test_binary_levels_differ_from_the_reference_only_by_its_merged_last_level():
+    """The reference merges a smaller last binary level into the one before; unmask keeps it (docs/reference.md)."""
+    differ = 0
+    for b in range(1, 129):
+        ours, ref = binary_levels(b), merge_smaller_last(ref_binary_levels(b))
+        assert merge_smaller_last([list(level) for level in ours]) == ref, b
+        differ += ours != ref
+    assert differ == 58 and binary_levels(8) == [[3], [1, 5], [0, 2, 4, 6], [7]]
