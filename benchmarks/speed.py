@@ -31,36 +31,42 @@ from typing import Any
 
 import torch
 
-from unmask import GenerationConfig, generate
+from unmask import CachingDenoiser, GenerationConfig, generate
 from unmask.models.synthetic import random_llada
 
 
-class Timed:
+class Timed(CachingDenoiser):
     """A denoiser wrapper that adds up the seconds spent inside the wrapped model's calls."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.spec = inner.spec
-        self.device = inner.device
         self.lookbehind = inner.lookbehind
         self.seconds = 0.0
-        self._cuda = torch.device(inner.device).type == "cuda"
+        self._cuda = inner.device.type == "cuda"
 
-    def _timed(self, fn: Any, *args: Any) -> Any:
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    def _timed(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self._cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        out = fn(*args)
+        out = fn(*args, **kwargs)
         if self._cuda:
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - t0
         return out
 
-    def __call__(self, *args: Any) -> Any:
-        return self._timed(self.inner, *args)
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._timed(self.inner, *args, **kwargs)
 
-    def forward_kv(self, *args: Any) -> Any:
-        return self._timed(self.inner.forward_kv, *args)
+    def new_cache(self, batch: int, length: int) -> Any:
+        return self.inner.new_cache(batch, length)
+
+    def forward_cached(self, *args: Any) -> Any:
+        return self._timed(self.inner.forward_cached, *args)
 
 
 @dataclass

@@ -5,7 +5,8 @@ import torch
 
 import model_fixtures as mf
 from unmask import GenerationConfig, cache, generate
-from unmask.denoiser import canvas_positions
+from unmask.canvas import Canvas
+from unmask.denoiser import CachingDenoiser
 from unmask.guidance import Guided
 from unmask.models import load
 
@@ -24,31 +25,29 @@ def model(request):
 
 
 def padded_canvas(den, prompts, gen):
-    width = max(map(len, prompts))
-    x = torch.full((len(prompts), width + gen), den.spec.mask_id)
-    am = torch.ones_like(x, dtype=torch.bool)
-    for i, p in enumerate(prompts):
-        x[i, : width - len(p)] = den.spec.pad_id
-        am[i, : width - len(p)] = False
-        x[i, width - len(p) : width] = torch.tensor(p, dtype=torch.long)
-    return x, am, canvas_positions(am), width
+    c = Canvas.build(prompts, gen, den.spec)
+    return c.ids.clone(), c
 
 
-class Spy:
-    """Checks every block-start forward_kv against the uncached call and counts them."""
+class Spy(CachingDenoiser):
+    """Checks every block-start call (the whole canvas, start 0) against the uncached call and counts them."""
 
     def __init__(self, inner):
         self.inner, self.spec, self.lookbehind, self.starts = inner, inner.spec, inner.lookbehind, 0
 
-    def __call__(self, *args):
-        return self.inner(*args)
+    def __call__(self, *args, **kwargs):
+        return self.inner(*args, **kwargs)
 
-    def forward_kv(self, ids, pos, key_mask, past):
-        logits, kv = self.inner.forward_kv(ids, pos, key_mask, past)
-        if past is None:
+    def new_cache(self, batch, length):
+        return self.inner.new_cache(batch, length)
+
+    def forward_cached(self, ids, pos, key_mask, cache, start, window):
+        logits = self.inner.forward_cached(ids, pos, key_mask, cache, start, window)
+        if start == 0 and ids.shape[1] == cache.length:
             self.starts += 1
-            torch.testing.assert_close(logits, self.inner(ids, key_mask, pos), atol=1e-5, rtol=0)
-        return logits, kv
+            am = torch.ones_like(ids, dtype=torch.bool) if key_mask is None else key_mask
+            torch.testing.assert_close(logits, self.inner(ids, am, pos, window), atol=1e-5, rtol=0)
+        return logits
 
 
 @pytest.mark.parametrize("mode", ["prefix", "dual"])
@@ -67,13 +66,14 @@ def test_segment_over_unchanged_canvas_reproduces_full_forward(model, mode, bloc
 
     For Dream this needs the lookbehind query: the block's first position is predicted from the token before it.
     """
-    x, am, pos, width = padded_canvas(model, PROMPTS, 24)
+    x, c = padded_canvas(model, PROMPTS, 24)
+    width = c.width
     x[:, width : width + 16] = torch.randint(0, 90, (len(PROMPTS), 16), generator=torch.Generator().manual_seed(0))
     lo, hi = width + 8 * block, width + 8 * (block + 1)
-    for den in (model, Guided(model, am & (torch.arange(x.shape[1]) < width), 1.5)):
-        policy = cache.POLICIES[mode](den, am, pos)
+    for den in (model, Guided(model, c.prompt_mask, 1.5)):
+        policy = cache.POLICIES[mode](den, c)
         first = policy.block_logits(x, lo, hi, 0)
-        torch.testing.assert_close(first, den(x, am, pos)[:, lo:hi], atol=1e-10, rtol=0)
+        torch.testing.assert_close(first, den(x, c.attention_mask, c.positions)[:, lo:hi], atol=1e-10, rtol=0)
         torch.testing.assert_close(policy.block_logits(x, lo, hi, 1), first, atol=1e-8, rtol=0)
         assert (policy.full, policy.partial) == (1, 1)
 
@@ -120,7 +120,30 @@ def test_cfg_with_cache_keeps_two_rows_per_prompt(model):
     assert not (out.generated == model.spec.mask_id).any() and out.partial_forwards > 0
 
 
-def test_kv_helpers_slice_and_join():
-    kv = ((torch.arange(10.0).view(1, 1, 10, 1), -torch.arange(10.0).view(1, 1, 10, 1)),)
-    joined = cache.kv_cat(cache.kv_slice(kv, 0, 3), cache.kv_slice(kv, 7, 10))
-    assert joined[0][0].flatten().tolist() == [0, 1, 2, 7, 8, 9] and joined[0][1].flatten().tolist() == [0, -1, -2, -7, -8, -9]
+def test_logits_window_equals_the_slice_of_the_full_canvas(model):
+    x, c = padded_canvas(model, PROMPTS, 24)
+    full = model(x, c.attention_mask, c.positions)
+    for lo, hi in [(0, 3), (c.width, c.width + 8), (x.shape[1] - 5, x.shape[1])]:
+        torch.testing.assert_close(model(x, c.attention_mask, c.positions, (lo, hi)), full[:, lo:hi], atol=1e-10, rtol=0)
+
+
+def test_segment_writes_its_keys_in_place_and_reads_the_rest(model):
+    """After a full cached call, a segment over changed columns sees the cached keys elsewhere and its own new ones."""
+    x, c = padded_canvas(model, PROMPTS, 24)
+    kv = model.new_cache(*x.shape)
+    model.forward_cached(x, c.positions, c.attention_mask, kv, 0, (c.width, c.width + 8))
+    before = [k.clone() for k in kv.keys]
+    lo, hi = c.width + 8, c.width + 16
+    x2 = x.clone()
+    x2[:, lo:hi] = 5
+    start = lo - model.lookbehind
+    seg = model.forward_cached(x2[:, start:hi], c.positions[:, start:hi], c.attention_mask, kv, start, (lo, hi))
+    for k0, k1 in zip(before, kv.keys):
+        assert torch.equal(k0[:, :, :start], k1[:, :, :start]) and torch.equal(k0[:, :, hi:], k1[:, :, hi:])
+        assert not torch.equal(k0[:, :, lo:hi], k1[:, :, lo:hi])
+    # layer-0 keys depend only on the token and its position: the segment wrote exactly the new canvas's
+    again = model.new_cache(*x.shape)
+    model.forward_cached(x2, c.positions, c.attention_mask, again, 0, (lo, hi))
+    torch.testing.assert_close(kv.keys[0][:, :, start:hi], again.keys[0][:, :, start:hi], atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="must lie within the query columns"):
+        model.forward_cached(x2[:, lo:hi], c.positions[:, lo:hi], c.attention_mask, kv, lo, (lo - 1, hi))

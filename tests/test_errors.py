@@ -20,11 +20,20 @@ from unmask import GenerationConfig, TokenSpec, generate
         (dict(planner="dilated(base=1)"), "base must be an int >= 2"),
         (dict(planner="topk(steps=3)", gen_length=64, block_length=32), "steps must be a multiple of the number of blocks"),
         (dict(planner="topk(counts=(4, 4))", block_length=16, gen_length=32), "counts must sum to block_length=16"),
-        (dict(temperature=-1.0), "temperature must be a finite number >= 0"),
-        (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
-        (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
-        (dict(top_k=0), "top_k must be a positive int"),
-        (dict(score_temperature=1), "score_temperature must be True or False"),
+        (dict(sampling=dict(temperature=-1.0)), "temperature must be a finite number >= 0"),
+        (dict(sampling=dict(top_p=0.0)), r"top_p must be in \(0, 1\]"),
+        (dict(sampling=dict(top_p=1.5)), r"top_p must be in \(0, 1\]"),
+        (dict(sampling=dict(top_k=0)), "top_k must be a positive int"),
+        (dict(sampling=dict(score_temperature=1)), "score_temperature must be True or False"),
+        (dict(sampling=dict(temp=1.0)), r"sampling has no field\(s\) \['temp'\]"),
+        (dict(sampling=0.5), "sampling must be a SamplingParams or a dict"),
+        (dict(early_exit="no"), "early_exit must be True or False"),
+        (dict(compile=1), "compile must be True or False"),
+        (dict(seed="abc"), "seed must be an int >= 0 or None"),
+        (dict(seed=-1), "seed must be an int >= 0 or None"),
+        (dict(cfg_scale=True), "cfg_scale must be"),
+        (dict(stop=""), "stop must be a sequence of non-empty strings"),
+        (dict(stop=(1,)), "stop must be a sequence of non-empty strings"),
         (dict(cfg_scale=-1.0), "cfg_scale must be"),
         (dict(cache="full"), "cache must be one of"),
         (dict(stop=("",)), "stop must be a sequence of non-empty strings"),
@@ -36,8 +45,8 @@ def test_config_errors(kwargs, match):
 
 
 class Exploding(ToyDenoiser):
-    def __call__(self, input_ids, attention_mask, position_ids):
-        logits = super().__call__(input_ids, attention_mask, position_ids)
+    def __call__(self, input_ids, attention_mask, position_ids, window=None):
+        logits = super().__call__(input_ids, attention_mask, position_ids, window)
         logits[0, -1, 3] = self.bad
         return logits
 

@@ -17,7 +17,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.tasks import TaskManager
 from toy import ToyDenoiser
 
-from unmask import TokenSpec
+from unmask import Denoiser, TokenSpec
+from unmask.denoiser import select_window
 from unmask.eval import simple_evaluate
 from unmask.eval.likelihood import greedy_check, mc_loglikelihood
 from unmask.eval.dist import padding_flags
@@ -106,14 +107,15 @@ def test_padding_copies_are_flagged() -> None:
     assert padding_flags([a, b, b]) == [False, False, True]
 
 
-class Uniform:
+class Uniform(Denoiser):
     """Every position uniform over the vocabulary: the ELBO equals the exact log-likelihood for any draw."""
 
     def __init__(self, vocab: int = 10, max_length: int | None = None) -> None:
         self.spec = TokenSpec(mask_id=vocab - 1, eos_ids=(vocab - 2,), pad_id=0, vocab_size=vocab, max_length=max_length)
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(*input_ids.shape, self.spec.vocab_size)
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                 window: Any = None) -> torch.Tensor:
+        return select_window(torch.zeros(*input_ids.shape, self.spec.vocab_size), window)
 
 
 def test_elbo_is_exact_for_a_factorised_model() -> None:

@@ -65,7 +65,7 @@ def test_invariants_property(planner, block, nblocks, lengths, temperature, seed
     g = torch.Generator().manual_seed(seed)
     prompts = [torch.randint(0, 20, (n,), generator=g).tolist() for n in lengths]
     cfg = GenerationConfig(gen_length=block * nblocks, block_length=block, planner=spec_for(planner, nblocks),
-                           temperature=temperature, seed=seed)
+                           sampling=dict(temperature=temperature), seed=seed)
     out = generate(den, prompts, cfg)
     check_invariants(den, prompts, cfg, out)
 
@@ -86,7 +86,7 @@ def test_batch_equals_single_greedy(planner):
 @pytest.mark.parametrize("planner", ["dilated", "topk(score='random', counts='dilated')", "eb(gamma=1.0)"])
 def test_same_seed_same_output(planner):
     den = ToyDenoiser(seed=2)
-    cfg = GenerationConfig(gen_length=32, block_length=8, planner=planner, temperature=1.0, top_p=0.9, seed=7)
+    cfg = GenerationConfig(gen_length=32, block_length=8, planner=planner, sampling=dict(temperature=1.0, top_p=0.9), seed=7)
     a, b = generate(den, [[1, 2, 3]] * 3, cfg), generate(den, [[1, 2, 3]] * 3, cfg)
     assert torch.equal(a.generated, b.generated)
     c = generate(den, [[1, 2, 3]] * 3, GenerationConfig(**{**cfg.__dict__, "seed": 8}))
@@ -97,7 +97,7 @@ def test_same_seed_same_output(planner):
 def test_sampled_batch_equals_each_prompt_alone_with_its_seed(planner):
     den = ToyDenoiser(seed=5)
     prompts, seeds = [[3, 4, 5, 6], [8], [], [9, 10]], [11, 12, 13, 14]
-    cfg = GenerationConfig(gen_length=16, block_length=8, planner=planner, temperature=1.0)
+    cfg = GenerationConfig(gen_length=16, block_length=8, planner=planner, sampling=dict(temperature=1.0))
     batch = generate(den, prompts, cfg, seeds=seeds)
     for i, p in enumerate(prompts):
         alone = generate(den, [p], cfg, seeds=[seeds[i]])

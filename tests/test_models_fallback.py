@@ -74,7 +74,7 @@ def test_unknown_family_runs_its_own_code(remote_ckpt):
 def test_fallback_refuses_cache_with_a_clear_error(remote_ckpt):
     den, _ = load(remote_ckpt)
     for kwargs in (dict(cache="dual"), dict(cache="prefix", cfg_scale=1.0)):
-        with pytest.raises(ValueError, match=r"cache='(dual|prefix)' needs a denoiser with forward_kv.*RemoteDenoiser"):
+        with pytest.raises(ValueError, match=r"cache='(dual|prefix)' needs a denoiser with a key/value cache.*RemoteDenoiser"):
             generate(den, [[1, 2]], GenerationConfig(gen_length=4, block_length=4, **kwargs))
 
 

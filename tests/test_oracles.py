@@ -109,7 +109,7 @@ def test_one_token_per_call_has_zero_path_kl(kind):
     g = torch.Generator().manual_seed(1)
     prompts = [oracle.sample(1, length, g)[0].tolist() for length in (0, 3, 1, 3, 0, 2)] * 8
     cfg = GenerationConfig(gen_length=16, block_length=8, planner=TopK(score="random", steps=16),
-                           temperature=1.0, early_exit=False, seed=0)
+                           sampling=dict(temperature=1.0), early_exit=False, seed=0)
     kl = path_kl(oracle, generate(oracle, prompts, cfg), prompts)
     se = float(kl.std()) / math.sqrt(kl.numel())
     assert kl.shape == (48,) and abs(float(kl.mean())) < 4 * se + 1e-6
@@ -122,7 +122,7 @@ def test_dus_beats_confidence_topk_on_markov_chain():
     prompts = [[] for _ in range(256)]
     means = {}
     for name, planner in [("dus", Dilated()), ("conf", TopK(score="confidence", counts="dilated"))]:
-        cfg = GenerationConfig(gen_length=64, block_length=32, planner=planner, temperature=1.0,
+        cfg = GenerationConfig(gen_length=64, block_length=32, planner=planner, sampling=dict(temperature=1.0),
                                early_exit=False, seed=0)
         out = generate(oracle, prompts, cfg)
         assert out.nfe == 10  # log2(32) calls per block, two blocks
@@ -189,7 +189,7 @@ def test_schedule_kl_matches_enumeration(context):
 def test_schedule_kl_is_the_mean_path_kl_of_a_fixed_schedule():
     oracle = MarkovOracle(4, order=1, concentration=0.3, seed=7)
     prompts = [[] for _ in range(2000)]
-    cfg = GenerationConfig(gen_length=8, block_length=8, planner=Dilated(), temperature=1.0,
+    cfg = GenerationConfig(gen_length=8, block_length=8, planner=Dilated(), sampling=dict(temperature=1.0),
                            early_exit=False, seed=0)
     levels = dilated_levels(8)
     kl = path_kl(oracle, generate(oracle, prompts, cfg), prompts)
@@ -234,7 +234,7 @@ def test_bad_inputs_raise():
 def test_path_kl_refuses_early_exit_and_wrong_prompts():
     oracle = MarkovOracle(3, concentration=0.3, seed=0, eos_id=0)  # token 0 doubles as EOS
     prompts = [[1], [2]]
-    cfg = GenerationConfig(gen_length=16, block_length=2, planner=Dilated(), temperature=1.0, seed=0)
+    cfg = GenerationConfig(gen_length=16, block_length=2, planner=Dilated(), sampling=dict(temperature=1.0), seed=0)
     out = generate(oracle, prompts, cfg)
     with pytest.raises(ValueError, match="early_exit"):
         path_kl(oracle, out, prompts)

@@ -33,7 +33,8 @@ import math
 import pytest
 import torch
 
-from unmask import GenerationConfig, TokenSpec, generate
+from unmask import Denoiser, GenerationConfig, TokenSpec, generate
+from unmask.denoiser import select_window
 from unmask.noise import ORDER, Noise
 from unmask.schedules import binary_levels, dilated_levels
 
@@ -66,17 +67,17 @@ def script_logits(seed: int, call: int, length: int, regime: str) -> torch.Tenso
     return z.to(torch.bfloat16 if regime == "bf16" else torch.float32)
 
 
-class Scripted:
+class Scripted(Denoiser):
     """A denoiser whose logits are scripted per call, the same for every loop that calls it."""
 
     def __init__(self, regime: str, seed: int) -> None:
         self.spec = TokenSpec(mask_id=MASK, eos_ids=(V - 2,), pad_id=0, vocab_size=V)
         self.regime, self.seed, self.calls = regime, seed, 0
 
-    def __call__(self, input_ids, attention_mask=None, position_ids=None):
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, window=None):
         z = script_logits(self.seed, self.calls, input_ids.shape[1], self.regime)
         self.calls += 1
-        return z.unsqueeze(0).expand(input_ids.shape[0], -1, -1).clone()
+        return select_window(z.unsqueeze(0).expand(input_ids.shape[0], -1, -1).clone(), window)
 
 
 # ---- the reference rules, on float64 logits z [B, V] of the block and its masked positions ----

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from unmask import TokenSpec
+from unmask import Denoiser, TokenSpec
+from unmask.denoiser import select_window
 
 
-class ToyDenoiser:
+class ToyDenoiser(Denoiser):
     """logits[i] = E[x_i] + sum_j decay^|pos_i - pos_j| F[x_j] over real (unpadded) positions j.
 
     Depends only on real tokens and their positions, so a left-padded row gives
@@ -24,8 +25,8 @@ class ToyDenoiser:
         self.E[:, vocab - 2] += eos_bias
         self.calls = 0
 
-    def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, window=None) -> Tensor:
         self.calls += 1
         rel = (position_ids[:, :, None] - position_ids[:, None, :]).abs().double()  # [N, T, T]
         w = 0.7**rel * attention_mask[:, None, :].double()  # padded keys contribute nothing
-        return (self.E[input_ids] + w @ self.F[input_ids]).float()  # [N, T, V]
+        return select_window((self.E[input_ids] + w @ self.F[input_ids]).float(), window)  # [N, T, V]

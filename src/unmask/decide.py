@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from .noise import CallNoise
@@ -37,12 +38,24 @@ def decide(
     ``logits [N, Bl, V]`` is modified in place: the mask id's logit is set to
     ``-inf``, so a revealed position never takes the mask. ``masked [N, Bl]``
     marks the positions still masked; ``call`` is the index of this call
-    within the block.
+    within the block. Nothing is read back to the host: the caller checks
+    ``proposal.finite`` and :func:`broken` (with :func:`check`) when it syncs anyway.
     """
     logits[..., mask_id] = float("-inf")
     proposal = propose(logits, params, noise, planner.needs)
     step = PlanStep(masked, proposal, call, masked.shape[-1], num_blocks, noise)
-    reveal = planner.select(step).reveal
-    assert not (reveal & ~masked).any(), f"{planner} revealed an unmasked position"
-    assert bool((reveal.any(-1) | ~masked.any(-1)).all()), f"{planner} made no progress"
-    return Decision(reveal, proposal)
+    return Decision(planner.select(step).reveal, proposal)
+
+
+def broken(masked: Tensor, reveal: Tensor) -> Tensor:
+    """Bool scalar: the reveal is not a subset of the masked positions, or a row with masks revealed nothing."""
+    return (reveal & ~masked).any() | ~(reveal.any(-1) | ~masked.any(-1)).all()
+
+
+def check(nonfinite: Tensor, invariant_broken: Tensor, planner: Planner) -> None:
+    """Raise for what the calls since the last check flagged (one host synchronisation)."""
+    flags = torch.stack([nonfinite, invariant_broken]).tolist()
+    if flags[0]:
+        raise ValueError("denoiser returned logits with NaN or +inf (or a position where every token has -inf); "
+                         "logits must be finite or -inf")
+    assert not flags[1], f"{planner} revealed an unmasked position or made no progress"

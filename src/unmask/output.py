@@ -1,12 +1,23 @@
-"""What a generation returns: tokens, cost and a trace of the reveal order."""
+"""What a generation returns (tokens, cost, the reveal trace), the recorder that builds it, and listener events.
+
+The loop hands every call's reveals to a :class:`Recorder`, which keeps the
+trace on the device (no host synchronisation) and checks the loop's
+invariants once per block. A :class:`Listener` (a server streaming the canvas,
+a progress view) gets an event after every call and every block and may stop
+rows early.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-FILLED = -1  # reveal_call of positions filled with EOS after an early exit
+from .decide import Decision, broken
+
+FILLED = -1  # reveal_call of positions filled with EOS after an early exit (or dropped by a listener)
+PENDING = -2  # reveal_call of a position not revealed yet (never left in an output)
 
 
 @dataclass
@@ -35,12 +46,11 @@ class GenerationOutput:
     nfe_per_row: Tensor  # [N] long: calls in which each row still had masked positions
     trace: Trace
     full_forwards: int = 0  # calls that ran the whole canvas
-    partial_forwards: int = 0  # calls that ran a segment over cached keys/values
+    partial_forwards: int = 0  # calls that ran a segment against cached keys/values
     skipped_blocks: int = 0  # blocks not run thanks to the EOS early exit
     calls_saved: int | None = None  # calls those blocks would have cost, when fixed in advance
     seconds: float = 0.0
     texts: list[str] | None = None  # decoded and stop-trimmed, when a tokenizer was given
-    extras: dict = field(default_factory=dict)
 
     @property
     def generated(self) -> Tensor:
@@ -55,3 +65,80 @@ class GenerationOutput:
     def tokens_per_second(self) -> float:
         """Generated positions per second of wall time, over the batch."""
         return self.generated.numel() / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One denoiser call, after its reveals were written (tensors on the loop's device)."""
+
+    call: int  # global call index
+    block: int
+    offset: int  # first generated position of the block
+    reveal: Tensor  # [N, Bl] bool: positions revealed by this call
+    tokens: Tensor  # [N, Bl] long: the block's tokens after the call
+
+
+@dataclass(frozen=True)
+class BlockEvent:
+    """A finished block: every position of ``[offset, offset + Bl)`` is revealed (or filled)."""
+
+    block: int
+    offset: int
+    generated: Tensor  # [N, G] long: the generated region so far (masks after this block)
+    done: Tensor  # [N] bool: rows that will cost no more calls (EOS seen, or dropped)
+
+
+class Listener:
+    """Receives the loop's events; subclasses override what they need (the defaults do nothing)."""
+
+    def on_call(self, event: CallEvent) -> None:
+        """After every call."""
+
+    def on_block(self, event: BlockEvent) -> None:
+        """After every block."""
+
+    def dropped(self) -> list[int]:
+        """Rows to stop generating for (e.g. clients that disconnected): asked after every block."""
+        return []
+
+
+class Recorder:
+    """Builds the :class:`Trace` call by call, on the device."""
+
+    def __init__(self, n: int, gen_length: int, device: torch.device) -> None:
+        self.reveal_call = torch.full((n, gen_length), PENDING, dtype=torch.long, device=device)
+        self.token_prob = torch.ones((n, gen_length), dtype=torch.float32, device=device)
+        self.token_logq = torch.zeros((n, gen_length), dtype=torch.float32, device=device)
+        self.nfe_rows = torch.zeros(n, dtype=torch.long, device=device)
+        self.per_call: list[Tensor] = []
+        self.block_of_call: list[int] = []
+        # flags checked once per block by the loop (decide.check): an invariant failed, logits were not finite
+        self.broken = torch.zeros((), dtype=torch.bool, device=device)
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+
+    @property
+    def calls(self) -> int:
+        return len(self.block_of_call)
+
+    def record(self, block: int, g: slice, masked: Tensor, decision: Decision) -> None:
+        """A call on generated positions ``g`` revealed ``decision.reveal [N, Bl]`` of the ``masked`` ones."""
+        reveal, p = decision.reveal, decision.proposal
+        self.broken |= broken(masked, reveal)
+        if p.finite is not None:
+            self.nonfinite |= ~p.finite
+        self.reveal_call[:, g] = torch.where(reveal, self.calls, self.reveal_call[:, g])
+        self.token_prob[:, g] = torch.where(reveal, p.confidence, self.token_prob[:, g])
+        self.token_logq[:, g] = torch.where(reveal, p.logq, self.token_logq[:, g])
+        self.per_call.append(reveal.sum(-1))
+        self.block_of_call.append(block)
+        self.nfe_rows += masked.any(-1)
+
+    def fill(self, rows: Tensor, start: int) -> None:
+        """Rows ``[N]`` bool were filled (or dropped) from generated position ``start`` on."""
+        self.reveal_call[rows, start:] = FILLED
+
+    def trace(self) -> Trace:
+        n = self.reveal_call.shape[0]
+        per_call = torch.stack(self.per_call) if self.per_call else torch.zeros(0, n, dtype=torch.long)
+        return Trace(self.reveal_call, self.token_prob, self.token_logq, per_call,
+                     torch.tensor(self.block_of_call, dtype=torch.long))

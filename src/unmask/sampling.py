@@ -20,6 +20,7 @@ softmax is ever materialised.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,7 @@ class Proposal:
     entropy: Tensor | None = None  # float: entropy in nats
     doubt: Tensor = None  # type: ignore[assignment]  # float: 1 - confidence, full relative precision
     margin_doubt: Tensor | None = None  # float: 1 - margin, full relative precision
+    finite: Tensor | None = None  # bool scalar: False if some position's logits held NaN, +inf, or only -inf
 
     def __post_init__(self) -> None:
         if self.doubt is None:
@@ -54,7 +56,7 @@ class Proposal:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How tokens are drawn and scored.
+    """How tokens are drawn and scored: ``temperature`` 0 is greedy; ``top_p`` / ``top_k`` truncate before drawing.
 
     ``score_temperature``: score on the sampling distribution (logits divided
     by the temperature when it is > 0, then truncated by top-k / top-p), as
@@ -67,6 +69,22 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int | None = None
     score_temperature: bool = False
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.temperature) or not 0.0 <= self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
+        if not _is_number(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1):
+            raise ValueError(f"top_k must be a positive int or None, got {self.top_k!r}")
+        if not isinstance(self.score_temperature, bool):
+            raise ValueError(f"score_temperature must be True or False, got {self.score_temperature!r}")
+        object.__setattr__(self, "temperature", float(self.temperature))
+        object.__setattr__(self, "top_p", float(self.top_p))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -138,16 +156,13 @@ def propose(
     ``logits``: ``[N, L, V]`` (any float dtype). ``need`` names the optional
     scores to compute (``"margin"``, ``"entropy"``); confidence, its doubt
     and logq are always computed. ``noise`` supplies the uniforms of the
-    draws and is required when ``params.temperature > 0``. Raises
-    ``ValueError`` if the logits hold NaN or +inf.
+    draws and is required when ``params.temperature > 0``. Logits holding
+    NaN or +inf (or only -inf at a position) give ``finite = False``, which
+    the caller must check (:func:`unmask.decide.check` does, once per block).
     """
     z = logits.float()  # [N, L, V]; a copy only when the logits are half precision
-    peak = z.max(-1)  # [N, L] values and argmax (NaN propagates into the max)
-    if not torch.isfinite(peak.values).all():
-        raise ValueError(
-            "denoiser returned logits with NaN or +inf (or a position where every token has -inf); "
-            "logits must be finite or -inf"
-        )
+    peak = z.max(-1)  # [N, L] values and argmax; NaN propagates into the max
+    finite = torch.isfinite(peak.values).all()  # checked by the caller: no host synchronisation here
     scored = z
     if params.temperature == 0.0:
         tokens = peak.indices
@@ -166,4 +181,4 @@ def propose(
         scored = zq if params.score_temperature else z
     sc = scores(scored, tokens, need, (peak.values, peak.indices) if scored is z else None)
     return Proposal(tokens=tokens, confidence=sc.confidence, logq=logq, margin=sc.margin, entropy=sc.entropy,
-                    doubt=sc.doubt, margin_doubt=sc.margin_doubt)
+                    doubt=sc.doubt, margin_doubt=sc.margin_doubt, finite=finite)

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask import TokenSpec
+from unmask import Denoiser, TokenSpec
+from unmask.denoiser import select_window
 
 HERE = Path(__file__).resolve().parent
 SPECIALS = ["<|pad|>", "<|eos|>", "<|mask|>", "<|user|>", "<|assistant|>", "<|system|>"]
@@ -49,7 +50,7 @@ def build_tokenizer() -> Any:
     return hf
 
 
-class ScriptedDenoiser:
+class ScriptedDenoiser(Denoiser):
     """Logits that spell ``script[question]`` after the last ``marker`` of each row."""
 
     def __init__(self, tokenizer: Any, script: dict[str, str], marker: str = "Answer:") -> None:
@@ -71,7 +72,7 @@ class ScriptedDenoiser:
                 return i
         return -1
 
-    def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, window: Any = None) -> Tensor:
         self.calls += 1
         n, t = input_ids.shape
         logits = torch.zeros(n, t, self.spec.vocab_size)
@@ -92,7 +93,7 @@ class ScriptedDenoiser:
                     tok = answer[j - start] if j - start < len(answer) else self.spec.eos_ids[0]
                     logits[r, j] = 0.0
                     logits[r, j, tok] = 20.0
-        return logits
+        return select_window(logits, window)
 
 
 # --------------------------------------------------------------- local tasks

@@ -111,7 +111,7 @@ def measure(oracle: ChainOracle, s: Setting, samples: int, gen_length: int, seed
     """(NFE per REF_TOKENS, mean path KL, its standard error) of unconditional samples at temperature 1."""
     cfg = GenerationConfig(
         gen_length=gen_length, block_length=s.block_length, planner=s.planner,
-        temperature=1.0, early_exit=False, seed=seed,
+        sampling={"temperature": 1.0}, early_exit=False, seed=seed,
     )
     prompts: list[list[int]] = [[] for _ in range(samples)]
     out = generate(oracle, prompts, cfg)

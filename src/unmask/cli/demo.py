@@ -130,7 +130,7 @@ def run_oracle(args: argparse.Namespace) -> int:
     for name, planner in planners:
         cfg = GenerationConfig(
             gen_length=args.gen_length, block_length=args.block_length, planner=planner,
-            temperature=1.0, early_exit=False, seed=args.seed,
+            sampling={"temperature": 1.0}, early_exit=False, seed=args.seed,
         )
         generate(oracle, prompts[:1], cfg)  # warm-up, so the timing compares like with like
         t0 = time.perf_counter()

@@ -110,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
     # everything a user can get wrong is checked before the model is read
     cfg = GenerationConfig(
-        gen_length=args.gen_length, block_length=args.block_length, planner=args.planner, temperature=args.temperature,
-        top_p=args.top_p, top_k=args.top_k, cfg_scale=args.cfg_scale, cache=args.cache,
+        gen_length=args.gen_length, block_length=args.block_length, planner=args.planner, cfg_scale=args.cfg_scale, cache=args.cache,
+        sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k},
         early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed,
     )
     texts = read_prompts(args)

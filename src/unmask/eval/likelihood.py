@@ -30,7 +30,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from ..denoiser import Denoiser, canvas_positions, device_of
+from ..denoiser import Denoiser, canvas_positions
 from ..guidance import Guided
 
 Pair = tuple[Sequence[int], Sequence[int]]  # (context ids, continuation ids)
@@ -106,7 +106,7 @@ def mc_loglikelihood(
     ``batch_size`` is the number of draws (rows) per denoiser call; ``on_batch``
     is called with the number of rows after each call (for progress bars).
     """
-    spec, device = denoiser.spec, device_of(denoiser)
+    spec, device = denoiser.spec, denoiser.device
     for p, (_, cont) in enumerate(pairs):
         if len(cont) == 0:
             raise ValueError(f"continuation {p} is empty: nothing to score")
@@ -138,7 +138,7 @@ def greedy_check(
     """Whether each continuation is the greedy completion; calls per pair; batched calls made."""
     if mode == "none":
         return [False] * len(pairs), [0] * len(pairs), 0
-    spec, device = denoiser.spec, device_of(denoiser)
+    spec, device = denoiser.spec, denoiser.device
     greedy = [True] * len(pairs)
     nfe = [0] * len(pairs)
     calls = 0

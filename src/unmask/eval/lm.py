@@ -143,9 +143,11 @@ class UnmaskLM(TemplateLM):
         return {"unmask": {
             "pretrained": self.settings.pretrained, "factory": self.settings.factory,
             "planner": planner_spec(c.planner), "planner_name": c.planner.name,
-            "gen_length": c.gen_length, "block_length": c.block_length, "temperature": c.temperature,
-            "top_p": c.top_p, "top_k": c.top_k, "score_temperature": c.score_temperature, "cfg_scale": c.cfg_scale,
-            "cache": c.cache, "early_exit": c.early_exit, "batch_size": self.settings.batch_size, "mc_num": self.settings.mc_num,
+            "gen_length": c.gen_length, "block_length": c.block_length, "temperature": c.sampling.temperature,
+            "top_p": c.sampling.top_p, "top_k": c.sampling.top_k, "score_temperature": c.sampling.score_temperature,
+            "cfg_scale": c.cfg_scale, "cache": c.cache,
+            "compile": c.compile,
+            "early_exit": c.early_exit, "batch_size": self.settings.batch_size, "mc_num": self.settings.mc_num,
             "greedy_check": self.settings.greedy_check, "seed": self.settings.seed, "world_size": self.world_size,
         }}
 
@@ -191,12 +193,12 @@ class UnmaskLM(TemplateLM):
         sampling = {k: kwargs.pop(k) for k in SAMPLING_KWARGS if k in kwargs}
         if kwargs:
             self._warn_once("kwargs", f"generation kwargs {sorted(kwargs)} are not used by the unmask model")
-        c, bl = self.config, self.config.block_length
+        c, bl, s = self.config, self.config.block_length, self.config.sampling
         wanted = {"temperature": float(sampling.get("temperature", 1.0)) if sampling.get("do_sample", True) else 0.0,
-                  "top_p": sampling.get("top_p", c.top_p), "top_k": sampling.get("top_k", c.top_k)}
-        if sampling and wanted != {"temperature": c.temperature, "top_p": c.top_p, "top_k": c.top_k}:
+                  "top_p": sampling.get("top_p", s.top_p), "top_k": sampling.get("top_k", s.top_k)}
+        if sampling and wanted != {"temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k}:
             self._warn_once("sampling", f"request sampling kwargs {sampling} are ignored: model_args govern sampling "
-                            f"(temperature={c.temperature}, top_p={c.top_p}, top_k={c.top_k})")
+                            f"(temperature={s.temperature}, top_p={s.top_p}, top_k={s.top_k})")
         gen_length = c.gen_length
         if max_gen is not None:
             if not isinstance(max_gen, int) or max_gen < 1:

@@ -17,12 +17,12 @@ import torch
 from torch import Tensor
 from transformers import AutoModel
 
-from ..denoiser import TokenSpec
+from ..denoiser import Denoiser, TokenSpec, Window, select_window
 from .families import Family, align_shifted
 from .tokenizer import load_tokenizer, token_spec
 
 
-class RemoteDenoiser:
+class RemoteDenoiser(Denoiser):
     """A :class:`~unmask.denoiser.Denoiser` over a model's own (remote) code.
 
     Without padding the mask is None (full bidirectional attention in every
@@ -37,7 +37,7 @@ class RemoteDenoiser:
         self.model = model.eval().requires_grad_(False)
         self.spec = spec
         self.family = family
-        self.add_bos: bool | None = family.add_bos if family is not None else None
+        self.add_bos = family.add_bos if family is not None else None
         self.logit_shift = family.logit_shift if family is not None else 0
         params = inspect.signature(model.forward).parameters
         self._takes_positions = "position_ids" in params
@@ -46,8 +46,10 @@ class RemoteDenoiser:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
-        """Logits ``[N, T, V]`` aligned to positions."""
+    def __call__(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, window: Window | None = None
+    ) -> Tensor:
+        """Logits ``[N, T, V]`` aligned to positions (columns ``window`` only if given)."""
         kwargs: dict[str, Any] = {}
         if not bool(attention_mask.all()):
             if self.family is not None and self.family.name == "dream":
@@ -66,7 +68,7 @@ class RemoteDenoiser:
             )
         if self.logit_shift:
             logits = align_shifted(logits, position_ids)  # raw[:, i - 1] predicts token i
-        return logits
+        return select_window(logits, window)
 
 
 def load_remote(

@@ -84,8 +84,7 @@ def align_shifted(raw: Tensor, position_ids: Tensor) -> Tensor:
     A row's first token (position 0) has no predecessor and keeps its own raw
     logits, as Dream's ``generate`` does for position 0 of the canvas; with left
     padding this makes a padded row's logits equal the row's logits alone.
+    (``torch.where``, not boolean indexing: no host synchronisation.)
     """
-    out = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
-    first = position_ids == 0  # [N, q]
-    out[first] = raw[first]
-    return out
+    shifted = torch.cat([raw[:, :1], raw[:, :-1]], dim=1)
+    return torch.where((position_ids == 0).unsqueeze(-1), raw, shifted)

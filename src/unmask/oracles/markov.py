@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..denoiser import TokenSpec
+from ..denoiser import Denoiser, TokenSpec, Window, select_window
 
 DTYPE = torch.float64
 FLOOR = 1e-12  # smallest probability of any parameter, so every sequence has p > 0
@@ -41,7 +41,7 @@ def check_concentration(value: object) -> None:
         raise ValueError(f"concentration must be a finite number > 0, got {value!r}")
 
 
-class ChainOracle:
+class ChainOracle(Denoiser):
     """Base of the exact oracles: a first-order chain over ``S`` hidden states that emit tokens.
 
     Subclasses set ``initial [S]`` (state distribution at the first real
@@ -157,8 +157,10 @@ class ChainOracle:
         onehot = torch.zeros_like(post).scatter_(-1, tokens.clamp(0, v - 1).unsqueeze(-1), 1.0)
         return torch.where(observed.unsqueeze(-1), onehot, post), logc.sum(-1)
 
-    def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
-        """Exact log-posterior logits ``[N, T, V + 2]`` (the Denoiser protocol).
+    def __call__(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, window: Window | None = None
+    ) -> Tensor:
+        """Exact log-posterior logits ``[N, T, V + 2]`` (the Denoiser protocol; columns ``window`` only if given).
 
         Left padding (``attention_mask`` False) is excluded: each row's chain
         starts at its first real position. Masked positions get log p(x_i = v |
@@ -194,7 +196,7 @@ class ChainOracle:
         logp = logp.gather(1, back.unsqueeze(-1).expand_as(logp))
         logp = torch.where(am.unsqueeze(-1), logp, torch.zeros((), dtype=DTYPE))  # padding: uniform
         special = torch.full((n, t_len, 2), float("-inf"), dtype=DTYPE)  # mask, dedicated EOS
-        return torch.cat([logp, special], -1).to(input_ids.device)
+        return select_window(torch.cat([logp, special], -1), window).to(input_ids.device)
 
     def _check_sequences(self, sequences: Tensor) -> Tensor:
         if sequences.dim() != 2:

@@ -50,8 +50,9 @@ class Planner(ABC):
     def check(self, gen_length: int, block_length: int) -> None:
         """Raise ``ValueError`` if this planner cannot run with these sizes."""
 
-    def calls_per_block(self, block_length: int) -> int | None:
-        """Calls one block costs when fixed in advance, else None (adaptive planners)."""
+    def calls_per_block(self, block_length: int, num_blocks: int) -> int | None:
+        """Calls one block costs when fixed in advance (the loop then never asks whether masks are left),
+        else None (adaptive planners)."""
         return None
 
     @abstractmethod
@@ -80,9 +81,7 @@ def top_n(priority: Tensor, masked: Tensor, n: Tensor | int) -> Tensor:
 
 def at_least_one(reveal: Tensor, priority: Tensor, masked: Tensor) -> Tensor:
     """Add the best masked position to every row that has masks but reveals none."""
-    starved = masked.any(-1) & ~reveal.any(-1)
-    if not starved.any():
-        return reveal
+    starved = masked.any(-1) & ~reveal.any(-1)  # [N]; no early return: that would read it back to the host
     best = top_n(priority, masked, 1)
     return reveal | (best & starved.unsqueeze(-1))
 

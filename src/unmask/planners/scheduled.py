@@ -26,12 +26,12 @@ TOPK_SCORES = ("confidence", "margin", "entropy", "random")
 
 
 @lru_cache(maxsize=256)
-def _cumulative_levels(levels: tuple[tuple[int, ...], ...], block_length: int) -> Tensor:
-    """``[R, Bl]`` bool: row t marks the offsets scheduled in levels 0..t."""
+def _cumulative_levels(levels: tuple[tuple[int, ...], ...], block_length: int, device: torch.device) -> Tensor:
+    """``[R, Bl]`` bool on ``device``: row t marks the offsets scheduled in levels 0..t (kept, so no copy per call)."""
     out = torch.zeros(len(levels), block_length, dtype=torch.bool)
     for t, level in enumerate(levels):
         out[t:, list(level)] = True
-    return out
+    return out.to(device)
 
 
 class _LevelPlanner(Planner):
@@ -40,14 +40,14 @@ class _LevelPlanner(Planner):
     def levels(self, block_length: int) -> list[list[int]]:
         raise NotImplementedError
 
-    def calls_per_block(self, block_length: int) -> int:
+    def calls_per_block(self, block_length: int, num_blocks: int) -> int:
         return len(self.levels(block_length))
 
     def select(self, step: PlanStep) -> Selection:
         levels = self.levels(step.block_length)
-        table = _cumulative_levels(tuple(map(tuple, levels)), step.block_length)
+        table = _cumulative_levels(tuple(map(tuple, levels)), step.block_length, step.masked.device)
         last = step.call >= len(levels) - 1
-        scheduled = table[min(step.call, len(levels) - 1)].to(step.masked.device)
+        scheduled = table[min(step.call, len(levels) - 1)]
         candidates = step.masked & scheduled  # [N, Bl]; earlier deferrals included
         priority = priority_of(step, "confidence")  # -(1 - p), in [-1, 0]
         reveal = candidates
@@ -156,8 +156,8 @@ class TopK(Planner):
         assert self.steps is not None
         return linear_counts(block_length, self.steps // num_blocks)
 
-    def calls_per_block(self, block_length: int) -> int | None:
-        return len(self.counts) if isinstance(self.counts, tuple) else None
+    def calls_per_block(self, block_length: int, num_blocks: int) -> int:
+        return len(self.schedule(block_length, num_blocks))
 
     def select(self, step: PlanStep) -> Selection:
         counts = self.schedule(step.block_length, step.num_blocks)
