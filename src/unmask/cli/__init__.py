@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-COMMANDS = ("demo", "bench", "generate", "convert", "eval")
+COMMANDS = ("demo", "bench", "generate", "convert", "eval", "serve")
 
 
 def require_folder(flag: str, path: str | None) -> None:
