@@ -9,11 +9,6 @@ prompts in this process.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,43 +18,20 @@ openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
 import unmask  # noqa: E402
+from unmask.serve.launch import serve_process  # noqa: E402
 from unmask.tiny.figures import find_chromium  # noqa: E402
 
 PROMPTS = ["Q:26+34-6+33;", "Q:7+5;", "Q:86*2+89;", "Q:45-9+12;", "Q:61+27;", "Q:33*3-17;"]
 TEMPLATE = "{{ (messages | selectattr('role', 'equalto', 'user') | list)[-1]['content'] }}"  # the last user turn
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("serve")
-    (folder / "chat.jinja").write_text(TEMPLATE)
-    port = _free_port()
-    log = open(folder / "server.log", "w+")
-    cmd = [sys.executable, "-m", "unmask", "serve", "--port", str(port), "--batch-wait-ms", "40", "--max-batch", "16",
-           "--chat-template", str(folder / "chat.jinja"), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                proc.kill()
-                pytest.fail(f"unmask serve did not start:\n{log.read()}")
-            time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    template = tmp_path_factory.mktemp("serve") / "chat.jinja"
+    template.write_text(TEMPLATE)
+    with serve_process(["--batch-wait-ms", "40", "--max-batch", "16", "--chat-template", str(template),
+                        "--log-level", "warning"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -170,19 +170,19 @@ def test_rows_are_the_same_batched_or_alone_and_offline(served: Served, sampling
     loop = asyncio.new_event_loop()
     try:
         engine = Engine(served)
-        fields = {"block_length": 8, "seed": 11, **sampling}
-        jobs = [_job(served, loop, p, n=1 + (i % 2), **fields) for i, p in enumerate(PROMPTS)]
+        fields = {"block_length": 16, "seed": 11, **sampling}
+        jobs = [_job(served, loop, p, n=1 + (i % 2), **fields) for i, p in enumerate(PROMPTS[:3])]
         together = engine.run(jobs)
         alone = [engine.run([job])[0] for job in jobs]
         for t, a in zip(together, alone, strict=True):
             assert t is not None and a is not None
             assert [c.ids for c in t.choices] == [c.ids for c in a.choices]
             assert [c.text for c in t.choices] == [c.text for c in a.choices]
-            assert t.batch_rows == 6 and a.batch_rows == len(a.choices)
+            assert t.batch_rows == 4 and a.batch_rows == len(a.choices)
         # a request with seed s is offline generate(..., GenerationConfig(seed=s)) on its prompt (n rows)
         den, tok = served.denoiser, served.tokenizer
         for job, res in zip(jobs, together, strict=True):
-            cfg = GenerationConfig(gen_length=32, block_length=8, sampling={"temperature": 0.0, **sampling}, seed=11)
+            cfg = GenerationConfig(gen_length=32, block_length=16, sampling={"temperature": 0.0, **sampling}, seed=11)
             out = unmask.generate(den, job.plan.rows, cfg, tokenizer=tok)
             assert out.texts == [c.text for c in res.choices]
             assert out.generated.tolist() == [c.ids for c in res.choices]
@@ -194,13 +194,13 @@ def test_cancelled_job_is_dropped_and_others_keep_their_tokens(served: Served) -
     loop = asyncio.new_event_loop()
     try:
         engine = Engine(served)
-        jobs = [_job(served, loop, p, block_length=8) for p in PROMPTS]
+        jobs = [_job(served, loop, p, block_length=16) for p in PROMPTS[:3]]
         reference = engine.run(jobs)
-        jobs = [_job(served, loop, p, block_length=8) for p in PROMPTS]
+        jobs = [_job(served, loop, p, block_length=16) for p in PROMPTS[:3]]
         jobs[1].cancelled = True
         results = engine.run(jobs)
         assert results[1] is None
-        for i in (0, 2, 3):
+        for i in (0, 2):
             assert results[i].choices[0].ids == reference[i].choices[0].ids  # type: ignore[union-attr]
     finally:
         loop.close()

@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a Jinja chat template for models whose tokenizer has none (chat requests need one)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default=None, help="weights dtype (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--compile", action="store_true", help="static shapes, compiled (and on CUDA, graph-replayed) calls")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)
@@ -45,6 +46,8 @@ def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The :class:`~unmask.serve.ServeSettings` of the command line (raises ``ValueError`` before any loading)."""
     from ..serve import ServeSettings
 
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be a positive int, got {args.threads}")
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
     if args.chat_template is not None and not Path(args.chat_template).is_file():
@@ -67,6 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from ..serve import Served, create_app
 
     settings = settings_from(args)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     console = Console(stderr=True, highlight=False)
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
     if args.chat_template is not None:

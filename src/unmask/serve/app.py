@@ -33,6 +33,7 @@ from .scheduler import QueueFull, Scheduler
 from .schemas import ApiError, ChatRequest, CompletionRequest, parse_request, read_json
 from .stream import event_stream
 
+ROUTES = frozenset({"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"})
 POLL_S = 0.25  # how often a waiting handler checks its deadline and its client
 
 
@@ -48,8 +49,9 @@ class CountRequests:
             return
 
         async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.metrics.request(scope["path"], int(message["status"]))
+            if message["type"] == "http.response.start":  # unknown paths share one label (bounded cardinality)
+                path = scope["path"] if scope["path"] in ROUTES else "other"
+                self.metrics.request(path, int(message["status"]))
             await send(message)
 
         await self.app(scope, receive, counting_send)

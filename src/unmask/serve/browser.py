@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         browser.wait_for(args.wait)
         if args.then:
             browser.evaluate(args.then)
+            time.sleep(0.5)  # let the page's colour transitions finish
         print(browser.screenshot(args.out))
     return 0
 

@@ -149,7 +149,7 @@ def playground_html(served: Served) -> str:
                       for p in dict.fromkeys((s.planner, *PRESETS)))
     config = json.dumps({"replay": _JS}).replace("</", "<\\/")
     return (
-        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n<link rel='icon' href='data:,'>\n"
         f"<title>unmask playground: {html.escape(s.model_name)}</title>\n<style>{_CSS}{_PAGE_CSS}</style>\n</head>\n<body>\n"
         f"<h1>unmask playground <span style='font-weight:400;color:#666'>{html.escape(s.model_name)}</span></h1>\n"
         "<form id='form'>"
