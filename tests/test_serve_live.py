@@ -9,6 +9,8 @@ prompts in this process.
 from __future__ import annotations
 
 import json
+import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -153,8 +155,11 @@ def test_disconnected_stream_does_not_disturb_the_server(server: str, client) ->
                       json={"prompt": PROMPTS[1], "stream": True, "reveal_events": True, "block_length": 8}) as r:
         next(r.iter_lines())  # read one event, then hang up
     assert client.completions.create(model="tiny-arith", prompt=PROMPTS[1]).choices[0].finish_reason == "stop"
-    metrics = httpx.get(f"{server}/metrics").text
-    assert "unmask_queue_depth 0" in metrics and "unmask_batch_rows_count" in metrics
+    deadline = time.monotonic() + 10  # the server notices when it next writes to the closed connection
+    while not re.search(r"^unmask_cancelled_total [1-9]", metrics := httpx.get(f"{server}/metrics").text, re.M):
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.1)
+    assert "unmask_queue_depth 0" in metrics
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="chromium not installed (apt-get install -y chromium to test the page)")

@@ -42,6 +42,7 @@ class Metrics:
         self._lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.queue_depth = 0
+        self.cancelled = 0
         self.batch_rows = Histogram(BATCH_BUCKETS)
         self.latency = Histogram(LATENCY_BUCKETS)
         self.nfe = 0
@@ -56,6 +57,10 @@ class Metrics:
     def set_queue(self, depth: int) -> None:
         with self._lock:
             self.queue_depth = depth
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled += 1
 
     def observe_latency(self, seconds: float) -> None:
         with self._lock:
@@ -88,6 +93,8 @@ class Metrics:
             out += [f'unmask_requests_total{{endpoint="{e}",code="{c}"}} {n}' for (e, c), n in sorted(self.requests.items())]
             out += ["# HELP unmask_queue_depth Requests waiting for a batch.", "# TYPE unmask_queue_depth gauge",
                     f"unmask_queue_depth {self.queue_depth}",
+                    "# HELP unmask_cancelled_total Requests abandoned: client gone or past the timeout.",
+                    "# TYPE unmask_cancelled_total counter", f"unmask_cancelled_total {self.cancelled}",
                     "# HELP unmask_batch_rows Rows (prompts x n) per generate call.", "# TYPE unmask_batch_rows histogram",
                     *self.batch_rows.lines("unmask_batch_rows"),
                     "# HELP unmask_nfe_total Denoiser calls (one batched call counts once).", "# TYPE unmask_nfe_total counter",

@@ -73,7 +73,10 @@ class Scheduler:
 
     def cancel(self, job: Job) -> None:
         """Stop working for ``job``: it leaves the queue, or its rows leave the running call after this block."""
+        if job.cancelled:
+            return
         job.cancelled = True
+        self.metrics.cancel()
         if job in self.pending:
             self.pending.remove(job)
             self.metrics.set_queue(len(self.pending))
