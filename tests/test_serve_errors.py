@@ -173,3 +173,21 @@ def test_error_bodies_are_json_objects(client) -> None:
     r = _post(client, C, '{"prompt": ')
     assert r.headers["content-type"].startswith("application/json")
     assert json.loads(r.text)["error"]["message"].startswith("the request body is not valid JSON")
+
+
+@pytest.mark.parametrize(("argv", "flag"), [
+    (["--max-batch", "0"], "--max-batch"), (["--batch-wait-ms", "-1"], "--batch-wait-ms"),
+    (["--queue-limit", "0"], "--queue-limit"), (["--timeout-s", "0"], "--timeout-s"),
+    (["--planner", "nonsense"], "--planner"), (["--port", "70000"], "--port"), (["--threads", "0"], "--threads"),
+    (["--chat-template", "/no/such/file"], "--chat-template"),
+])
+def test_serve_command_refuses_bad_flags_before_loading(argv: list[str], flag: str, capsys, monkeypatch) -> None:
+    from unmask.cli import main
+
+    def no_load(*a, **k):  # type: ignore[no-untyped-def]
+        raise AssertionError("the model was loaded before the flags were checked")
+
+    monkeypatch.setattr("unmask.models.load", no_load)
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err
+    assert flag in err and len(err.strip().splitlines()) == 1
