@@ -119,6 +119,22 @@ def test_server_still_answers_after_the_catalogue(client) -> None:
         assert choice["finish_reason"] == "stop" and choice["text"].startswith("26+34=060;")
 
 
+def test_other_prompt_forms_and_max_tokens_below_a_block(client) -> None:
+    prompts = ["Q:86*2+89;", PROMPT]
+    full = [client.post(C, json={"prompt": p}).json()["choices"][0]["text"] for p in prompts]
+    # two prompts x n=2; a canvas of one block of 32, cut at 20 tokens
+    r = client.post(C, json={"prompt": prompts, "n": 2, "max_tokens": 20, "block_length": 32})
+    choices = r.json()["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2, 3]
+    assert [c["text"] for c in choices] == [full[0][:20]] * 2 + [full[1][:20]] * 2
+    assert all(c["finish_reason"] == "length" for c in choices) and r.json()["usage"]["completion_tokens"] == 80
+    ids = client.post(C, json={"prompt": [19, 18, 12, 17], "max_tokens": 8}).json()  # "Q:9;" as token ids
+    text = client.post(C, json={"prompt": "Q:9;", "max_tokens": 8}).json()
+    assert ids["choices"][0]["text"] == text["choices"][0]["text"]
+    empty = client.post(C, json={"prompt": "", "max_tokens": 8})  # unconditional
+    assert empty.status_code == 200 and empty.json()["usage"]["prompt_tokens"] == 0
+
+
 def test_unknown_route_and_method_use_the_error_shape(client) -> None:
     r = client.get("/v1/nothing")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
@@ -167,6 +183,11 @@ def test_health_metrics_and_models(client) -> None:
                  "unmask_tokens_per_second", "unmask_request_latency_seconds_bucket"):
         assert name in text
     assert 'unmask_requests_total{endpoint="/v1/completions",code="400"}' in text
+    assert client.get("/v1/models/tiny-arith").json()["id"] == "tiny-arith"
+    assert client.get("/v1/models/gpt-4").json()["error"]["code"] == "model_not_found"
+    client.get("/no/such/path")
+    text = client.get("/metrics").text
+    assert 'endpoint="other",code="404"' in text and "/no/such/path" not in text
 
 
 def test_error_bodies_are_json_objects(client) -> None:

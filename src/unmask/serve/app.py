@@ -37,6 +37,13 @@ ROUTES = frozenset({"/", "/health", "/metrics", "/v1/models", "/v1/completions",
 POLL_S = 0.25  # how often a waiting handler checks its deadline and its client
 
 
+def _label(path: str) -> str:
+    """The metrics label of a request path: its route, or "other" (labels stay few whatever clients send)."""
+    if path in ROUTES:
+        return path
+    return "/v1/models/{model}" if path.startswith("/v1/models/") else "other"
+
+
 class CountRequests:
     """ASGI middleware: every HTTP answer counted by path and status code (streams included)."""
 
@@ -49,9 +56,8 @@ class CountRequests:
             return
 
         async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":  # unknown paths share one label (bounded cardinality)
-                path = scope["path"] if scope["path"] in ROUTES else "other"
-                self.metrics.request(path, int(message["status"]))
+            if message["type"] == "http.response.start":
+                self.metrics.request(_label(scope["path"]), int(message["status"]))
             await send(message)
 
         await self.app(scope, receive, counting_send)
@@ -169,10 +175,19 @@ def create_app(served: Served) -> FastAPI:
     async def chat_completions(request: Request) -> Response:
         return await handler.handle(request, "chat")
 
+    card = {"id": name, "object": "model", "created": started, "owned_by": "unmask",
+            "max_model_len": served.denoiser.spec.max_length}
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": started, "owned_by": "unmask",
-                                            "max_model_len": served.denoiser.spec.max_length}]}
+        return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str) -> dict[str, Any]:
+        if model != name:
+            raise ApiError(404, f"the model {model!r} does not exist: this server serves {name!r}", "model",
+                           "model_not_found")
+        return card
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
