@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     console = Console(stderr=True, highlight=False)
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
+    if settings.compile:
+        denoiser.compiled()  # a model without a compiled path is refused now, not at the first request
     if args.chat_template is not None:
         tokenizer.chat_template = Path(args.chat_template).read_text(encoding="utf-8")
     app = create_app(Served(denoiser, tokenizer, settings))
