@@ -71,6 +71,7 @@ CASES: list[tuple[str, Any, int, str | None, str | None]] = [
     (CHAT, {"messages": [{"role": "user", "content": ""}]}, 400, "messages[0].content", None),
     (CHAT, {"messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content", "invalid_type"),
     (CHAT, {"messages": [{"role": "user"}]}, 400, "messages[0].content", "missing_field"),
+    (CHAT, {"messages": [{"role": "system", "content": "be brief"}, *USER]}, 400, "messages", None),
     (CHAT, {"messages": USER, "max_tokens": 8, "max_completion_tokens": 8}, 400, "max_completion_tokens", None),
     (CHAT, {"messages": USER, "tools": [{"type": "function"}]}, 400, "tools", "unsupported_field"),
     (CHAT, {"messages": USER}, 400, "messages", "chat_template_missing"),  # the bundled model has no template
