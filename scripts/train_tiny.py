@@ -26,7 +26,10 @@ import argparse
 import json
 import sys
 
-from unmask.tiny.model import ASSET_DIR, TinyDenoiser, TinyShape, save_tiny
+import torch
+
+from unmask.models import load
+from unmask.tiny.model import ASSET_DIR, TinyShape, save_tiny
 from unmask.tiny.train import train
 
 
@@ -60,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps(summary, indent=2))
     if args.export:
-        model = TinyDenoiser.from_pretrained(f"{args.out}/best").model
+        model = load(f"{args.out}/best", dtype=torch.float32)[0].model
         save_tiny(model, ASSET_DIR)
         print(f"exported float16 weights to {ASSET_DIR}")
     return 0

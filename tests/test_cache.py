@@ -138,6 +138,7 @@ def test_segment_writes_its_keys_in_place_and_reads_the_rest(model):
     x2[:, lo:hi] = 5
     start = lo - model.lookbehind
     seg = model.forward_cached(x2[:, start:hi], c.positions[:, start:hi], c.attention_mask, kv, start, (lo, hi))
+    assert seg.shape == (len(PROMPTS), hi - lo, model.spec.vocab_size)
     for k0, k1 in zip(before, kv.keys):
         assert torch.equal(k0[:, :, :start], k1[:, :, :start]) and torch.equal(k0[:, :, hi:], k1[:, :, hi:])
         assert not torch.equal(k0[:, :, lo:hi], k1[:, :, lo:hi])

@@ -16,12 +16,20 @@ def test_demo_on_the_bundled_model(capsys: pytest.CaptureFixture[str], tmp_path)
     assert "tiny-arith" in out
     for name, calls in (("DUS (dilated)", 5), ("confidence top-k, DUS counts", 5), ("one token per call", 32)):
         assert f"{name}: {calls} calls" in out
-    assert len(re.findall(r"^Q:\S+;.*(right|wrong)$", out, flags=re.M)) == 3 * 2  # two problems shown per planner
+    for adaptive in ("threshold (tau=0.95)", "EB (gamma=0.1)"):  # the adaptive planners are in the views and the table
+        assert re.search(rf"^{re.escape(adaptive)}: \d+(\.\d)? calls", out, flags=re.M)
+        assert re.search(rf"^│ {re.escape(adaptive)}\s+│\s+\d+\.\d │", out, flags=re.M)
+    marks = re.findall(r"^(Q:\S+;).*  (?:A:(\d+)|no A:) (right|wrong)(?: \(A:(\d+)\))?$", out, flags=re.M)
+    assert len(marks) == 5 * 2  # two problems shown per planner, each with its final answer marked
+    for _, answer, verdict, expected in marks:  # the mark judges the answer after A:, not the chain
+        assert (verdict == "right") == (expected == "") and (verdict == "wrong" or answer)
     assert "6 held-out problems" in out and "answer acc" in out
+    assert re.search(r"fewest calls within a point of one token per call \(\d+\.\d%\): .+, \d+\.\d calls", out)
     html = page.read_text()
-    shown = [f"{q}  {name}" for q in re.findall(r"^(Q:\S+;)", out, flags=re.M)[:2]
-             for name in ("DUS (dilated): 5 calls", "one token per call: 32 calls")]
+    shown = [f"{q}  {name}: answer" for q in re.findall(r"^(Q:\S+;)", out, flags=re.M)[:2]
+             for name in ("DUS (dilated)", "one token per call")]
     assert all(row in html for row in shown)
+    assert "(5 calls)" in html and not re.search(r"calls\)?,? *<span class='calls'>", html)  # calls stated once
 
 
 def test_demo_on_the_oracle(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import pytest
 
@@ -46,7 +47,8 @@ def test_generate_writes_the_html_replay_and_the_png(capsys, tmp_path):
                          "--html", str(html), "--png", str(png), "Q:15*8-43;", "Q:7+5+9;")
     assert code == 0, err
     page = html.read_text()
-    assert "Q:15*8-43;" in page and "Q:7+5+9;" in page and "5 calls" in page
+    assert "Q:15*8-43;" in page and "Q:7+5+9;" in page
+    assert page.count("(5 calls)") == 2 and not re.search(r"calls\)? *<span class='calls'>", page)  # stated once
     assert "http" not in page.replace("http-equiv", "")  # self-contained: no external assets
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert f"wrote {html}" in " ".join(out.split())
@@ -86,3 +88,11 @@ def test_convert_command_writes_a_loadable_checkpoint(capsys, tmp_path):
     assert code == 0, err
     code, out, err = run(capsys, "convert", str(mf.llada_small()), str(dst))
     assert code == 2 and "exists and is not empty" in " ".join(err.split())
+
+
+def test_default_gen_length_fits_the_model_and_says_so(capsys):
+    code, out, err = run(capsys, "generate", "--model", "tiny-arith", "Q:12+34;")
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "--gen-length 32: the default 128 does not fit the model's maximum length 64 after a 8-token prompt" in text
+    assert "1 x 32 positions" in text and "A:" in text

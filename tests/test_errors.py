@@ -97,3 +97,63 @@ def test_token_spec_errors():
         TokenSpec(mask_id=10, eos_ids=(1,), pad_id=0, vocab_size=10)
     with pytest.raises(ValueError, match="must not be one of eos_ids"):
         TokenSpec(mask_id=1, eos_ids=(1,), pad_id=0, vocab_size=10)
+
+
+@pytest.mark.parametrize(
+    "prompts, match",
+    [
+        ([[1, 2.0]], r"prompts\[0\] holds 2.0 of type float: token ids must be ints"),
+        ([[1, True]], r"prompts\[0\] holds True of type bool"),
+        ([torch.tensor([1.0, 2.0])], r"prompts\[0\] must be a 1-D integer tensor"),
+        (torch.tensor([[1.0, 2.0]]), r"prompts\[0\] must be a 1-D integer tensor"),
+    ],
+)
+def test_token_ids_are_never_truncated_silently(prompts, match):
+    with pytest.raises(ValueError, match=match):
+        generate(Counting(), prompts, GenerationConfig(gen_length=8, block_length=8))
+
+
+def test_config_may_be_a_dict_of_its_fields_and_nothing_else():
+    out = generate(ToyDenoiser(), [[1, 2]], {"gen_length": 8, "block_length": 4, "planner": "dilated"})
+    assert out.nfe == 2 * 2
+    with pytest.raises(ValueError, match=r"config has no field\(s\) \['gen_len'\]"):
+        generate(Counting(), [[1]], {"gen_len": 8})
+    with pytest.raises(ValueError, match="config must be a GenerationConfig, a dict of its fields or None"):
+        generate(Counting(), [[1]], "dilated")
+
+
+def test_denoiser_must_implement_the_contract():
+    class Plain:  # a callable with a spec, but not a Denoiser
+        spec = ToyDenoiser().spec
+
+        def __call__(self, ids, am, pos):
+            raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="denoiser must be an unmask.Denoiser"):
+        generate(Plain(), [[1]], GenerationConfig(gen_length=8, block_length=8))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(eos_ids=()), "eos_ids must be a non-empty tuple"),
+        (dict(eos_ids=[5]), "eos_ids must be a non-empty tuple"),
+        (dict(eos_ids=(12,)), r"eos_ids must be ints in \[0, vocab_size=10\)"),
+        (dict(mask_id=1.0), "mask_id must be an int"),
+        (dict(max_length=0), "max_length must be a positive int or None"),
+    ],
+)
+def test_token_spec_fields(kwargs, match):
+    fields = dict(mask_id=9, eos_ids=(8,), pad_id=0, vocab_size=10) | kwargs
+    with pytest.raises(ValueError, match=match):
+        TokenSpec(**fields)
+
+
+def test_guidance_on_an_exact_oracle_keeps_impossible_tokens_impossible():
+    """-inf logits (probability zero) under guidance: u + (s+1)(c - u) would be NaN; it must stay -inf."""
+    from unmask.oracles import MarkovOracle
+
+    oracle = MarkovOracle(vocab_size=6, order=1, concentration=0.3, seed=0)
+    out = generate(oracle, [[1, 2, 3]], GenerationConfig(gen_length=8, block_length=8, cfg_scale=1.5))
+    assert not (out.generated == oracle.spec.mask_id).any()
+    assert ((out.generated >= 0) & (out.generated < 6)).all()  # never the dedicated EOS, which has probability zero

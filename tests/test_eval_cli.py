@@ -30,6 +30,22 @@ def test_eval_command_forwards_to_lm_eval_and_writes_speed(tmp_path: Path, capsy
     assert "unmask speed" in printed and "exact_match" in printed
 
 
+def test_eval_output_holds_no_stray_lines(tmp_path: Path, capfd: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside a git repository and without --device or --batch_size: no git complaint, no device or batch line."""
+    pytest.importorskip("lm_eval", reason="needs the eval extra")
+    task_dir = scripted.write_tasks(tmp_path / "tasks")
+    monkeypatch.chdir(tmp_path)  # not a git repository
+    code = main(["eval", "--model_args", "factory=eval_tasks.scripted:factory,gen_length=64,block_length=16,batch_size=4",
+                 "--include_path", str(task_dir), "--tasks", "tiny_gsm8k", "--output_path", str(tmp_path / "out")])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    for stray in ("fatal:", "not a git repository", "cuda", "CUDA", "takes precedence"):
+        assert stray not in out + err, stray
+    (path,) = (tmp_path / "out").rglob("results_*.json")
+    assert json.loads(path.read_text())["git_hash"] is None  # recorded as lm-eval would outside a repository
+
+
 def test_eval_command_rejects_bad_model_args(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("lm_eval", reason="needs the eval extra")
     code = main(["eval", "--model_args", "factory=eval_tasks.scripted:factory,planner=dilated,gamma=2",

@@ -112,9 +112,11 @@ class Uniform(Denoiser):
 
     def __init__(self, vocab: int = 10, max_length: int | None = None) -> None:
         self.spec = TokenSpec(mask_id=vocab - 1, eos_ids=(vocab - 2,), pad_id=0, vocab_size=vocab, max_length=max_length)
+        self.lengths: list[int] = []  # real (unpadded) tokens of every row it was called on
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
                  window: Any = None) -> torch.Tensor:
+        self.lengths += attention_mask.sum(-1).tolist()
         return select_window(torch.zeros(*input_ids.shape, self.spec.vocab_size), window)
 
 
@@ -154,6 +156,8 @@ def test_rolling_loglikelihood_sums_windows() -> None:
     (total,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0, ("r", 0, 1))])
     assert total == pytest.approx(len(text) * math.log(1 / len(lm.tokenizer)), rel=1e-5)
     assert lm.speed.tasks["r"].requests == 1
+    # every window (context + continuation) fits the model: 26 tokens = 7 + 7 + 7 + 5 after one context token each
+    assert max(lm.denoiser.lengths) == 8
 
 
 def test_pretrained_checkpoint_through_unmask_models_load() -> None:

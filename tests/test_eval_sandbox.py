@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from unmask.sandbox import run_untrusted
+from unmask.eval.sandbox import run_untrusted
 
 
 def _leftover_sandboxes() -> set[str]:
@@ -56,3 +57,27 @@ def test_bad_limits_are_refused() -> None:
         run_untrusted("pass", timeout_s=0)
     with pytest.raises(ValueError, match="memory_mb must be an int >= 64"):
         run_untrusted("pass", memory_mb=8)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.parametrize("how", ["exits", "times out"])
+def test_processes_the_program_started_do_not_outlive_it(tmp_path: Path, how: str) -> None:
+    """A program that starts a background process and then ends leaves nothing running behind it."""
+    interpreter = tmp_path / "python"  # stands in for the interpreter: starts a sleeper, prints its pid, ends
+    interpreter.write_text("#!/bin/sh\nsleep 60 &\necho $!\n" + ("exit 0\n" if how == "exits" else "wait\n"))
+    interpreter.chmod(0o755)
+    res = run_untrusted("pass", timeout_s=1.0, python=str(interpreter))
+    assert res.status == ("passed" if how == "exits" else "timeout")
+    pid = int(res.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), f"process {pid} started by the program is still running"

@@ -176,3 +176,44 @@ def test_cfg_combines_conditional_and_unconditional_in_one_call():
     probs = g.softmax(-1).max(-1)
     first = int(probs.values.argmax())
     assert out.trace.reveal_call[0, first] == 0 and out.generated[0, first] == probs.indices[first]
+
+
+class HostReads:
+    """Counts reads of tensor values back to the host (bool(), item(), tolist()): each is a device sync on a GPU."""
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        for name in ("__bool__", "item", "tolist"):
+            original = getattr(torch.Tensor, name)
+
+            def counted(t, *args, _original=original, **kwargs):
+                self.count += 1
+                return _original(t, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+def reads_for(monkeypatch, planner, block, gen=64):
+    den = ToyDenoiser(seed=6)
+    cfg = GenerationConfig(gen_length=gen, block_length=block, planner=planner, early_exit=False)
+    with monkeypatch.context() as m:
+        reads = HostReads(m)
+        out = generate(den, [[1, 2, 3], [4]], cfg)
+    return reads.count, out.nfe
+
+
+@pytest.mark.parametrize("planner", ["dilated", "topk(counts='dilated')", "topk(score='random', counts='dilated')"])
+def test_fixed_schedules_read_nothing_back_inside_a_block(monkeypatch, planner):
+    """Host reads do not grow with the calls inside a block: 6 calls cost what 1 call costs."""
+    one_call, calls = reads_for(monkeypatch, "topk(counts=(64,))", block=64)
+    six_calls, more = reads_for(monkeypatch, planner, block=64)
+    assert (calls, more) == (1, 6)
+    assert six_calls == one_call
+    two_blocks, _ = reads_for(monkeypatch, planner, block=64, gen=128)
+    assert 0 < two_blocks - six_calls <= 6  # a few reads per block (invariant checks, early exit)
+
+
+def test_adaptive_planners_read_one_scalar_per_call(monkeypatch):
+    reads, calls = reads_for(monkeypatch, "threshold(tau=0.5)", block=64)
+    fixed, _ = reads_for(monkeypatch, "dilated", block=64)
+    assert reads - fixed <= calls + 1  # whether any position is still masked, once per call

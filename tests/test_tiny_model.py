@@ -11,7 +11,8 @@ from unmask import GenerationConfig, generate
 from unmask.denoiser import canvas_positions
 from unmask.tiny import ASSET_DIR, encode_prompts, heldout_problems, load_tiny, one_token_per_call, score, solve
 from unmask.tiny.data import MASK_ID, VOCAB
-from unmask.tiny.model import TinyDenoiser, TinyShape, build_model, save_tiny
+from unmask.models import load
+from unmask.tiny.model import TinyShape, build_model, save_tiny, tiny_denoiser
 from unmask.tiny.train import encode_batch, sft_loss, training_pool
 
 MICRO = TinyShape(hidden=32, layers=2, heads=2, intermediate=64)
@@ -26,7 +27,7 @@ def _canvas(n: int = 2, t: int = 12, pad: int = 3, seed: int = 0) -> tuple[torch
 
 
 def test_attention_is_bidirectional() -> None:
-    den = TinyDenoiser(build_model(MICRO, seed=1))
+    den = tiny_denoiser(build_model(MICRO, seed=1))
     ids, attn, pos = _canvas()
     before = den(ids, attn, pos)
     changed = ids.clone()
@@ -36,7 +37,7 @@ def test_attention_is_bidirectional() -> None:
 
 
 def test_left_padding_is_ignored() -> None:
-    den = TinyDenoiser(build_model(MICRO, seed=2))
+    den = tiny_denoiser(build_model(MICRO, seed=2))
     ids, attn, pos = _canvas(pad=4)
     padded = den(ids, attn, pos)[0, 4:]
     alone = den(ids[:1, 4:], attn[:1, 4:], pos[:1, 4:])[0]
@@ -46,10 +47,10 @@ def test_left_padding_is_ignored() -> None:
 def test_save_and_load_roundtrip(tmp_path) -> None:
     model = build_model(MICRO, seed=3)
     save_tiny(model, tmp_path, dtype=torch.float32)
-    den = TinyDenoiser.from_pretrained(tmp_path)
+    den = load(tmp_path, dtype=torch.float32)[0]
     assert den.spec.mask_id == MASK_ID and den.spec.vocab_size == len(VOCAB)
     ids, attn, pos = _canvas()
-    torch.testing.assert_close(den(ids, attn, pos), TinyDenoiser(model)(ids, attn, pos))
+    torch.testing.assert_close(den(ids, attn, pos), tiny_denoiser(model)(ids, attn, pos))
     cfg = den.model.config
     assert cfg.unmask_family == "llada" and cfg.is_causal is False
 

@@ -306,7 +306,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=128, help="sequences per run (default 128)")
     parser.add_argument("--gen-length", type=int, default=256, help="tokens per sequence, a multiple of 32")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="two points per planner family (under a minute)")
+    parser.add_argument("--quick", action="store_true", help="two points per planner family instead of the full sweep")
     parser.add_argument("--out", default="benchmarks", help="folder for oracle_frontier.md and .png")
 
 

@@ -12,23 +12,43 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
+from rich.text import Text
 
-COMMANDS = ("demo", "bench", "generate", "convert", "eval")
+COMMANDS = ("demo", "bench", "generate", "convert", "eval", "serve")
 
 
-def require_folder(flag: str, path: str | None) -> None:
-    """Refuse an output file ``path`` (given with ``flag``) whose folder does not exist, before any compute."""
-    if path is not None and not Path(path).resolve().parent.is_dir():
+HTML_SUFFIXES = (".html", ".htm")
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def check_output(flag: str, path: str | None, suffixes: tuple[str, ...]) -> None:
+    """Refuse an output file ``path`` (given with ``flag``) that could not be written, before any compute:
+    a suffix not in ``suffixes``, a folder that does not exist, or a directory in its place."""
+    if path is None:
+        return
+    if Path(path).suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {path!r}: the file name must end in {' or '.join(suffixes)}")
+    if not Path(path).resolve().parent.is_dir():
         raise FileNotFoundError(f"{flag} {path!r}: its folder does not exist")
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path!r} is a directory; give a file name")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line (exit 2), pointing at ``--help`` instead of printing usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="unmask", description="Sample from masked diffusion language models with DUS and every planner it is compared with."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
     return parser
@@ -39,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        message = Text("error:", style="bold red").append(f" {err}")  # the message as text: "[eval]" is no markup
+        Console(stderr=True, soft_wrap=True).print(message, highlight=False)
         return 2
 
 

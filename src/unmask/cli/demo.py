@@ -1,16 +1,20 @@
-"""``unmask demo``: DUS against confidence top-k and one token per call.
+"""``unmask demo``: DUS beside confidence top-k, the adaptive planners and one token per call.
 
 By default on the bundled tiny-arith model (no download): held-out arithmetic
 problems solved by each planner, the reveal order of a few of them coloured by
-call, and a table of answer accuracy, NFE and time. ``--oracle`` runs the same
-planners on an exact first-order Markov oracle instead, where each planner's
-sampling error is measured exactly (path KL, nats/token).
+call with their final answer marked right or wrong, and a table of answer
+accuracy, whole-chain exact match, NFE and time, followed by the planner that
+needs the fewest calls to stay within a point of one token per call.
+``--oracle`` runs the fixed-count planners on an exact first-order Markov
+oracle instead, where each planner's sampling error is measured exactly (path
+KL, nats/token).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -19,13 +23,15 @@ from rich.text import Text
 
 from ..config import GenerationConfig
 from ..loop import generate
-from ..planners import Dilated, TopK
+from ..output import FILLED
+from ..planners import EB, Dilated, Planner, Threshold, TopK
 from ..viz import EOS_GLYPH, render_reveal, reveal_legend, reveal_text, token_pieces
-from . import require_folder
+from . import HTML_SUFFIXES, check_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="DUS vs confidence top-k vs one token per call, on the bundled tiny model (or --oracle)")
+    p = sub.add_parser("demo", help="DUS vs confidence top-k, adaptive planners and one token per call, on the bundled "
+                                    "tiny model (or --oracle)")
     p.add_argument("--problems", type=int, default=200, help="held-out problems per planner for the table (default 200)")
     p.add_argument("--show", type=int, default=3, help="problems whose reveal order is shown per planner (default 3)")
     p.add_argument("--html", metavar="PATH", default=None,
@@ -42,57 +48,95 @@ def run(args: argparse.Namespace) -> int:
     return run_oracle(args) if args.oracle else run_tiny(args)
 
 
+def tiny_planners(gen_length: int) -> list[tuple[str, Planner]]:
+    """The demo's planners: fixed 5 calls (DUS, confidence top-k), adaptive (threshold, EB), the reference."""
+    return [
+        ("DUS (dilated)", Dilated()),
+        ("confidence top-k, DUS counts", TopK(score="confidence", counts="dilated")),
+        ("threshold (tau=0.95)", Threshold(tau=0.95)),
+        ("EB (gamma=0.1)", EB(gamma=0.1)),
+        ("one token per call", TopK(score="confidence", steps=gen_length)),
+    ]
+
+
+def answer_mark(text: str, value: int) -> tuple[bool, Text]:
+    """Whether the final answer (after ``A:``) of ``text`` is right, and its mark for the terminal."""
+    from ..tiny import final_answer
+
+    answer = final_answer(text)
+    if answer == str(value):
+        return True, Text(f"  A:{answer} right", style="green")
+    shown = f"A:{answer}" if answer is not None else "no A:"
+    return False, Text(f"  {shown} wrong (A:{value})", style="red")
+
+
+def show_rows(console: Console, name: str, items: list[Any], res: dict[str, Any], tok: Any, show: int) -> list[tuple]:
+    """Print the reveal order of the first ``show`` problems, answers marked; return their HTML rows."""
+    width = max((len(p.prompt) for p in items[:show]), default=0)
+    rows, longest = [], 1
+    for i in range(show):
+        pieces = token_pieces(tok, res["generated"][i].tolist(), eos_glyph=EOS_GLYPH)
+        calls = res["reveal_call"][i].tolist()
+        real = [c for c in calls if c != FILLED]
+        first, num = min(real), max(real) - min(real) + 1
+        longest = max(longest, num)
+        ok, mark = answer_mark(res["texts"][i], items[i].value)
+        line = Text(items[i].prompt.ljust(width + 1))
+        line.append_text(reveal_text(pieces, calls, first_call=first, num_calls=num))
+        console.print(line.append_text(mark))
+        rows.append((f"{items[i].prompt}  {name}: answer {'right' if ok else 'wrong'}", pieces, calls))
+    if show:
+        console.print(reveal_legend(longest))
+    return rows
+
+
+def best_line(results: list[tuple[str, dict[str, Any]]]) -> str:
+    """The planner with the fewest calls whose answer accuracy is within a point of one token per call."""
+    reference = results[-1][1]["answer_acc"]
+    good = [(res["mean_nfe"], name) for name, res in results if res["answer_acc"] >= reference - 0.01]
+    nfe, name = min(good)
+    return (f"fewest calls within a point of one token per call ({100 * reference:.1f}%): {name}, "
+            f"{nfe:.1f} calls per problem on average")
+
+
 def run_tiny(args: argparse.Namespace) -> int:
-    """Held-out problems on the bundled model: reveal views and a table."""
+    """Held-out problems on the bundled model: reveal views, a table and the best planner."""
     from ..tiny import GEN_LENGTH, heldout, load_tiny, solve
 
     if not isinstance(args.problems, int) or args.problems < 1:
         raise ValueError(f"--problems must be a positive int, got {args.problems}")
     if not isinstance(args.show, int) or not 0 <= args.show <= args.problems:
         raise ValueError(f"--show must be an int in [0, --problems={args.problems}], got {args.show}")
-    require_folder("--html", args.html)
+    check_output("--html", args.html, HTML_SUFFIXES)
     console = Console(highlight=False)
     denoiser, tok = load_tiny()
     params = sum(p.numel() for p in denoiser.model.parameters())
     items = heldout(args.problems, "test")
-    planners = [
-        ("DUS (dilated)", Dilated()),
-        ("confidence top-k, DUS counts", TopK(score="confidence", counts="dilated")),
-        ("one token per call", TopK(score="confidence", steps=GEN_LENGTH)),
-    ]
     console.print(
         f"[bold]unmask demo[/]: the bundled tiny-arith model ({params / 1e6:.1f}M parameters, LLaDA-style "
         f"bidirectional Llama) on {args.problems} held-out problems, {GEN_LENGTH} generated tokens in one block, "
-        f"greedy. Each answer is coloured by the denoiser call that revealed it ({EOS_GLYPH} = EOS).\n",
+        f"greedy. Each answer is coloured by the denoiser call that revealed it ({EOS_GLYPH} = EOS); right/wrong "
+        "judges the final answer after A:.\n",
         soft_wrap=True,
     )
     table = Table(title=f"{args.problems} held-out problems")
     for col in ("planner", "NFE", "answer acc", "exact chain", "time (s)", "tokens/s"):
         table.add_column(col, justify="left" if col == "planner" else "right")
-    width = max(len(p.prompt) for p in items[: args.show]) if args.show else 0
-    html_rows = []
-    for name, planner in planners:
+    html_rows, results = [], []
+    for name, planner in tiny_planners(GEN_LENGTH):
         cfg = GenerationConfig(gen_length=GEN_LENGTH, block_length=GEN_LENGTH, planner=planner, seed=args.seed)
         solve(denoiser, items[:1], cfg, tokenizer=tok)  # warm-up, so the timing compares like with like
         res = solve(denoiser, items, cfg, tokenizer=tok, keep=True)
-        nfe = int(res["mean_nfe"])
-        console.print(f"[bold]{name}[/]: {nfe} calls")
-        for i in range(args.show):
-            ids = res["generated"][i].tolist()
-            pieces = token_pieces(tok, ids, eos_glyph=EOS_GLYPH)
-            calls = res["reveal_call"][i].tolist()
-            line = Text(items[i].prompt.ljust(width + 1))
-            line.append_text(reveal_text(pieces, calls, first_call=min(calls), num_calls=nfe))
-            ok = res["texts"][i].strip() == items[i].answer
-            line.append("  right" if ok else "  wrong", style="green" if ok else "red")
-            console.print(line)
-            html_rows.append((f"{items[i].prompt}  {name}: {nfe} calls, {'right' if ok else 'wrong'}", pieces, calls))
-        if args.show:
-            console.print(reveal_legend(nfe))
+        results.append((name, res))
+        fixed = res["mean_nfe"].is_integer()
+        console.print(f"[bold]{name}[/]: " + (f"{res['mean_nfe']:.0f} calls" if fixed else
+                                              f"{res['mean_nfe']:.1f} calls per problem on average"))
+        html_rows += show_rows(console, name, items, res, tok, args.show)
         console.print()
-        table.add_row(name, f"{res['mean_nfe']:.0f}", f"{100 * res['answer_acc']:.1f}%", f"{100 * res['exact_match']:.1f}%",
-                      f"{res['seconds']:.2f}", f"{res['tokens_per_s']:.0f}")
+        table.add_row(name, f"{res['mean_nfe']:.1f}", f"{100 * res['answer_acc']:.1f}%",
+                      f"{100 * res['exact_match']:.1f}%", f"{res['seconds']:.2f}", f"{res['tokens_per_s']:.0f}")
     console.print(table)
+    console.print(best_line(results), soft_wrap=True)
     if args.html is not None:
         from ..viz import write_reveal_html
 

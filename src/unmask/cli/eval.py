@@ -6,8 +6,10 @@
     unmask eval summarize RESULTS_DIR [--out DIR] [--metric NAME]
 
 Everything else is lm-eval's ``run`` command line (``--model unmask`` by
-default; ``--include_path`` for local YAML tasks). Tasks that execute generated
-code need ``--allow-code-execution``. Data-parallel (one model copy per
+default; ``--include_path`` for local YAML tasks); it needs the ``eval`` extra
+(``pip install -e ".[eval]"``). ``--device`` and ``--batch_size`` reach the
+model only when given (lm-eval's own defaults, cuda:0 and 1, do not). Tasks
+that execute generated code need ``--allow-code-execution``. Data-parallel (one model copy per
 process, documents sharded by rank, results gathered on rank 0): ``accelerate
 launch --multi_gpu --num_processes N -m unmask.cli.eval <same arguments>`` on
 GPUs, ``torchrun --nproc_per_node N -m unmask.cli.eval ...`` on CPUs (gloo).
@@ -16,10 +18,10 @@ GPUs, ``torchrun --nproc_per_node N -m unmask.cli.eval ...`` on CPUs (gloo).
 from __future__ import annotations
 
 import argparse
-import functools
 import shlex
 import subprocess
 import sys
+from typing import Any
 
 USAGE = __doc__ or ""
 
@@ -32,7 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _own_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="unmask eval", add_help=False, allow_abbrev=False)
+    from . import OneLineParser
+
+    p = OneLineParser(prog="unmask eval", add_help=False, allow_abbrev=False)
     p.add_argument("--allow-code-execution", action="store_true",
                    help="run tasks that execute generated code (sandboxed: time, CPU, memory, file limits)")
     p.add_argument("--code-timeout", type=float, default=10.0, help="seconds per program (default 10)")
@@ -61,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summarize(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="unmask eval summarize", description="paper-style table and accuracy-vs-NFE plot")
+    from . import OneLineParser
+
+    p = OneLineParser(prog="unmask eval summarize", description="paper-style table and accuracy-vs-NFE plot")
     p.add_argument("results_dir", help="directory holding lm-eval results JSON files (searched recursively)")
     p.add_argument("--out", help="where to write summary.md/csv and the plot (default: RESULTS_DIR)")
     p.add_argument("--metric", help="metric to report, e.g. exact_match or 'exact_match,strict-match'")
@@ -99,11 +105,26 @@ def _recipe(own: argparse.Namespace, forward: list[str]) -> int:
     return 0
 
 
+EXTRA = 'pip install -e ".[eval]"'
+PASSED_ONLY_WHEN_GIVEN = {"batch_size": ("--batch_size", "-b"), "device": ("--device",)}
+
+
+def _import_lm_eval() -> Any:
+    """The ``lm_eval`` package, or a one-line error naming the extra that installs it."""
+    try:
+        import lm_eval
+    except ModuleNotFoundError as err:
+        if err.name != "lm_eval":
+            raise
+        raise ValueError(f"unmask eval runs lm-evaluation-harness, which is not installed: {EXTRA} "
+                         "(the eval extra: lm-eval and accelerate)") from err
+    return lm_eval
+
+
 def _forward(forward: list[str], own: argparse.Namespace) -> int:
     """Run lm-eval's ``run`` command with our ``simple_evaluate`` in place of lm-eval's."""
-    import lm_eval
-    from lm_eval._cli import HarnessCLI
-    from lm_eval.utils import setup_logging
+    lm_eval = _import_lm_eval()
+    from lm_eval.__main__ import cli_evaluate
 
     from ..eval.dist import leave_process_group
     from ..eval.runner import simple_evaluate  # importing it registers the unmask model
@@ -112,16 +133,19 @@ def _forward(forward: list[str], own: argparse.Namespace) -> int:
         forward = ["--model", "unmask", *forward]
     if _value(forward, ("--model", "-M")) == ["unmask"]:
         _check_model_args(forward)  # fail in a second, not after lm-eval has indexed its tasks
-    wrapper = functools.partial(simple_evaluate, allow_code_execution=own.allow_code_execution,
-                                code_timeout_s=own.code_timeout, code_memory_mb=own.code_memory_mb,
-                                print_speed_table=True)
+    not_given = [key for key, flags in PASSED_ONLY_WHEN_GIVEN.items() if not _given(forward, flags)]
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for key in not_given:  # lm-eval's command line fills in its own defaults (batch_size 1, device cuda:0)
+            kwargs.pop(key, None)
+        return simple_evaluate(*args, allow_code_execution=own.allow_code_execution, code_timeout_s=own.code_timeout,
+                               code_memory_mb=own.code_memory_mb, print_speed_table=True, **kwargs)
+
     saved = sys.argv, getattr(lm_eval, "simple_evaluate", None)
     sys.argv = ["lm-eval", "run", *forward]
     lm_eval.simple_evaluate = wrapper  # lm-eval's run command looks it up on the package at call time
     try:
-        setup_logging()
-        cli = HarnessCLI()
-        cli.execute(cli.parse_args())
+        cli_evaluate()
         leave_process_group()  # no-op in a single process
     finally:
         sys.argv = saved[0]
@@ -130,6 +154,11 @@ def _forward(forward: list[str], own: argparse.Namespace) -> int:
         else:
             lm_eval.simple_evaluate = saved[1]
     return 0
+
+
+def _given(argv: list[str], flags: tuple[str, ...]) -> bool:
+    """Whether any of ``flags`` appears in ``argv`` (as ``--flag value`` or ``--flag=value``)."""
+    return any(arg in flags or any(arg.startswith(f"{f}=") for f in flags if f.startswith("--")) for arg in argv)
 
 
 def _value(argv: list[str], flags: tuple[str, ...]) -> list[str]:
@@ -148,16 +177,21 @@ def _value(argv: list[str], flags: tuple[str, ...]) -> list[str]:
 
 
 def _check_model_args(forward: list[str]) -> None:
-    """Parse ``--model_args`` as lm-eval will and validate them with the unmask model's rules."""
+    """Parse ``--model_args`` as lm-eval will and validate them, and the device, with the unmask model's rules."""
+    # lm-eval's command-line parser of model_args (commas inside brackets and quotes kept) has no public home
     from lm_eval._cli.utils import key_val_to_dict, try_parse_json
 
     from ..eval.settings import parse_model_args
+    from ..models.loading import default_device
 
     args: dict[str, object] = {}
     for value in _value(forward, ("--model_args", "-a")):
         parsed = try_parse_json(value)
         args.update(parsed if isinstance(parsed, dict) else key_val_to_dict(value))
-    parse_model_args(args)
+    settings, _ = parse_model_args(args)
+    for device in (settings.device, *_value(forward, ("--device",))):
+        if device is not None:
+            default_device(device)  # a CUDA device on a machine without one: an error now, not a fallback later
 
 
 if __name__ == "__main__":  # accelerate launch -m unmask.cli.eval ...

@@ -5,12 +5,16 @@
 
 Prompts also come from ``--file F`` (one per line) or stdin (``-``). Instruct
 checkpoints (a tokenizer with a chat template) get it unless
-``--no-chat-template``. All prompts run as one left-padded batch.
+``--no-chat-template``. All prompts run as one left-padded batch. Without
+``--gen-length``, 128 positions are generated, or, when they do not fit the
+model's maximum length after the longest prompt, the most whole blocks that do
+(said in a line; a ``--gen-length`` that does not fit is an error).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -19,7 +23,9 @@ from rich.console import Console
 from ..config import CACHE_MODES, GenerationConfig
 from ..loop import generate
 from ..output import GenerationOutput
-from . import require_folder
+from . import FIGURE_SUFFIXES, HTML_SUFFIXES, check_output
+
+DEFAULT_GEN_LENGTH = 128
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,9 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--file", help="read prompts from this file, one per line")
     p.add_argument("--planner", default="dilated(base=2)",
                    help="planner spec, e.g. 'dilated(base=2)', 'topk(steps=64)', 'threshold(tau=0.9)'")
-    p.add_argument("--gen-length", type=int, default=128)
+    p.add_argument("--gen-length", type=int, default=None,
+                   help=f"generated positions (default {DEFAULT_GEN_LENGTH}, shortened to whole blocks that fit the "
+                        "model's maximum length, with a note)")
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--cache", choices=CACHE_MODES, default="none", help="KV cache mode (default none: exact)")
+    p.add_argument("--compile", action="store_true",
+                   help="static shapes, torch.compile and (on CUDA) CUDA graphs: the first call of each shape "
+                        "compiles (tens of seconds), later ones replay (native checkpoints only)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
@@ -45,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--html", metavar="PATH", default=None,
                    help="write a self-contained page replaying the unmasking call by call (all prompts)")
     p.add_argument("--png", metavar="PATH", default=None,
-                   help="write a position x call figure of the reveal order (first prompt)")
+                   help=f"write a position x call figure of the reveal order (first prompt; {', '.join(FIGURE_SUFFIXES)})")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default=None,
                    help="weights dtype, e.g. bfloat16, float32 (default: bf16 on cuda, fp32 on cpu)")
@@ -64,9 +75,14 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
             texts.append(prompt)
     if args.file:
         path = Path(args.file)
-        if not path.is_file():
+        if not path.exists():
             raise FileNotFoundError(f"--file {args.file!r} does not exist")
-        texts += [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if path.is_dir():
+            raise ValueError(f"--file {args.file!r} is a directory; give a file with one prompt per line")
+        from_file = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not from_file:
+            raise ValueError(f"--file {args.file!r} holds no prompt (one per non-empty line)")
+        texts += from_file
     if not texts:
         raise ValueError("give at least one prompt: as arguments, with --file F, or '-' for stdin")
     return texts
@@ -94,8 +110,7 @@ def write_views(args: argparse.Namespace, texts: list[str], tokenizer: object, o
     """The ``--html`` replay (every prompt) and the ``--png`` figure (first prompt)."""
     from ..viz import plot_reveal_order, write_reveal_html
 
-    rows = [(f"[{i}] {text[:80]} ({int(out.nfe_per_row[i])} calls)", *revealed_row(tokenizer, out, i, eos_ids))
-            for i, text in enumerate(texts)]
+    rows = [(f"[{i}] {text[:80]}", *revealed_row(tokenizer, out, i, eos_ids)) for i, text in enumerate(texts)]  # the page adds "(N calls)"
     files = []
     if args.html:
         files.append(write_reveal_html(args.html, rows, title=f"unmask: reveal order, planner {args.planner}"))
@@ -105,37 +120,67 @@ def write_views(args: argparse.Namespace, texts: list[str], tokenizer: object, o
     return files
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..models import encode_prompts, has_chat_template, load
+def fit_gen_length(config: GenerationConfig, given: bool, longest: int,
+                   max_length: int | None) -> tuple[GenerationConfig, str | None]:
+    """The config with the default gen length shortened to whole blocks that fit, and a note saying so.
 
-    # everything a user can get wrong is checked before the model is read
-    cfg = GenerationConfig(
-        gen_length=args.gen_length, block_length=args.block_length, planner=args.planner, cfg_scale=args.cfg_scale, cache=args.cache,
-        sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k},
-        early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed,
-    )
-    texts = read_prompts(args)
-    require_folder("--html", args.html)
-    require_folder("--png", args.png)
-    console = Console(highlight=False)
-    native = False if args.remote_code else None
-    denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, native=native)
-    chat = has_chat_template(tokenizer) and not args.no_chat_template
-    prompts = encode_prompts(tokenizer, texts, chat=chat, add_bos=getattr(denoiser, "add_bos", None))
-    out = generate(denoiser, prompts, cfg, tokenizer=tokenizer)
+    A gen length the user gave is kept (the loop refuses it if it does not fit).
+    """
+    if given or max_length is None or longest + config.gen_length <= max_length:
+        return config, None
+    fits = (max_length - longest) // config.block_length * config.block_length
+    if fits < 1:
+        raise ValueError(f"the longest prompt has {longest} tokens: no block of {config.block_length} fits after it "
+                         f"within the model's maximum length {max_length} (shorten it, or lower --block-length)")
+    note = (f"--gen-length {fits}: the default {config.gen_length} does not fit the model's maximum length "
+            f"{max_length} after a {longest}-token prompt")
+    return dataclasses.replace(config, gen_length=fits), note
+
+
+def print_output(console: Console, args: argparse.Namespace, texts: list[str], tokenizer: object,
+                 out: GenerationOutput, config: GenerationConfig, eos_ids: tuple[int, ...]) -> None:
+    """Each answer (with its reveal order when asked), the files written and the cost line."""
     assert out.texts is not None
     for i, (text, answer) in enumerate(zip(texts, out.texts, strict=True)):
         if len(texts) > 1:
             console.print(f"--- [{i}] {text}", style="bold", markup=False, soft_wrap=True)
         console.print(answer, markup=False, soft_wrap=True)
         if args.show_order:
-            show_order(console, tokenizer, out, i, denoiser.spec.eos_ids)
-    for path in write_views(args, texts, tokenizer, out, denoiser.spec.eos_ids):
+            show_order(console, tokenizer, out, i, eos_ids)
+    for path in write_views(args, texts, tokenizer, out, eos_ids):
         console.print(f"[dim]wrote {path}[/]")
-    cache = f", {out.full_forwards} full + {out.partial_forwards} cached" if cfg.cache != "none" else ""
+    cache = f", {out.full_forwards} full + {out.partial_forwards} cached" if config.cache != "none" else ""
     console.print(
         f"[dim]NFE {out.nfe}{cache}, {out.seconds:.2f} s, {out.tokens_per_second:.1f} tokens/s "
-        f"({len(texts)} x {cfg.gen_length} positions, planner {args.planner}, cache {cfg.cache})[/]",
+        f"({len(texts)} x {config.gen_length} positions, planner {args.planner}, cache {config.cache})[/]",
         soft_wrap=True,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import encode_prompts, has_chat_template, load
+
+    # everything a user can get wrong is checked before the model is read
+    cfg = GenerationConfig(
+        gen_length=args.gen_length or DEFAULT_GEN_LENGTH, block_length=args.block_length, planner=args.planner,
+        cfg_scale=args.cfg_scale, cache=args.cache,
+        sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k},
+        early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed, compile=args.compile,
+    )
+    texts = read_prompts(args)
+    check_output("--html", args.html, HTML_SUFFIXES)
+    check_output("--png", args.png, FIGURE_SUFFIXES)
+    console = Console(highlight=False)
+    denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, native=False if args.remote_code else None)
+    chat = has_chat_template(tokenizer) and not args.no_chat_template
+    prompts = encode_prompts(tokenizer, texts, chat=chat, add_bos=denoiser.add_bos)
+    cfg, note = fit_gen_length(cfg, args.gen_length is not None, max(map(len, prompts)), denoiser.spec.max_length)
+    if note:
+        console.print(f"[dim]{note}[/]", soft_wrap=True)
+    out = generate(denoiser, prompts, cfg, tokenizer=tokenizer)
+    print_output(console, args, texts, tokenizer, out, cfg, denoiser.spec.eos_ids)
+    if cfg.compile:  # the time includes compiling each new shape once; say how much
+        warm = denoiser.compiled().warmup_seconds  # type: ignore[attr-defined]
+        console.print(f"[dim]compiled {len(warm)} call shapes in {sum(warm.values()):.1f} s (included above; "
+                      "later generations of the same shapes replay them)[/]", soft_wrap=True)
     return 0

@@ -1,4 +1,4 @@
-"""lm-eval's code-execution metric (HF ``code_eval``), routed through :func:`unmask.sandbox.run_untrusted`.
+"""lm-eval's code-execution metric (HF ``code_eval``), routed through :func:`unmask.eval.sandbox.run_untrusted`.
 
 lm-eval's humaneval and mbpp tasks call ``evaluate.load("code_eval")`` when
 their ``utils.py`` is imported and then ``compute(references, predictions, k)``.
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..sandbox import Result, run_untrusted
+from .sandbox import Result, run_untrusted
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

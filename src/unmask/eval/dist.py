@@ -9,7 +9,6 @@ GPUs, gloo on CPU), set up by ``accelerate.Accelerator``.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -17,7 +16,6 @@ from typing import Any
 
 import torch
 
-log = logging.getLogger(__name__)
 
 
 class DataParallel:
@@ -36,11 +34,10 @@ class DataParallel:
             self.world_size = int(self.accelerator.num_processes)
             self.device = torch.device(self.accelerator.device)
         else:
+            from ..models.loading import default_device
+
             self.rank, self.world_size = 0, 1
-            if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
-                log.warning("device %s requested but CUDA is not available: using cpu", device)
-                device = "cpu"
-            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            self.device = default_device(device)  # None: cuda if available; an absent CUDA device is an error
 
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Concatenate ``tensor`` from every rank (lm-eval gathers request counts with it)."""

@@ -1,4 +1,4 @@
-"""Log-likelihood of a continuation under a masked diffusion model (LLaDA's estimator).
+"""Log-likelihood of a continuation under a masked diffusion model: LLaDA's ELBO estimator and greedy check.
 
 An MDLM gives no exact ``log p(continuation | context)``; it gives the ELBO
 (Nie et al. 2025, Eq. 6 / Appendix B.6):
@@ -7,9 +7,13 @@ An MDLM gives no exact ``log p(continuation | context)``; it gives the ELBO
                      [ (L / l) * sum_{i in M} log p(c_i | x, c with M masked) ]
 
 :func:`mc_loglikelihood` averages ``mc_num`` draws per request; the context is
-never masked; draws of many requests share batched denoiser calls. Every
-request's draws come from its own generator, seeded by the request's tokens and
-``seed``, so the estimate does not depend on batching or data-parallel sharding.
+never masked; draws of many requests share batched denoiser calls. The masked
+counts ``l`` of a request's draws are stratified by default (draw k takes its
+``l`` from the k-th of ``mc_num`` equal slices of the range, as LLaDA's
+reference ``get_log_likelihood`` spreads them over its batch): still unbiased,
+with less variance than independent draws. Every request's draws come from its
+own generator, seeded by the request's tokens and ``seed``, so the estimate
+does not depend on batching or data-parallel sharding.
 
 ``is_greedy`` (:func:`greedy_check`), two modes:
 
@@ -30,7 +34,8 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
-from ..denoiser import Denoiser, canvas_positions
+from ..canvas import Canvas
+from ..denoiser import Denoiser, TokenSpec
 from ..guidance import Guided
 
 Pair = tuple[Sequence[int], Sequence[int]]  # (context ids, continuation ids)
@@ -42,22 +47,39 @@ def _request_seed(pair: Pair, seed: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def draw_masks(length: int, mc_num: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+def mask_counts(length: int, mc_num: int, generator: torch.Generator, stratified: bool = True) -> Tensor:
+    """Masked counts ``l`` in ``1..length`` ``[mc_num]`` for the ``mc_num`` draws of one request.
+
+    Independent: ``l_k ~ U{1..L}``. Stratified: ``u_k`` uniform on the k-th of
+    ``mc_num`` equal slices of ``[0, 1)`` and ``l_k = floor(u_k L) + 1``. The
+    slices together make up ``[0, 1)``, so the mean over k of ``E f(l_k)`` is
+    ``E_{l ~ U{1..L}} f(l)`` (unbiased for any ``mc_num`` and ``L``), and the
+    variance of the mean is the within-slice variance only.
+    """
+    if not stratified:
+        return torch.randint(1, length + 1, (mc_num,), generator=generator)
+    u = (torch.arange(mc_num, dtype=torch.float64) + torch.rand(mc_num, generator=generator, dtype=torch.float64)) / mc_num
+    return (u * length).floor().long().clamp_(max=length - 1) + 1
+
+
+def draw_masks(
+    length: int, mc_num: int, generator: torch.Generator, stratified: bool = True
+) -> tuple[Tensor, Tensor]:
     """``mc_num`` masks ``[mc_num, length]`` over a continuation, and the masked counts ``l`` ``[mc_num]``."""
-    counts = torch.randint(1, length + 1, (mc_num,), generator=generator)  # l ~ U{1..L}
+    counts = mask_counts(length, mc_num, generator, stratified)
     order = torch.rand(mc_num, length, generator=generator).argsort(-1)  # a random permutation per draw
     ranks = order.argsort(-1)
     return ranks < counts.unsqueeze(-1), counts
 
 
 def _draws(
-    pairs: Sequence[Pair], order: list[int], mc_num: int, seed: int, mask_id: int
+    pairs: Sequence[Pair], order: list[int], mc_num: int, seed: int, mask_id: int, stratified: bool
 ) -> Iterator[tuple[int, list[int], Tensor, int]]:
     """Rows ``(pair index, noisy canvas, continuation mask, l)``, made lazily, pair by pair."""
     for p in order:
         ctx, cont = pairs[p]
         gen = torch.Generator().manual_seed(_request_seed((ctx, cont), seed))
-        masks, counts = draw_masks(len(cont), mc_num, gen)
+        masks, counts = draw_masks(len(cont), mc_num, gen, stratified)
         for d in range(mc_num):
             noisy = [mask_id if m else t for t, m in zip(cont, masks[d].tolist(), strict=True)]
             yield p, list(ctx) + noisy, masks[d], int(counts[d])
@@ -74,16 +96,10 @@ def _chunks(rows: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def _canvas(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
-    """Left-padded ``[N, T]`` ids, attention mask and position ids."""
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    att = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        att[i, width - len(row) :] = True
-    ids, att = ids.to(device), att.to(device)
-    return ids, att, canvas_positions(att)
+def _canvas(rows: list[list[int]], spec: TokenSpec, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Left-padded ``[N, T]`` ids, attention mask and position ids (the loop's :class:`Canvas`, nothing generated)."""
+    c = Canvas.build(rows, 0, spec, device)
+    return c.ids, c.attention_mask, c.positions
 
 
 def _call(denoiser: Denoiser, ids: Tensor, att: Tensor, pos: Tensor, prompt: Tensor, cfg_scale: float) -> Tensor:
@@ -100,11 +116,14 @@ def mc_loglikelihood(
     seed: int = 0,
     cfg_scale: float = 0.0,
     on_batch: Callable[[int], None] | None = None,
+    stratified: bool = True,
 ) -> tuple[list[float], int]:
     """ELBO estimate of ``log p(continuation | context)`` per pair, and the number of batched calls.
 
     ``batch_size`` is the number of draws (rows) per denoiser call; ``on_batch``
-    is called with the number of rows after each call (for progress bars).
+    is called with the number of rows after each call (for progress bars);
+    ``stratified``: the masked counts of a request's draws are stratified
+    (:func:`mask_counts`), as in LLaDA's ``get_log_likelihood``, instead of independent.
     """
     spec, device = denoiser.spec, denoiser.device
     for p, (_, cont) in enumerate(pairs):
@@ -113,8 +132,8 @@ def mc_loglikelihood(
     totals = torch.zeros(len(pairs), dtype=torch.float32, device=device)  # summed on device: one sync at the end
     calls = 0
     order = sorted(range(len(pairs)), key=lambda p: -(len(pairs[p][0]) + len(pairs[p][1])))  # similar lengths batch
-    for chunk in _chunks(_draws(pairs, order, mc_num, seed, spec.mask_id), batch_size):
-        ids, att, pos = _canvas([c for _, c, _, _ in chunk], spec.pad_id, device)
+    for chunk in _chunks(_draws(pairs, order, mc_num, seed, spec.mask_id, stratified), batch_size):
+        ids, att, pos = _canvas([c for _, c, _, _ in chunk], spec, device)
         width = ids.shape[1]
         prompt = att.clone()
         for i, (_, _, mask, _) in enumerate(chunk):
@@ -145,7 +164,7 @@ def greedy_check(
     for start in range(0, len(pairs), batch_size):
         idx = list(range(start, min(start + batch_size, len(pairs))))
         conts = [list(pairs[p][1]) for p in idx]
-        ids, att, pos = _canvas([list(pairs[p][0]) + [spec.mask_id] * len(c) for p, c in zip(idx, conts)], spec.pad_id, device)
+        ids, att, pos = _canvas([list(pairs[p][0]) + [spec.mask_id] * len(c) for p, c in zip(idx, conts)], spec, device)
         width = ids.shape[1]
         target = torch.full_like(ids, -1)
         for i, c in enumerate(conts):

@@ -31,6 +31,7 @@ from lm_eval.api.registry import register_model
 
 from ..config import GenerationConfig
 from ..loop import generate
+from ..models.tokenizer import encode_text
 from ..noise import derive_seed
 from ..planners import TopK
 from ..progress import make_progress
@@ -92,16 +93,12 @@ class UnmaskLM(TemplateLM):
         return self.spec.max_length
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
-        """Token ids. By default the denoiser's family rule (``denoiser.add_bos``: exactly one BOS, or none)
-        decides; without one, the tokenizer adds its specials unless the text already starts with BOS."""
+        """Token ids under the checkpoint's BOS rule (``denoiser.add_bos``, see
+        :func:`unmask.models.tokenizer.encode_text`); ``add_special_tokens=False`` adds none."""
+        add_bos = self.denoiser.add_bos
         if add_special_tokens is not None:
-            return list(self.tokenizer.encode(string, add_special_tokens=add_special_tokens))
-        add_bos = getattr(self.denoiser, "add_bos", None)
-        bos_id, bos = getattr(self.tokenizer, "bos_token_id", None), getattr(self.tokenizer, "bos_token", None)
-        if add_bos is None:
-            return list(self.tokenizer.encode(string, add_special_tokens=not (bos and string.startswith(bos))))
-        ids = list(self.tokenizer.encode(string, add_special_tokens=False))
-        return [bos_id, *ids] if add_bos and bos_id is not None and ids[:1] != [bos_id] else ids
+            add_bos = add_bos if add_special_tokens else False
+        return encode_text(self.tokenizer, string, add_bos)
 
     @property
     def tokenizer_name(self) -> str:
@@ -249,15 +246,24 @@ class UnmaskLM(TemplateLM):
         return self._score(pairs, list(range(len(pairs))), [None] * len(pairs), [False] * len(pairs), disable_tqdm)
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        """Whole-text ELBO: the text is the continuation of BOS, in disjoint windows when too long."""
+        """Whole-text ELBO: the text is the continuation of BOS, in disjoint windows when too long.
+
+        lm-eval's windows are made for a causal model, whose input is one token
+        shorter than context + continuation; here both sit on the canvas, so a
+        window predicts at most ``max_length - 1`` tokens after its one context token.
+        """
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+        if self.max_length is not None and self.max_length < 2:
+            raise ValueError(f"loglikelihood_rolling needs a maximum length of at least 2 (one context token and "
+                             f"one scored token), the model has {self.max_length}")
         pairs: list[Pair] = []
         owner: list[int] = []
         for r, req in enumerate(requests):
             tokens = self.tok_encode(req.args[0], add_special_tokens=False)
+            predicted = self.max_length - 1 if self.max_length is not None else len(tokens)
             windows = get_rolling_token_windows(token_list=tokens, prefix_token=self.prefix_token_id,
-                                                max_seq_len=self.max_length or len(tokens) + 1, context_len=1)
+                                                max_seq_len=max(predicted, 1), context_len=1)
             for ctx, cont in map(make_disjoint_window, windows):
                 pairs.append((list(ctx), list(cont)))
                 owner.append(r)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..denoiser import Denoiser
 from .settings import EvalSettings
 
 log = logging.getLogger(__name__)
@@ -62,16 +63,14 @@ def load_model(settings: EvalSettings, device: torch.device) -> tuple[Any, Any]:
         kwargs = offered if "**" in params else {k: v for k, v in offered.items() if k in params}
         denoiser, tokenizer = fn(**kwargs)
     else:
-        try:
-            from ..models import load
-        except ImportError as err:
-            raise ValueError(f"pretrained={settings.pretrained!r} needs unmask.models, which is not available: {err}") from err
+        from ..models import load
+
         if settings.trust_remote_code:
             log.warning("trust_remote_code is not passed on: unmask.models.load runs a checkpoint's own code only "
                         "for families it does not know, or with native=false")
         denoiser, tokenizer = load(settings.pretrained, device=device, dtype=dtype, native=settings.native)
-    if not hasattr(denoiser, "spec"):
-        raise ValueError(f"the loaded denoiser {type(denoiser).__name__} has no TokenSpec 'spec'")
+    if not isinstance(denoiser, Denoiser):
+        raise ValueError(f"the loaded denoiser must be an unmask.Denoiser (subclass it), got {type(denoiser).__name__}")
     if not hasattr(tokenizer, "encode") or not hasattr(tokenizer, "decode"):
         raise ValueError(f"the loaded tokenizer {type(tokenizer).__name__} has no encode/decode")
     return denoiser, tokenizer

@@ -8,19 +8,24 @@
 - a refusal, before anything is loaded, of tasks that execute generated code
   (humaneval, mbpp, ``unsafe_code: true``, or a metric that uses
   ``code_eval`` / ``HF_ALLOW_CODE_EVAL``) unless ``allow_code_execution=True``;
-  when allowed, code runs through :func:`unmask.sandbox.run_untrusted`.
+  when allowed, code runs through :func:`unmask.eval.sandbox.run_untrusted`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import lm_eval.evaluator
 from lm_eval.evaluator import simple_evaluate as lm_eval_simple_evaluate
+from lm_eval.loggers.utils import get_commit_from_path
 from lm_eval.tasks import TaskManager
 
 from .code_eval import sandboxed_code_eval
@@ -59,10 +64,10 @@ def _config_runs_code(name: str, cfg: dict[str, Any] | None) -> bool:
 
 def code_execution_tasks(tasks: Sequence[Any], task_manager: TaskManager) -> list[str]:
     """The tasks among ``tasks`` (names, groups, tags, globs, YAML paths, dicts, Task objects) that run code."""
-    from lm_eval.tasks._index import Kind
-    from lm_eval.tasks._yaml_loader import load_yaml
+    from lm_eval.tasks._yaml_loader import load_yaml  # lm-eval has no public loader that keeps !function tags
 
     index = task_manager.task_index
+    tags, groups = set(task_manager.all_tags), set(task_manager.all_groups)
     found: list[str] = []
     seen: set[str] = set()
 
@@ -96,10 +101,10 @@ def code_execution_tasks(tasks: Sequence[Any], task_manager: TaskManager) -> lis
             elif CODE_TASK_NAME.search(spec):
                 found.append(spec)
             return
-        if entry.kind == Kind.TAG:
+        if spec in tags:
             for member in sorted(entry.tags):
                 visit(member)
-        elif entry.kind == Kind.GROUP:
+        elif spec in groups:
             for sub in (entry.cfg or {}).get("task") or []:
                 visit(sub)
         elif _config_runs_code(spec, entry.cfg):
@@ -108,6 +113,30 @@ def code_execution_tasks(tasks: Sequence[Any], task_manager: TaskManager) -> lis
     for task in tasks:
         visit(task)
     return sorted(set(found))
+
+
+def git_commit_hash() -> str | None:
+    """lm-eval's ``git_hash`` of the results (``git describe --always`` in the working directory), with git's
+    own complaint outside a repository ("fatal: not a git repository") kept out of the user's terminal."""
+    try:
+        done = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, check=False)
+    except FileNotFoundError:  # git is not installed: lm-eval falls back to reading .git, as here
+        return get_commit_from_path(os.getcwd())
+    if done.returncode == 0:
+        return done.stdout.strip()
+    log.debug("git describe failed (%s); reading .git instead", done.stderr.strip())
+    return get_commit_from_path(os.getcwd())
+
+
+@contextmanager
+def quiet_git_hash() -> Iterator[None]:
+    """While active, lm-eval's evaluator records :func:`git_commit_hash` instead of running git on our stderr."""
+    original = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = git_commit_hash
+    try:
+        yield
+    finally:
+        lm_eval.evaluator.get_git_commit_hash = original
 
 
 def _build_lm(model: Any, model_args: Any, batch_size: Any, device: Any) -> Any:
@@ -160,13 +189,12 @@ def simple_evaluate(
             "memory and file-size limits, a fresh temporary directory and a scrubbed environment."
         )
     lm = _build_lm(model, model_args, kwargs.pop("batch_size", None), kwargs.pop("device", None))
-    if runs_code:
-        kwargs["confirm_run_unsafe_code"] = True
     t0 = time.perf_counter()
-    if runs_code:
-        with sandboxed_code_eval(code_timeout_s, code_memory_mb):
-            results = lm_eval_simple_evaluate(model=lm, model_args=model_args, tasks=tasks, task_manager=task_manager, **kwargs)
-    else:
+    with ExitStack() as stack:
+        if runs_code:
+            kwargs["confirm_run_unsafe_code"] = True
+            stack.enter_context(sandboxed_code_eval(code_timeout_s, code_memory_mb))
+        stack.enter_context(quiet_git_hash())
         results = lm_eval_simple_evaluate(model=lm, model_args=model_args, tasks=tasks, task_manager=task_manager, **kwargs)
     wall = time.perf_counter() - t0
     if not isinstance(lm, UnmaskLM):

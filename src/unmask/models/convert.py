@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -63,24 +64,7 @@ def convert(
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ValueError(f"dst {str(out_dir)!r} exists and is not empty (pass overwrite=True / --overwrite)")
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    weight_map: dict[str, str] = {}
-    total = 0
-    stored_dtype = None
-    for i, shard in enumerate(iter_shards(files, torch.device("cpu"), dtype)):
-        out = {rename(k): v.contiguous() for k, v in shard.items() if not k.endswith("rotary_emb.inv_freq")}
-        if config.tie_word_embeddings:
-            out.pop("lm_head.weight", None)  # tied: the embedding serves as the head
-        name = "model.safetensors" if len(files) == 1 else f"model-{i + 1:05d}-of-{len(files):05d}.safetensors"
-        save_file(out, str(out_dir / name), metadata={"format": "pt"})
-        weight_map.update(dict.fromkeys(out, name))
-        total += sum(t.numel() * t.element_size() for t in out.values())
-        stored_dtype = stored_dtype or next((t.dtype for t in out.values() if t.is_floating_point()), None)
-        del shard, out
-    if len(files) > 1:
-        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
-
+    stored_dtype = _write_weights(files, out_dir, rename, dtype, bool(config.tie_word_embeddings))
     cfg = config.to_dict()
     eos = list(spec.eos_ids)
     cfg.update(
@@ -98,3 +82,25 @@ def convert(
         if item.is_file() and item.name not in _NOT_COPIED and not item.name.endswith(_WEIGHT_SUFFIXES):
             shutil.copy2(item, out_dir / item.name)
     return out_dir
+
+
+def _write_weights(files: list[Path], out_dir: Path, rename: Callable[[str], str], dtype: torch.dtype | None,
+                   tied: bool) -> torch.dtype | None:
+    """Write the renamed (and cast) shards, one at a time, and their index; returns the stored float dtype."""
+    weight_map: dict[str, str] = {}
+    total = 0
+    stored_dtype = None
+    for i, shard in enumerate(iter_shards(files, torch.device("cpu"), dtype)):
+        out = {rename(k): v.contiguous() for k, v in shard.items() if not k.endswith("rotary_emb.inv_freq")}
+        if tied:
+            out.pop("lm_head.weight", None)  # tied: the embedding serves as the head
+        name = "model.safetensors" if len(files) == 1 else f"model-{i + 1:05d}-of-{len(files):05d}.safetensors"
+        save_file(out, str(out_dir / name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(out, name))
+        total += sum(t.numel() * t.element_size() for t in out.values())
+        stored_dtype = stored_dtype or next((t.dtype for t in out.values() if t.is_floating_point()), None)
+        del shard, out
+    if len(files) > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return stored_dtype

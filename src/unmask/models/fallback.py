@@ -18,8 +18,8 @@ from torch import Tensor
 from transformers import AutoModel
 
 from ..denoiser import Denoiser, TokenSpec, Window, select_window
-from .families import Family, align_shifted
-from .tokenizer import load_tokenizer, token_spec
+from .families import Family, align_shifted, describe_families
+from .tokenizer import bos_rule, load_tokenizer, token_spec
 
 
 class RemoteDenoiser(Denoiser):
@@ -33,11 +33,11 @@ class RemoteDenoiser(Denoiser):
     rotary attention does not notice).
     """
 
-    def __init__(self, model: Any, spec: TokenSpec, family: Family | None) -> None:
+    def __init__(self, model: Any, spec: TokenSpec, family: Family | None, add_bos: bool | None = None) -> None:
         self.model = model.eval().requires_grad_(False)
         self.spec = spec
         self.family = family
-        self.add_bos = family.add_bos if family is not None else None
+        self.add_bos = add_bos  # the checkpoint's BOS rule (models.tokenizer.bos_rule)
         self.logit_shift = family.logit_shift if family is not None else 0
         params = inspect.signature(model.forward).parameters
         self._takes_positions = "position_ids" in params
@@ -74,10 +74,26 @@ class RemoteDenoiser(Denoiser):
 def load_remote(
     path: Path, raw: dict[str, Any], family: Family | None, device: torch.device, dtype: torch.dtype
 ) -> tuple[RemoteDenoiser, Any]:
-    """Load ``path`` with its own code: ``AutoModel.from_pretrained(trust_remote_code=True)``."""
+    """Load ``path`` with its own code: ``AutoModel.from_pretrained(trust_remote_code=True)``.
+
+    Refuses, before reading anything else, a checkpoint whose ``config.json``
+    names no code of its own (``auto_map.AutoModel``): ``AutoModel`` would give
+    transformers' base model, which has no language-model head.
+    """
+    if "AutoModel" not in (raw.get("auto_map") or {}):
+        if family is None:
+            raise ValueError(
+                f"{str(path)!r} has model_type {raw.get('model_type')!r}, which is not a family unmask runs natively "
+                f"({describe_families()}), and its config.json names no code of its own (auto_map.AutoModel) to run instead"
+            )
+        raise ValueError(
+            f"native=False (--remote-code) runs a checkpoint's own code, and {str(path)!r} has none (no "
+            f"auto_map.AutoModel in config.json); it is a {family.name} checkpoint that runs natively: leave native "
+            "unset (drop --remote-code)"
+        )
     tokenizer = load_tokenizer(path, trust_remote_code=True)
     vocab = raw.get("embedding_size") or raw.get("vocab_size") or len(tokenizer)
     max_length = raw.get("max_sequence_length") or raw.get("max_position_embeddings")
     spec = token_spec(raw, tokenizer, family, int(vocab), None if max_length is None else int(max_length))
     model = AutoModel.from_pretrained(str(path), trust_remote_code=True, dtype=dtype, local_files_only=True)
-    return RemoteDenoiser(model.to(device), spec, family), tokenizer
+    return RemoteDenoiser(model.to(device), spec, family, bos_rule(raw, family, tokenizer)), tokenizer

@@ -54,6 +54,13 @@ DREAM = Family(
 FAMILIES: dict[str, Family] = {f.name: f for f in (LLADA, DREAM)}
 
 
+def describe_families() -> str:
+    """The families unmask runs natively and how ``config.json`` names them, for error messages."""
+    known = "; ".join(f"{f.name}: model_type {' or '.join(map(repr, f.model_types))} or architectures "
+                      f"{' or '.join(f.architectures)}" for f in FAMILIES.values())
+    return f"{known}; or any checkpoint written by unmask convert (config.json unmask_family)"
+
+
 def detect_family(config: dict[str, Any]) -> Family | None:
     """The family of a checkpoint from its ``config.json`` dict, or None for an unknown model.
 

@@ -99,22 +99,24 @@ def decoder_forward(
     position_ids: Tensor,
     key_mask: Tensor | None,
     out_index: Tensor | None,
-    kv: KVBuffers | None = None,
+    keys: tuple[Tensor, ...] | None = None,
+    values: tuple[Tensor, ...] | None = None,
     cols: Tensor | None = None,
 ) -> Tensor:
     """Raw LM-head logits ``[N, n_out, V]`` of the queries ``out_index [n_out]`` (all if None).
 
-    ``input_ids, position_ids [N, q]``. Without ``kv`` the queries attend to
-    each other, with ``key_mask [N, q]``; with ``kv`` they write their
-    keys/values at buffer columns ``cols [q]`` and attend to the whole buffer
-    with ``key_mask [N, K]``. ``key_mask=None`` attends to every key.
+    ``input_ids, position_ids [N, q]``. Without ``keys``/``values`` (a
+    :class:`KVBuffers`' tuples) the queries attend to each other, with
+    ``key_mask [N, q]``; with them they write their keys/values at buffer
+    columns ``cols [q]`` and attend to the whole buffer with ``key_mask [N, K]``.
+    ``key_mask=None`` attends to every key.
     """
     inner = model.model
     hidden = inner.embed_tokens(input_ids)  # [N, q, d]
     cos, sin = inner.rotary_emb(hidden, position_ids)  # [N, q, D]
     bias = None if key_mask is None else key_mask[:, None, None, :]  # [N, 1, 1, K] bool
     for i, layer in enumerate(inner.layers):
-        layer_kv = None if kv is None else (kv.keys[i], kv.values[i])
+        layer_kv = None if keys is None or values is None else (keys[i], values[i])
         hidden = hidden + _attention(layer.self_attn, layer.input_layernorm(hidden), cos, sin, bias, layer_kv, cols)
         hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
     if out_index is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
 
 from ..denoiser import Denoiser
@@ -25,7 +25,7 @@ from .dream import dream_config, dream_rename
 from .families import Family, detect_family, is_converted
 from .llada import llada_config, llada_rename
 from .native import NativeDenoiser
-from .tokenizer import load_tokenizer, token_spec
+from .tokenizer import bos_rule, load_tokenizer, token_spec
 
 HF_CLASSES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
     "llada": (LlamaConfig, LlamaForCausalLM),
@@ -68,19 +68,31 @@ def resolve_path(name_or_path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def read_json(file: Path) -> Any:
+    """A JSON file of a checkpoint; ``ValueError`` naming the file if it is not valid JSON."""
+    with open(file, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{str(file)!r} is not valid JSON: {err}") from err
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """The ``config.json`` of a checkpoint directory as a dict."""
-    with open(path / "config.json", encoding="utf-8") as f:
-        return json.load(f)
+    config = read_json(path / "config.json")
+    if not isinstance(config, dict):
+        raise ValueError(f"{str(path / 'config.json')!r} must hold a JSON object, got {type(config).__name__}")
+    return config
 
 
 def weight_files(path: Path) -> list[Path]:
     """The safetensors files of a checkpoint: from ``model.safetensors.index.json``, else ``model.safetensors``."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        with open(index, encoding="utf-8") as f:
-            names = sorted(set(json.load(f)["weight_map"].values()))
-        return [path / n for n in names]
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{str(index)!r} has no 'weight_map' object naming the weight files")
+        return [path / n for n in sorted(set(weight_map.values()))]
     single = path / "model.safetensors"
     if single.is_file():
         return [single]
@@ -93,13 +105,22 @@ def weight_files(path: Path) -> list[Path]:
 def iter_shards(
     files: list[Path], device: torch.device, dtype: torch.dtype | None
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Yield ``{name: tensor}`` one shard at a time, each tensor read onto ``device`` and cast alone."""
+    """Yield ``{name: tensor}`` one shard at a time, each tensor read onto ``device`` and cast alone.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming
+    the file for one that is not readable safetensors (truncated, corrupt).
+    """
     for file in files:
+        if not file.is_file():
+            raise FileNotFoundError(f"weight file {str(file)!r} does not exist")
         shard: dict[str, torch.Tensor] = {}
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
-            for name in f.keys():
-                t = f.get_tensor(name)
-                shard[name] = t if dtype is None or not t.is_floating_point() else t.to(dtype)
+        try:
+            with safe_open(str(file), framework="pt", device=str(device)) as f:
+                for name in f.keys():
+                    t = f.get_tensor(name)
+                    shard[name] = t if dtype is None or not t.is_floating_point() else t.to(dtype)
+        except SafetensorError as err:
+            raise ValueError(f"weight file {str(file)!r} is not a readable safetensors file: {err}") from err
         yield shard
 
 
@@ -166,9 +187,15 @@ def default_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"device must be a torch device such as 'cpu', 'cuda', 'cuda:1', got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} was asked for, but CUDA is not available here "
+                         f"(torch {torch.__version__}); use device 'cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} was asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    return dev
 
 
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -228,5 +255,4 @@ def load(
     # validate special ids before reading any weights
     spec = token_spec(raw, tokenizer, family, config.vocab_size, config.max_position_embeddings)
     model = build_native(path, config, family, is_converted(raw), dev, dt)
-    add_bos = family.add_bos and getattr(tokenizer, "bos_token_id", None) is not None  # e.g. a char-level tiny model
-    return NativeDenoiser(model, spec, family, add_bos), tokenizer
+    return NativeDenoiser(model, spec, family, bos_rule(raw, family, tokenizer)), tokenizer

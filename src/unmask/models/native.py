@@ -50,7 +50,7 @@ class NativeDenoiser(CachingDenoiser):
 
     def __init__(self, model: PreTrainedModel, spec: TokenSpec, family: Family, add_bos: bool | None = None) -> None:
         check_supported(model)
-        self.model = model.eval().requires_grad_(False)
+        self.model = model  # used as given: generation runs under no_grad, and the forward has no dropout
         self.spec = spec
         self.family = family
         self.add_bos = family.add_bos if add_bos is None else add_bos
@@ -91,7 +91,7 @@ class NativeDenoiser(CachingDenoiser):
         a, b = logit_columns(start, q, window, self.lookbehind)
         cols = torch.arange(start, start + q, device=input_ids.device)
         index = torch.arange(a, b, device=input_ids.device)
-        raw = decoder_forward(self.model, input_ids, position_ids, key_mask, index, cache, cols)
+        raw = decoder_forward(self.model, input_ids, position_ids, key_mask, index, cache.keys, cache.values, cols)
         return align(raw, position_ids, a, b, window[1] - window[0], self.lookbehind)
 
     def compiled(self) -> CachingDenoiser:

@@ -1,8 +1,13 @@
-"""Tokenizers: loading, the special ids of a checkpoint, and prompt encoding.
+"""Tokenizers: loading, the special ids of a checkpoint, the BOS rule, and text encoding.
 
-Special ids come from ``config.json`` first, then from the tokenizer, then
-(EOS only) from the family's defaults. A checkpoint with no mask token in
-either is refused: a masked diffusion model cannot run without one.
+This module is the one home of two rules. Special ids come from
+``config.json`` first, then from the tokenizer, then (EOS only) from the
+family's defaults; a checkpoint with no mask token in either is refused, since
+a masked diffusion model cannot run without one. The BOS rule of a checkpoint
+(:func:`bos_rule`: exactly one BOS, none, or the tokenizer's own) is decided
+and applied here (:func:`encode_text`), for the CLI, the library and the
+lm-eval model alike; a text with characters the tokenizer does not know is
+refused rather than silently mapped to its unknown token.
 """
 
 from __future__ import annotations
@@ -87,6 +92,77 @@ def token_spec(
     return TokenSpec(mask_id=mask_id, eos_ids=eos_ids, pad_id=pad_id, vocab_size=vocab_size, max_length=max_length)
 
 
+def bos_rule(config: dict[str, Any], family: Family | None, tokenizer: Any) -> bool | None:
+    """How a checkpoint's prompts begin: True = exactly one BOS, False = none added, None = the tokenizer's rule.
+
+    ``unmask_add_bos`` in ``config.json`` decides when present; else the
+    family's rule (LLaDA adds one, Dream none), which needs a tokenizer with a
+    BOS token (a character-level tokenizer may have none); unknown families
+    follow their tokenizer.
+    """
+    if "unmask_add_bos" in config:
+        return bool(config["unmask_add_bos"])
+    if family is None:
+        return None
+    return family.add_bos and getattr(tokenizer, "bos_token_id", None) is not None
+
+
+def _unknown_id(tokenizer: Any) -> int | None:
+    """The id a tokenizer gives text it does not know: its unk token, or its backend model's."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None:
+        return int(unk)
+    model = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)
+    token = getattr(model, "unk_token", None)  # e.g. a WordLevel model whose unknown token is <pad>
+    return _vocab_id(tokenizer, token) if token else None
+
+
+def check_known(tokenizer: Any, text: str, name: str = "text") -> None:
+    """Raise ``ValueError`` if ``text`` holds characters the tokenizer would turn into its unknown token."""
+    unk = _unknown_id(tokenizer)
+    if unk is None or unk not in tokenizer.encode(text, add_special_tokens=False):
+        return
+    token = tokenizer.convert_ids_to_tokens(unk)
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        spans = [text[a:b] for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"]) if i == unk]
+        unknown = sorted({piece for piece in spans if piece != token})
+    else:
+        unknown = sorted({c for c in text if unk in tokenizer.encode(c, add_special_tokens=False)})
+    if not unknown:  # the text spells the unknown token itself
+        return
+    specials = set(getattr(tokenizer, "all_special_tokens", []))
+    pieces = [t for t in tokenizer.get_vocab() if t not in specials]
+    known = (f"; it knows only the characters {''.join(sorted(pieces))!r}" if all(len(t) == 1 for t in pieces)
+             else "")
+    raise ValueError(f"{name} {text[:60]!r} holds {', '.join(map(repr, unknown))}, which the tokenizer does not "
+                     f"know (it would read {token!r}){known}")
+
+
+def encode_text(tokenizer: Any, text: str, add_bos: bool | None, *, templated: bool = False, name: str = "text") -> list[int]:
+    """Token ids of one text under a BOS rule (see :func:`bos_rule`).
+
+    ``add_bos=True``: exactly one BOS first (not a second one when the text
+    already begins with it); False: no specials added; None: the tokenizer adds
+    its specials, unless the text already begins with the BOS text or was
+    written by a chat template (``templated``), which writes its own. Raises
+    ``ValueError`` for characters the tokenizer does not know (``name`` names
+    the text in the message; a templated text is the caller's to check, before
+    the template adds the checkpoint's own text).
+    """
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if add_bos and bos is None:
+        raise ValueError("add_bos=True needs a tokenizer with a BOS token; this one has none")
+    if not templated:
+        check_known(tokenizer, text, name)
+    if add_bos is None:
+        bos_text = getattr(tokenizer, "bos_token", None)
+        specials = not templated and not (bos_text and text.startswith(bos_text))
+        return list(tokenizer.encode(text, add_special_tokens=specials))
+    ids = list(tokenizer.encode(text, add_special_tokens=False))
+    return [bos, *ids] if add_bos and ids[:1] != [bos] else ids
+
+
 def has_chat_template(tokenizer: Any) -> bool:
     """True for instruct checkpoints: the tokenizer carries a chat template."""
     return bool(getattr(tokenizer, "chat_template", None))
@@ -101,7 +177,9 @@ def encode_prompts(
     and the assistant header (``add_generation_prompt=True``); None = when the
     tokenizer has a template. ``add_bos``: make every prompt start with exactly
     one BOS token (LLaDA); False = never add one; None = the tokenizer's own rule.
-    Use ``denoiser.add_bos`` for the checkpoint's family rule.
+    Use ``denoiser.add_bos`` for the checkpoint's rule (:func:`bos_rule`).
+    Raises ``ValueError`` naming the prompt and the characters for text the
+    tokenizer does not know.
     """
     if isinstance(texts, str):
         raise ValueError("texts must be a sequence of strings, got a single str")
@@ -109,17 +187,11 @@ def encode_prompts(
         chat = has_chat_template(tokenizer)
     if chat and not has_chat_template(tokenizer):
         raise ValueError("chat=True needs a tokenizer with a chat_template; this one has none (use chat=False)")
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if add_bos and bos is None:
-        raise ValueError("add_bos=True needs a tokenizer with a BOS token; this one has none")
     rows = []
-    for text in texts:
+    for i, text in enumerate(texts):
         if chat:
+            check_known(tokenizer, text, f"prompts[{i}]")
             turn = [{"role": "user", "content": text}]
             text = tokenizer.apply_chat_template(turn, add_generation_prompt=True, tokenize=False)
-        # with a rule of our own (or a template, which writes its specials), the tokenizer adds nothing
-        ids = list(tokenizer.encode(text, add_special_tokens=add_bos is None and not chat))
-        if add_bos and ids[:1] != [bos]:
-            ids = [bos] + ids
-        rows.append(ids)
+        rows.append(encode_text(tokenizer, text, add_bos, templated=chat, name=f"prompts[{i}]"))
     return rows

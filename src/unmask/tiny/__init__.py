@@ -24,7 +24,7 @@ import torch
 
 from .data import GEN_LENGTH, Problem, final_answer, heldout, score
 from .evaluate import encode_prompts, evaluate, heldout_problems, one_token_per_call, solve
-from .model import ASSET_DIR, TinyDenoiser
+from .model import ASSET_DIR, tiny_denoiser
 
 
 def load_tiny(device: str = "cpu") -> tuple[Any, Any]:
@@ -39,6 +39,6 @@ def load_tiny(device: str = "cpu") -> tuple[Any, Any]:
 
 
 __all__ = [
-    "ASSET_DIR", "GEN_LENGTH", "Problem", "TinyDenoiser", "encode_prompts", "evaluate", "final_answer", "heldout",
-    "heldout_problems", "load_tiny", "one_token_per_call", "score", "solve",
+    "ASSET_DIR", "GEN_LENGTH", "Problem", "encode_prompts", "evaluate", "final_answer", "heldout",
+    "heldout_problems", "load_tiny", "one_token_per_call", "score", "solve", "tiny_denoiser",
 ]

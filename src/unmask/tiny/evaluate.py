@@ -27,7 +27,9 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
         raise ValueError("prompts must be a sequence of strings, got a single string")
     if tokenizer is None:
         return [encode(p) for p in prompts]
-    return [list(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+    from ..models.tokenizer import encode_prompts as encode_texts
+
+    return encode_texts(tokenizer, prompts, chat=False, add_bos=False)  # unknown characters refused
 
 
 class _CharTokenizer:

@@ -1,13 +1,11 @@
-"""The tiny model: a ``LlamaForCausalLM`` used bidirectionally, and its Denoiser adapter.
+"""The tiny model: a ``LlamaForCausalLM`` run bidirectionally, built, saved and wrapped like any checkpoint.
 
-LLaDA is a Llama-style transformer without the causal mask. Here a stock
-``transformers`` Llama is run the same way: every call passes an explicit
-additive 4-D mask ``[N, 1, 1, T]`` (0 on real keys, the dtype's minimum on
-left padding), which ``transformers`` uses as-is, so no causal mask is ever
-built and SDPA runs with ``is_causal=False``. ``config.is_causal`` is also
-saved as False (transformers >= 5 then builds bidirectional masks from 2-D
-masks too), and a test checks that the last token changes position 0's
-logits.
+LLaDA is a Llama-style transformer without the causal mask. The tiny model is
+a stock ``transformers`` Llama run the same way, through the native adapter's
+forward (:mod:`unmask.models.forward`: bidirectional attention, left padding
+hidden by a key mask) in training and in generation alike. ``config.is_causal``
+is also saved as False, and a test checks that the last token changes
+position 0's logits.
 
 The saved folder is the "converted native format" of the package: a
 ``save_pretrained`` Llama (safetensors) whose config carries
@@ -23,10 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ..denoiser import TokenSpec
+from ..models.families import LLADA
+from ..models.native import NativeDenoiser
 from .data import EOS_ID, MASK_ID, PAD_ID, VOCAB
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-arith"
@@ -84,28 +83,6 @@ def build_model(shape: TinyShape = TinyShape(), seed: int = 0) -> LlamaForCausal
     return LlamaForCausalLM(tiny_config(shape))
 
 
-def key_mask(attention_mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """Additive bidirectional mask ``[N, 1, 1, T]``: 0 on real keys, ``finfo.min`` on padding."""
-    blocked = ~attention_mask.bool()  # [N, T]
-    return torch.zeros(blocked.shape, dtype=dtype, device=blocked.device).masked_fill(
-        blocked, torch.finfo(dtype).min
-    )[:, None, None, :]
-
-
-def bidirectional_logits(model: LlamaForCausalLM, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
-    """Logits ``[N, T, V]`` of ``model`` run without a causal mask (padded keys ignored)."""
-    dtype = next(model.parameters()).dtype
-    if torch.is_autocast_enabled(input_ids.device.type):
-        dtype = torch.get_autocast_dtype(input_ids.device.type)
-    out = model(
-        input_ids=input_ids,
-        attention_mask=key_mask(attention_mask, dtype),
-        position_ids=position_ids,
-        use_cache=False,
-    )
-    return out.logits
-
-
 def token_spec(config: LlamaConfig) -> TokenSpec:
     """The loop's :class:`TokenSpec` from a saved config's extra keys."""
     missing = [k for k in ("mask_token_id", "eos_token_id", "pad_token_id") if getattr(config, k, None) is None]
@@ -122,30 +99,9 @@ def token_spec(config: LlamaConfig) -> TokenSpec:
     )
 
 
-class TinyDenoiser:
-    """Denoiser adapter for a bidirectional tiny Llama: aligned logits, no shift, padding ignored."""
-
-    def __init__(self, model: LlamaForCausalLM) -> None:
-        self.model = model.eval()
-        self.spec = token_spec(model.config)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path = ASSET_DIR, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32) -> TinyDenoiser:
-        """Load a saved folder offline; weights stored in float16 are upcast to ``dtype``."""
-        path = Path(path)
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"no config.json in {path}: not a saved tiny model folder")
-        model = LlamaForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa")
-        return cls(model.to(device))
-
-    @torch.no_grad()
-    def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor) -> Tensor:
-        return bidirectional_logits(self.model, input_ids, attention_mask, position_ids).float()  # [N, T, V]
+def tiny_denoiser(model: LlamaForCausalLM) -> NativeDenoiser:
+    """An in-memory tiny model (training, tests) behind the adapter that ``unmask.load("tiny-arith")`` gives."""
+    return NativeDenoiser(model, token_spec(model.config), LLADA, add_bos=False)
 
 
 def save_tiny(model: LlamaForCausalLM, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:

@@ -3,12 +3,14 @@
 Every character of :data:`unmask.tiny.data.CHARS` is one token; ``<pad>``,
 ``<eos>`` and ``<mask>`` are special tokens. Ids equal the indices of
 :data:`unmask.tiny.data.VOCAB`, so the training data (encoded in plain Python)
-and the saved tokenizer agree; a test checks it.
+and the saved tokenizer agree; a test checks it. Inside the tokenizer a
+character outside the alphabet reads as ``<pad>``; prompts encoded by unmask
+(:func:`unmask.models.tokenizer.encode_text`) refuse it, naming the character
+and the alphabet. The saved copy ships with the model and is loaded by
+:func:`unmask.load` like any checkpoint's.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -31,11 +33,3 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         clean_up_tokenization_spaces=False,
     )
     return tok
-
-
-def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
-    """Load the saved tokenizer from a model folder (offline)."""
-    path = Path(path)
-    if not (path / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"no tokenizer.json in {path}")
-    return PreTrainedTokenizerFast.from_pretrained(str(path))

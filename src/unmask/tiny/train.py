@@ -24,8 +24,10 @@ import torch
 from torch import Tensor
 from transformers import LlamaForCausalLM
 
+from ..models import load
+from ..models.forward import decoder_forward
 from .data import GEN_LENGTH, MASK_ID, PAD_ID, PROMPT_WIDTH, answer_ids, encode, problems
-from .model import TinyDenoiser, TinyShape, bidirectional_logits, build_model, num_params, save_tiny
+from .model import TinyShape, build_model, num_params, save_tiny, tiny_denoiser
 
 
 def encode_batch(pairs: list[tuple[str, str]], gen_length: int = GEN_LENGTH, width: int = PROMPT_WIDTH) -> tuple[Tensor, Tensor]:
@@ -57,7 +59,7 @@ def sft_loss(model: LlamaForCausalLM, ids: Tensor, attn: Tensor, gen_length: int
     x = ids.clone()
     x[:, width:] = torch.where(masked, MASK_ID, ids[:, width:])
     positions = (attn.long().cumsum(-1) - 1).clamp_min(0)  # same convention as the loop
-    logits = bidirectional_logits(model, x, attn, positions)[:, width:]  # [B, G, V]
+    logits = decoder_forward(model, x, positions, attn.bool(), None)[:, width:]  # [B, G, V], bidirectional
     ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), ids[:, width:], reduction="none")  # [B, G]
     return (ce * masked / t).sum() / (b * gen_length)
 
@@ -68,7 +70,7 @@ def validate(model: LlamaForCausalLM, n: int, batch_size: int = 500) -> tuple[fl
     from .evaluate import evaluate
 
     was_training = model.training
-    res = evaluate(TinyDenoiser(model), n=n, split="val", batch_size=batch_size)
+    res = evaluate(tiny_denoiser(model), n=n, split="val", batch_size=batch_size)
     model.train(was_training)
     return res["answer_acc"], res["exact_match"]
 
@@ -119,17 +121,8 @@ def train(
     t_start = time.perf_counter()
     ids, attn = training_pool(pool_size, seed)
     ids, attn = ids.to(dev), attn.to(dev)
-    if init is not None:
-        model = TinyDenoiser.from_pretrained(init).model.to(dev).train().requires_grad_(True)
-        cfg = model.config
-        shape = TinyShape(cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size,
-                          cfg.max_position_embeddings)
-    else:
-        model = build_model(shape, seed).to(dev).train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.98))
+    model, shape = _initial_model(init, shape, seed, dev)
+    opt = _optimizer(model, lr, weight_decay)
     gen = torch.Generator(device=dev).manual_seed(seed + 1)
     budget = None if time_budget_min is None else 60.0 * time_budget_min
     summary: dict[str, Any] = {"params": num_params(model), "shape": asdict(shape), "seed": seed, "batch_size": batch_size,
@@ -149,12 +142,7 @@ def train(
                 break
             for group in opt.param_groups:
                 group["lr"] = lr * _lr_factor(prog, warmup)
-            idx = torch.randint(0, ids.shape[0], (batch_size,), generator=gen, device=dev)
-            loss = sft_loss(model, ids[idx], attn[idx], GEN_LENGTH, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            loss = _step(model, opt, ids, attn, batch_size, gen)
             step += 1
             value = float(loss.detach()) if step % 10 == 0 or step == 1 else None
             if value is not None:
@@ -172,6 +160,37 @@ def train(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     log.close()
     return summary
+
+
+def _initial_model(init: str | Path | None, shape: TinyShape, seed: int,
+                   dev: torch.device) -> tuple[LlamaForCausalLM, TinyShape]:
+    """A fresh seeded model of ``shape``, or the saved one at ``init`` (and its shape), in training mode."""
+    if init is None:
+        return build_model(shape, seed).to(dev).train(), shape
+    model = load(init, device=dev, dtype=torch.float32)[0].model.train().requires_grad_(True)
+    cfg = model.config
+    return model, TinyShape(cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.intermediate_size,
+                            cfg.max_position_embeddings)
+
+
+def _optimizer(model: LlamaForCausalLM, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with weight decay on the matrices other than the embeddings."""
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=lr, betas=(0.9, 0.98))
+
+
+def _step(model: LlamaForCausalLM, opt: torch.optim.Optimizer, ids: Tensor, attn: Tensor, batch_size: int,
+          gen: torch.Generator) -> Tensor:
+    """One optimisation step on a random batch of the pool; returns the loss."""
+    idx = torch.randint(0, ids.shape[0], (batch_size,), generator=gen, device=ids.device)
+    loss = sft_loss(model, ids[idx], attn[idx], GEN_LENGTH, gen)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss
 
 
 def _checkpoint(model: LlamaForCausalLM, out: Path, step: int, loss: float | None, eval_n: int,

@@ -1,10 +1,11 @@
-"""Run untrusted Python (generated code, benchmark tests) in a contained child process.
+"""Running untrusted Python (generated code, benchmark tests) in a contained child process.
 
 :func:`run_untrusted` writes the program into a fresh temporary directory and
 runs it with ``python -I -B`` in a new session, with:
 
-- a wall-clock timeout (the whole process group is killed) and a CPU-time
-  limit (``RLIMIT_CPU``);
+- a wall-clock timeout and a CPU-time limit (``RLIMIT_CPU``); when the
+  program ends, for whatever reason, its whole process group is killed, so no
+  process it started outlives it;
 - an address-space limit (``RLIMIT_AS``, so a memory bomb raises MemoryError),
   a file-size limit (``RLIMIT_FSIZE``) and no core dumps;
 - the temporary directory as working directory, ``HOME`` and ``TMPDIR``, and a
@@ -81,7 +82,7 @@ sys.argv = [program]
 exec(compile(source, program, "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
 '''
 
-STATUSES = ("passed", "failed", "timeout", "memory", "blocked", "error")
+STATUSES = ("passed", "failed", "timeout", "memory", "blocked")
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,25 @@ def _status(returncode: int | None, timed_out: bool, stderr: str) -> str:
     if "PermissionError: sandbox:" in stderr:
         return "blocked"
     return "failed"
+
+
+def _exited(pid: int, timeout_s: float) -> bool:
+    """Wait until process ``pid`` exits or ``timeout_s`` passes; True if it exited.
+
+    The exited process is left unreaped (``WNOWAIT``): as a zombie it still
+    holds its pid, so its process group id cannot be reused by an unrelated
+    process before the caller kills the group.
+    """
+    deadline = time.monotonic() + timeout_s
+    delay = 0.0005
+    while True:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(delay, remaining))
+        delay = min(2 * delay, 0.02)
 
 
 def _read(path: Path, limit: int) -> str:
@@ -153,15 +173,13 @@ def run_untrusted(
                str(memory_mb * 1024 * 1024), str(file_mb * 1024 * 1024), str(workdir / "program.py")]
         out_path, err_path = workdir / ".stdout", workdir / ".stderr"
         t0 = time.perf_counter()
-        timed_out = False
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                     start_new_session=True)
             try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                os.killpg(proc.pid, signal.SIGKILL)  # the whole session: nothing the program started survives
+                timed_out = not _exited(proc.pid, timeout_s)
+            finally:  # on exit, timeout or any error here: nothing the program started survives it
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         seconds = time.perf_counter() - t0
         stdout, stderr = _read(out_path, max_output), _read(err_path, max_output)

@@ -1,0 +1,154 @@
+"""unmask's planners as SGLang dLLM algorithms: one ``DllmAlgorithm`` subclass per planner.
+
+SGLang runs a block of ``block_size`` tokens per request through repeated
+model forwards and calls ``step(forward_batch, full_logits, states)`` after
+each one. Here ``step`` views the logits as ``[B, block, V]`` and the ids as
+``[B, block]`` and runs :func:`unmask.decide.decide`, the one per-call
+decision of unmask's own loop, so for the same logits, positions and seeds a
+request gets exactly the tokens ``unmask.generate`` would give it. The
+contract SGLang asks for:
+
+- a block reports done only when it had no mask at the start of the step, so
+  the forward that holds its final tokens (and their KV) has run;
+- revealed tokens are written into ``forward_batch.input_ids`` in place (its
+  identity is what CUDA graphs replay from);
+- every tensor-parallel rank draws the same numbers: unmask's noise is a hash
+  of (request seed, call index within the block, position id, vocabulary
+  index), and the request seed comes from the request (its sampling seed,
+  else the config seed and the request id), never from the rank or a
+  generator.
+
+A request's state between steps is its seed and the index of its next call
+within the block (:class:`RequestState`); DUS's deferral needs nothing more
+(DESIGN.md, "Planner state"). With FDFO scheduling SGLang keeps that state on
+the request across rounds, so rows of one batch may sit at different calls:
+``step`` runs ``decide`` once per distinct call index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from sglang.srt.dllm.algorithm.base import DllmAlgorithm
+from torch import Tensor
+
+from unmask.decide import broken, check, decide
+from unmask.noise import Noise, derive_seed
+from unmask.planners import PLANNERS
+
+from .settings import Settings, algorithm_name
+
+# The block-diffusion architectures SGLang serves with a mask token (its DllmConfig table);
+# DiffusionGemma needs SGLang's own Gemma4Renoise algorithm.
+ARCHITECTURES = ("LLaDA2MoeModelLM", "SDARForCausalLM", "SDARMoeForCausalLM")
+SEED_MASK = (1 << 64) - 1  # a request's int64 sampling seed, read as the unsigned 64-bit seed unmask takes
+
+
+@dataclass
+class RequestState:
+    """What one request's current block carries between steps."""
+
+    seed: int  # the request's noise seed (>= 0)
+    call: int = 0  # index of the next call within the block
+
+
+def rid_key(rid: str) -> int:
+    """A stable 63-bit integer for a request id (the same in every process and run)."""
+    return int.from_bytes(hashlib.sha256(rid.encode()).digest()[:8], "little") >> 1
+
+
+def request_seeds(forward_batch: Any, base: int) -> list[int]:
+    """One noise seed per request of the batch, the same on every tensor-parallel rank.
+
+    The request's sampling seed when SGLang passes one (``sampling_info.sampling_seed``,
+    filled with ``--enable-deterministic-inference``; a non-negative seed is used as
+    it is, so ``unmask.generate(seeds=[s])`` reproduces the request), else
+    ``derive_seed(base, rid_key(rid))`` from the config seed and the request id.
+    """
+    n = forward_batch.batch_size
+    sampling_seed = getattr(getattr(forward_batch, "sampling_info", None), "sampling_seed", None)
+    if sampling_seed is not None:
+        return [int(s) & SEED_MASK for s in sampling_seed.reshape(-1)[:n].tolist()]
+    rids = getattr(forward_batch, "rids", None)
+    if rids is None or len(rids) < n:
+        raise RuntimeError("unmask's SGLang algorithms need each request's id (forward_batch.rids) or sampling "
+                           "seed to seed its draws; this forward batch carries neither")
+    return [derive_seed(base, rid_key(str(rid))) for rid in rids[:n]]
+
+
+class UnmaskAlgorithm(DllmAlgorithm):
+    """An unmask planner behind SGLang's dLLM algorithm interface (subclassed once per planner kind)."""
+
+    kind: ClassVar[str] = ""  # registry name of the planner in unmask.planners.PLANNERS
+    supported_architectures = ARCHITECTURES
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        if not self.kind:
+            raise TypeError("UnmaskAlgorithm is a base class; use one of unmask_sglang.ALGORITHMS")
+        self.settings = Settings.parse(self.kind, config.algorithm_config, self.block_size)
+
+    def init_step_state(self, forward_batch: Any) -> list[RequestState]:
+        return [RequestState(seed) for seed in request_seeds(forward_batch, self.settings.seed)]
+
+    def step(self, forward_batch: Any, full_logits: Tensor, states: list[RequestState]) -> list[bool]:
+        """Reveal this call's positions of every block that has masks; True for blocks that had none."""
+        n, bl = forward_batch.batch_size, self.block_size
+        ids = forward_batch.input_ids.view(n, bl)  # a view: writes land in input_ids itself
+        masked = ids == self.mask_id  # [n, bl]
+        prompt = getattr(forward_batch, "dllm_prompt_mask", None)  # committed tokens that are literally the mask id
+        if prompt is not None:
+            masked &= ~prompt.view(n, bl)
+        active = masked.any(-1).tolist()  # the one host read SGLang's own algorithms make too
+        groups: dict[int, list[int]] = {}
+        for i, has_masks in enumerate(active):
+            if has_masks:
+                groups.setdefault(states[i].call, []).append(i)
+        if groups:
+            logits = full_logits.view(n, bl, -1)
+            # position ids, counted from the request's first token (a graph-padded buffer is cut to the batch)
+            positions = forward_batch.positions[: n * bl].view(n, bl).long()
+            nonfinite = torch.zeros((), dtype=torch.bool, device=ids.device)
+            bad = torch.zeros_like(nonfinite)
+            for call, rows in groups.items():
+                nonfinite, bad = self._reveal(ids, logits, masked, positions, states, call, rows, nonfinite, bad)
+                for i in rows:
+                    states[i].call += 1
+            check(nonfinite, bad, self.settings.planner)
+        return [not has_masks for has_masks in active]
+
+    def _reveal(self, ids: Tensor, logits: Tensor, masked: Tensor, positions: Tensor, states: list[RequestState],
+                call: int, rows: list[int], nonfinite: Tensor, bad: Tensor) -> tuple[Tensor, Tensor]:
+        """Run ``decide`` for the blocks ``rows`` (all at call ``call``) and write their reveals into ``ids``."""
+        whole = len(rows) == ids.shape[0]  # the common case: no gather, no scatter
+        idx = None if whole else torch.tensor(rows, dtype=torch.long, device=ids.device)
+        pick = (lambda t: t) if idx is None else (lambda t: t.index_select(0, idx))
+        m = pick(masked)
+        noise = Noise.from_seeds([states[i].seed for i in rows], ids.device).at(call, pick(positions))
+        d = decide(pick(logits), m, self.settings.planner, self.settings.sampling, noise, call, 1, self.mask_id)
+        new = torch.where(d.reveal, d.proposal.tokens, pick(ids))  # [k, bl]
+        if idx is None:
+            ids.copy_(new)
+        else:
+            ids.index_copy_(0, idx, new)
+        finite = d.proposal.finite
+        if finite is not None:
+            nonfinite = nonfinite | ~finite
+        return nonfinite, bad | broken(m, d.reveal)
+
+
+def _adapter(kind: str) -> type[UnmaskAlgorithm]:
+    name = algorithm_name(kind)
+    doc = f"``--dllm-algorithm {name}``: unmask's {kind!r} planner (unmask.planners.{PLANNERS[kind].__name__})."
+    cls_name = "Unmask" + PLANNERS[kind].__name__
+    return type(cls_name, (UnmaskAlgorithm,), {"kind": kind, "__doc__": doc, "__module__": __name__,
+                                               "__qualname__": cls_name})
+
+
+# name -> class, DUS first; one adapter per planner in unmask's registry
+ALGORITHMS: dict[str, type[UnmaskAlgorithm]] = {
+    algorithm_name(kind): _adapter(kind) for kind in sorted(PLANNERS, key=lambda k: (k != "dilated", k))
+}
