@@ -29,6 +29,7 @@ rule as published.
 """
 
 import math
+from functools import lru_cache
 
 import pytest
 import torch
@@ -44,6 +45,7 @@ PROMPTS = ([], [5, 9, 2])
 SEED = 0  # the row seed of unmask's random orders
 
 
+@lru_cache(maxsize=4096)  # both loops ask for the same calls; callers copy
 def script_logits(seed: int, call: int, length: int, regime: str) -> torch.Tensor:
     """``[length, V]`` logits of call ``call``: 60% of positions at p ~ 1 - 1e-6, the rest spread out."""
     g = torch.Generator().manual_seed(seed * 7919 + call)
