@@ -17,7 +17,7 @@ import html
 import json
 from typing import TYPE_CHECKING
 
-from ..viz.html import _CSS, _JS
+from ..viz.html import REPLAY_CSS, REPLAY_JS
 
 if TYPE_CHECKING:
     from .plan import Served
@@ -147,10 +147,10 @@ def playground_html(served: Served) -> str:
     s = served.settings
     options = "".join(f"<option{' selected' if p == s.planner else ''}>{html.escape(p)}</option>"
                       for p in dict.fromkeys((s.planner, *PRESETS)))
-    config = json.dumps({"replay": _JS}).replace("</", "<\\/")
+    config = json.dumps({"replay": REPLAY_JS}).replace("</", "<\\/")
     return (
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n<link rel='icon' href='data:,'>\n"
-        f"<title>unmask playground: {html.escape(s.model_name)}</title>\n<style>{_CSS}{_PAGE_CSS}</style>\n</head>\n<body>\n"
+        f"<title>unmask playground: {html.escape(s.model_name)}</title>\n<style>{REPLAY_CSS}{_PAGE_CSS}</style>\n</head>\n<body>\n"
         f"<h1>unmask playground <span style='font-weight:400;color:#666'>{html.escape(s.model_name)}</span></h1>\n"
         "<form id='form'>"
         f"<label>prompt<input id='prompt' value='{html.escape(_example(served), quote=True)}'></label>"

@@ -24,8 +24,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..viz import call_colors
-from ..viz.html import _row_data
-from ..viz.terminal import _fg_for
+from ..viz.html import replay_row
+from ..viz.terminal import text_color_for
 from .engine import Job, Result, usage
 from .schemas import ApiError
 
@@ -44,13 +44,13 @@ def reveal_start(job: Job) -> dict[str, Any]:
     colors = call_colors(expected or cfg.gen_length)  # adaptive planners: a provisional palette, exact at "done"
     return {"type": "start", "gen_length": cfg.gen_length, "max_tokens": job.plan.max_tokens,
             "block_length": cfg.block_length, "planner": repr(cfg.planner), "expected_calls": expected,
-            "colors": colors, "fgs": [_fg_for(c) for c in colors]}
+            "colors": colors, "fgs": [text_color_for(c) for c in colors]}
 
 
 def reveal_done(handler: Handler, result: Result) -> dict[str, Any]:
     rows = []
     for c in result.choices:
-        row = _row_data(f"choice {c.index}", handler.engine.pieces(c.ids), c.reveal_call)
+        row = replay_row(f"choice {c.index}", handler.engine.pieces(c.ids), c.reveal_call)
         rows.append({"index": c.index, **{k: row[k] for k in ("calls", "num_calls", "colors", "fgs", "pieces")}})
     return {"type": "done", "rows": rows}
 
