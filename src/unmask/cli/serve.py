@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -63,6 +64,21 @@ def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         raise ValueError(f"--{name.replace('_', '-')}: {err}") from None
 
 
+def warm_up(denoiser: Any, settings: Any, console: Console) -> None:
+    """Compile the default request's calls for one row and for several (every batch bucket shares those graphs)."""
+    from ..config import GenerationConfig
+    from ..loop import generate
+
+    block = min(settings.block_length, settings.max_tokens)
+    cfg = GenerationConfig(gen_length=-(-settings.max_tokens // block) * block, block_length=block,
+                           planner=settings.planner, compile=True)
+    prompt = [denoiser.spec.pad_id]
+    for rows in (1, 2):
+        generate(denoiser, [prompt] * rows, cfg)
+    warm = denoiser.compiled().warmup_seconds
+    console.print(f"compiled {len(warm)} call shapes in {sum(warm.values()):.1f} s before serving", soft_wrap=True)
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -76,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     console = Console(stderr=True, highlight=False)
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
-    if settings.compile:
-        denoiser.compiled()  # a model without a compiled path is refused now, not at the first request
+    if settings.compile:  # a model without a compiled path is refused now, and the first requests do not compile
+        warm_up(denoiser, settings, console)
     if args.chat_template is not None:
         tokenizer.chat_template = Path(args.chat_template).read_text(encoding="utf-8")
     app = create_app(Served(denoiser, tokenizer, settings))
