@@ -68,3 +68,67 @@ def test_minus_inf_is_never_drawn():
 def test_sampling_without_noise_is_refused():
     with pytest.raises(ValueError, match="needs noise"):
         propose(LOGITS.expand(1, 2, 4), SamplingParams(temperature=1.0))
+
+
+def confident_logits(n: int, vocab: int = 64, seed: int = 0) -> torch.Tensor:
+    """``[1, n, vocab]`` float32 logits ~50 whose top token has p ~ 1 - 1e-6, all nearly tied."""
+    g = torch.Generator().manual_seed(seed)
+    top = 50 + 2 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+    z = top - 20 - 10 * torch.rand(n, vocab, generator=g, dtype=torch.float64)  # a far tail
+    z[:, 0] = top[:, 0]
+    z[:, 1] = top[:, 0] - 13.8 - 0.05 * torch.rand(n, generator=g, dtype=torch.float64)  # the runner-up
+    z[:, 2] = float("-inf")  # an excluded token, as the mask id is
+    return z.float().unsqueeze(0)
+
+
+def exact(z: torch.Tensor):
+    """float64 scores of the argmax: 1 - p, 1 - margin and the entropy."""
+    p = z.double().softmax(-1)
+    top2 = p.topk(2, -1).values
+    return 1 - top2[..., 0], 1 - top2[..., 0] + top2[..., 1], -torch.xlogy(p, p).sum(-1)
+
+
+def test_scores_rank_exactly_near_one():
+    z = confident_logits(32)
+    p = propose(z, SamplingParams(), need=frozenset({"margin", "entropy"}))
+    doubt, margin_doubt, entropy = exact(z)
+    # the float32 probability cannot separate these positions; its complement and the entropy can
+    assert len(p.confidence.unique()) <= 3 and len(doubt.unique()) == 32
+    for ours, ref in ((p.doubt, doubt), (p.margin_doubt, margin_doubt), (p.entropy, entropy)):
+        assert torch.equal(ours.argsort(stable=True), ref.argsort(stable=True))
+        assert torch.allclose(ours.double(), ref, rtol=1e-5, atol=0)  # float32 sums: relative error ~log2(V) 2^-24
+
+
+def test_scores_of_a_drawn_token_that_is_not_the_argmax():
+    logits = torch.tensor([[[3.0, 1.0, 0.5, float("-inf")]]]).expand(1, 400, 4)
+    p = propose(logits, SamplingParams(temperature=1.0), noise=noise(400, 5))
+    probs = logits[0, 0].double().softmax(-1)
+    assert (p.tokens != 0).any()
+    assert torch.allclose(p.confidence.double(), probs[p.tokens], rtol=1e-6)
+    assert torch.allclose(p.doubt.double(), 1 - probs[p.tokens], rtol=1e-6)
+
+
+def test_hand_built_proposal_gets_complements():
+    from unmask.sampling import Proposal
+
+    conf = torch.tensor([[0.25, 0.75]])
+    prop = Proposal(tokens=torch.zeros(1, 2, dtype=torch.long), confidence=conf, logq=torch.zeros(1, 2),
+                    margin=conf / 2)
+    assert torch.equal(prop.doubt, 1 - conf) and torch.equal(prop.margin_doubt, 1 - conf / 2)
+
+
+def test_score_temperature_scores_the_tempered_truncated_distribution():
+    """Dream's maskgit_plus: scores from softmax(truncate(logits / T)); the default scores the clean softmax."""
+    logits = LOGITS.expand(1, 3, 4)
+    clean = propose(logits, SamplingParams(temperature=0.5), noise=noise(3, 6))
+    tempered = propose(logits, SamplingParams(temperature=0.5, score_temperature=True), noise=noise(3, 6))
+    assert torch.equal(clean.tokens, tempered.tokens)  # the draw does not change
+    q = (LOGITS.double() / 0.5).softmax(-1)
+    assert torch.allclose(tempered.confidence.double(), q[tempered.tokens], rtol=1e-6)
+    assert torch.allclose(clean.confidence.double(), LOGITS.double().exp()[clean.tokens], rtol=1e-6)
+    # greedy with top-p: the scores follow the nucleus {0.5, 0.25} renormalised, as Dream's do at temperature 0
+    g = propose(logits, SamplingParams(top_p=0.7, score_temperature=True), need=frozenset({"margin", "entropy"}))
+    assert torch.allclose(g.confidence, torch.tensor(2 / 3)) and torch.allclose(g.margin, torch.tensor(1 / 3))
+    h = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
+    assert torch.allclose(g.entropy, torch.tensor(h, dtype=torch.float32))
+    assert torch.allclose(propose(logits, SamplingParams(top_p=0.7)).confidence, torch.tensor(0.5))

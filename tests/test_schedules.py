@@ -43,7 +43,11 @@ def test_skip_exp_sets_first_stride():
 def test_binary_levels_partition(block):
     levels = binary_levels(block)
     assert sorted(i for level in levels for i in level) == list(range(block))
-    assert len(levels) == math.ceil(math.log2(block + 1))
+    full = math.ceil(math.log2(block + 1))  # levels of the binary search before the merge
+    assert len(levels) in (full - 1, full)
+    assert all(len(a) <= len(b) for a, b in zip(levels, levels[1:]))  # the smaller last level was merged
+    if block & (block - 1) == 0 and block >= 4:  # a power of two from 4 on: log2(B) calls, as DUS
+        assert len(levels) == int(math.log2(block))
 
 
 def test_linear_counts():

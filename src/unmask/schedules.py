@@ -43,6 +43,11 @@ def dilated_levels(block_length: int, base: int = 2, skip_exp: int = 1) -> list[
     leftovers = [i for i in range(block_length) if not revealed[i]]
     if leftovers:
         levels.append(leftovers)
+    return merge_small_last(levels)
+
+
+def merge_small_last(levels: list[list[int]]) -> list[list[int]]:
+    """Merge a last level smaller than the one before it into that level (one call fewer), as DUS's reference does."""
     if len(levels) >= 2 and len(levels[-1]) < len(levels[-2]):
         last = levels.pop()
         levels[-1] = sorted(levels[-1] + last)
@@ -52,7 +57,9 @@ def dilated_levels(block_length: int, base: int = 2, skip_exp: int = 1) -> list[
 def binary_levels(block_length: int) -> list[list[int]]:
     """Binary-search order: the midpoint of the block, then the midpoints of each half, ...
 
-    ``ceil(log2(B + 1))`` levels; level ``k`` holds at most ``2**k`` offsets.
+    Level ``k`` holds at most ``2**k`` offsets; a last level smaller than the
+    one before it is merged into it, as in DUS's reference (``B=8``:
+    ``[[3], [1, 5], [0, 2, 4, 6, 7]]``), so ``floor(log2(B)) + 1`` levels.
     """
     _check_block(block_length)
     levels: list[list[int]] = []
@@ -68,7 +75,7 @@ def binary_levels(block_length: int) -> list[list[int]]:
                 nxt.append((mid + 1, hi))
         levels.append(sorted(level))
         spans = nxt
-    return levels
+    return merge_small_last(levels)
 
 
 def linear_counts(n: int, steps: int) -> list[int]:

@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--score-temperature", action="store_true",
+                   help="rank positions by the tempered, truncated distribution (Dream's maskgit_plus) instead of "
+                        "the model's own (LLaDA)")
     p.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance scale (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop", action="append", default=[], metavar="STR", help="stop string (repeatable)")
@@ -164,7 +167,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = GenerationConfig(
         gen_length=args.gen_length or DEFAULT_GEN_LENGTH, block_length=args.block_length, planner=args.planner,
         cfg_scale=args.cfg_scale, cache=args.cache,
-        sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k},
+        sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
+                  "score_temperature": args.score_temperature},
         early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed, compile=args.compile,
     )
     texts = read_prompts(args)

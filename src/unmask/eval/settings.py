@@ -25,7 +25,7 @@ GREEDY_CHECKS = ("reveal", "argmax", "none")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 # every setting of every registered planner (``inner`` is spaced's wrapped planner)
 PLANNER_KEYS: tuple[str, ...] = tuple(sorted({f for name in PLANNERS for f in planner_fields(name)}))
-SAMPLING_KEYS = ("temperature", "top_p", "top_k")
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "score_temperature")
 GENERATION_KEYS = ("gen_length", "block_length", "planner", *SAMPLING_KEYS, "cfg_scale", "cache", "compile", "early_exit")
 
 
@@ -162,14 +162,14 @@ def parse_model_args(args: Mapping[str, Any]) -> tuple[EvalSettings, GenerationC
     for key in ("temperature", "top_p", "cfg_scale"):
         if key in args and not _none(args[key]):
             gen[key] = _as_float(key, args[key])
+    for key in ("early_exit", "compile", "score_temperature"):
+        if key in args:
+            gen[key] = _as_bool(key, args[key])
     gen["sampling"] = {k: gen.pop(k) for k in SAMPLING_KEYS if k in gen}
     if "cache" in args:
         if args["cache"] not in CACHE_MODES:
             raise ValueError(f"cache must be one of {CACHE_MODES}, got {args['cache']!r}")
         gen["cache"] = args["cache"]
-    for key in ("early_exit", "compile"):
-        if key in args:
-            gen[key] = _as_bool(key, args[key])
     params = {k: args[k] for k in PLANNER_KEYS if k in args}
     gen["planner"] = build_planner(args.get("planner", "dilated"), params)
     parsed = EvalSettings(**settings)

@@ -151,7 +151,7 @@ class CompiledDenoiser(CachingDenoiser):
         model = native.model
         self._fn = torch.compile(
             lambda ids, pos, mask, index, keys, values, cols: decoder_forward(model, ids, pos, mask, index, keys, values, cols),
-            backend=backend, dynamic=False, fullgraph=True,
+            backend=backend, dynamic=True, fullgraph=True,  # one graph per kind: buckets only re-capture
         )
         self._pool = torch.cuda.graph_pool_handle() if self.graphs is True else None
         self.calls: dict[tuple, StaticCall] = {}

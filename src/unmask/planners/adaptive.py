@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import torch
 
-from .base import PlanStep, Planner, Selection, at_least_one, masked_ranks, top_n
+from .base import PlanStep, Planner, Selection, at_least_one, confident, masked_ranks, priority_of, top_n
 
 
 def _sorted_masked(values: torch.Tensor, masked: torch.Tensor, descending: bool) -> torch.Tensor:
@@ -63,9 +63,9 @@ class Threshold(Planner):
             raise ValueError(f"tau must be in (0, 1], got {self.tau!r}")
 
     def select(self, step: PlanStep) -> Selection:
-        conf = step.proposal.confidence
-        reveal = at_least_one(step.masked & (conf >= self.tau), conf, step.masked)
-        return Selection(reveal=reveal, priority=conf)
+        priority = priority_of(step, "confidence")
+        reveal = at_least_one(step.masked & confident(step.proposal, self.tau), priority, step.masked)
+        return Selection(reveal=reveal, priority=priority)
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,13 @@ class Factor(Planner):
             raise ValueError(f"factor must be a finite number > 0, got {self.factor!r}")
 
     def select(self, step: PlanStep) -> Selection:
-        conf = step.proposal.confidence
-        c = _sorted_masked(conf, step.masked, descending=True)  # [N, Bl], -inf padded
-        rank = torch.arange(1, c.shape[-1] + 1, device=c.device, dtype=c.dtype)
-        ok = ((rank + 1) * (1.0 - c) <= self.factor) & torch.isfinite(c)
+        doubt = _sorted_masked(step.proposal.doubt, step.masked, descending=False)  # [N, Bl] 1 - c_n, inf padded
+        rank = torch.arange(1, doubt.shape[-1] + 1, device=doubt.device, dtype=doubt.dtype)
+        ok = ((rank + 1) * doubt.double() <= self.factor) & torch.isfinite(doubt)
         n = ok.sum(-1)
-        reveal = at_least_one(top_n(conf, step.masked, n), conf, step.masked)
-        return Selection(reveal=reveal, priority=conf)
+        priority = priority_of(step, "confidence")
+        reveal = at_least_one(top_n(priority, step.masked, n), priority, step.masked)
+        return Selection(reveal=reveal, priority=priority)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ class Planner(ABC):
 
 
 def masked_ranks(priority: Tensor, masked: Tensor) -> Tensor:
-    """Rank ``[N, Bl]`` of each masked position by descending priority (0 = first).
+    """Rank ``[N, Bl]`` of each masked position by descending priority (0 = first, ties leftmost).
 
     Unmasked positions get ranks after every masked one, so ``rank < n`` picks
     the top-n masked positions.
@@ -86,14 +86,19 @@ def at_least_one(reveal: Tensor, priority: Tensor, masked: Tensor) -> Tensor:
     return reveal | (best & starved.unsqueeze(-1))
 
 
+def confident(proposal: Proposal, tau: float) -> Tensor:
+    """``[N, Bl]`` bool: confidence >= tau, decided exactly as ``1 - confidence <= 1 - tau``."""
+    return proposal.doubt.double() <= 1.0 - tau
+
+
 def priority_of(step: PlanStep, score: str) -> Tensor:
-    """Per-position priority for a named score (higher = reveal first)."""
+    """Per-position priority for a named score (higher = reveal first), exact as p -> 1."""
     p = step.proposal
     if score == "confidence":
-        return p.confidence
+        return -p.doubt
     if score == "margin":
-        assert p.margin is not None, "margin requested but not computed"
-        return p.margin
+        assert p.margin_doubt is not None, "margin requested but not computed"
+        return -p.margin_doubt
     if score == "entropy":
         assert p.entropy is not None, "entropy requested but not computed"
         return -p.entropy  # lowest entropy first

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..schedules import binary_levels, dilated_levels, level_sizes, linear_counts
-from .base import PlanStep, Planner, Selection, at_least_one, priority_of, top_n
+from .base import PlanStep, Planner, Selection, at_least_one, confident, priority_of, top_n
 
 TOPK_SCORES = ("confidence", "margin", "entropy", "random")
 
@@ -49,12 +49,12 @@ class _LevelPlanner(Planner):
         last = step.call >= len(levels) - 1
         scheduled = table[min(step.call, len(levels) - 1)]
         candidates = step.masked & scheduled  # [N, Bl]; earlier deferrals included
-        conf = step.proposal.confidence
+        priority = priority_of(step, "confidence")  # -(1 - p), in [-1, 0]
         reveal = candidates
         if self.confidence_threshold is not None and not last:
-            reveal = candidates & (conf >= self.confidence_threshold)
-        reveal = at_least_one(reveal, torch.where(candidates, conf, conf - 2.0), step.masked)
-        return Selection(reveal=reveal, priority=conf)
+            reveal = candidates & confident(step.proposal, self.confidence_threshold)
+        reveal = at_least_one(reveal, torch.where(candidates, priority, priority - 2.0), step.masked)
+        return Selection(reveal=reveal, priority=priority)
 
 
 def _check_threshold(value: float | None) -> None:

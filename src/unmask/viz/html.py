@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..output import FILLED
-from .terminal import _fg_for, call_colors
+from .terminal import text_color_for, call_colors
 
 Row = tuple[str, Sequence[str], Sequence[int]]
 
-_CSS = """
+REPLAY_CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 18px; background: #fafafa; color: #222; }
 h1 { font-size: 18px; margin: 0 0 10px 0; }
 .controls { display: flex; align-items: center; gap: 8px; margin-bottom: 14px; }
@@ -40,7 +40,7 @@ h1 { font-size: 18px; margin: 0 0 10px 0; }
 .legend span { padding: 1px 4px; border-radius: 2px; }
 """
 
-_JS = """
+REPLAY_JS = """
 const rows = DATA.rows;
 const total = DATA.total;
 let t = Math.max(0, Math.min(total, DATA.start < 0 ? total : DATA.start)), timer = null;
@@ -80,7 +80,7 @@ render();
 """
 
 
-def _row_data(title: str, pieces: Sequence[str], reveal_call: Sequence[int]) -> dict:
+def replay_row(title: str, pieces: Sequence[str], reveal_call: Sequence[int]) -> dict:
     """Normalise one row: its own calls start at 0; FILLED positions become -1."""
     calls = [int(c) for c in reveal_call]
     if len(calls) != len(pieces):
@@ -97,7 +97,7 @@ def _row_data(title: str, pieces: Sequence[str], reveal_call: Sequence[int]) -> 
         "calls": [-1 if c == FILLED else c - first for c in calls],
         "num_calls": n,
         "colors": colors,
-        "fgs": [_fg_for(c) for c in colors],
+        "fgs": [text_color_for(c) for c in colors],
     }
 
 
@@ -107,11 +107,11 @@ def reveal_html(rows: Sequence[Row], title: str = "unmask: reveal order", interv
         raise ValueError("rows must hold at least one (title, pieces, reveal_call) row")
     if interval_ms < 1:
         raise ValueError(f"interval_ms must be a positive int, got {interval_ms}")
-    data = [_row_data(str(t), list(p), list(c)) for t, p, c in rows]
+    data = [replay_row(str(t), list(p), list(c)) for t, p, c in rows]
     total = max(r["num_calls"] for r in data)
     parts = [
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n",
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n",
+        f"<title>{html.escape(title)}</title>\n<style>{REPLAY_CSS}</style>\n</head>\n<body>\n",
         f"<h1>{html.escape(title)}</h1>\n",
         "<div class='controls'><button id='first'>|&lt;</button><button id='back'>&lt;</button>"
         "<button id='play'>play</button><button id='fwd'>&gt;</button><button id='last'>&gt;|</button>"
@@ -126,7 +126,7 @@ def reveal_html(rows: Sequence[Row], title: str = "unmask: reveal order", interv
                   for k, (c, f) in enumerate(zip(row["colors"], row["fgs"]))]
         parts.append("</div></div>\n")
     payload = json.dumps({"rows": data, "total": total, "interval": interval_ms, "start": int(start)}).replace("</", "<\\/")
-    parts.append(f"<script>\nconst DATA = {payload};\n{_JS}</script>\n</body>\n</html>\n")
+    parts.append(f"<script>\nconst DATA = {payload};\n{REPLAY_JS}</script>\n</body>\n</html>\n")
     return "".join(parts)
 
 

@@ -19,7 +19,7 @@ def call_colors(num_calls: int, cmap: str = "turbo") -> list[str]:
     return [to_hex(cm(0.1 + 0.8 * (i / max(1, num_calls - 1)))) for i in range(max(1, num_calls))]
 
 
-def _fg_for(hex_color: str) -> str:
+def text_color_for(hex_color: str) -> str:
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "white"
 
@@ -52,7 +52,7 @@ def reveal_text(pieces: Sequence[str], reveal_call: Sequence[int], first_call: i
             text.append(shown, style="dim")
         else:
             bg = colors[min(call - first_call, n - 1)]
-            text.append(shown, style=f"{_fg_for(bg)} on {bg}")
+            text.append(shown, style=f"{text_color_for(bg)} on {bg}")
     return text
 
 
@@ -64,9 +64,9 @@ def reveal_legend(num_calls: int) -> Text:
     stride = max(1, -(-num_calls // 16))
     for i in range(0, num_calls, stride):
         bg = colors[i]
-        legend.append(f" {i + 1} ", style=f"{_fg_for(bg)} on {bg}")
+        legend.append(f" {i + 1} ", style=f"{text_color_for(bg)} on {bg}")
     if (num_calls - 1) % stride:
-        legend.append(f" {num_calls} ", style=f"{_fg_for(colors[-1])} on {colors[-1]}")
+        legend.append(f" {num_calls} ", style=f"{text_color_for(colors[-1])} on {colors[-1]}")
     return legend
 
 

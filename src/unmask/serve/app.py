@@ -1,0 +1,205 @@
+"""The FastAPI application: OpenAI's endpoints over the scheduler, the playground, health and metrics.
+
+``create_app(served)`` builds it; ``unmask serve`` runs it under uvicorn.
+Requests are stateless (everything a generation needs is in its body, seeds
+included), so any number of servers can sit behind one HTTP load balancer.
+A request is parsed and checked (:mod:`.schemas`, :mod:`.prompts`,
+:mod:`.plan`) before it is queued; then its handler waits for its events:
+the final result, or for ``stream: true`` the server-sent chunks written by
+:mod:`.stream`. A non-streaming request whose client disconnects, or any
+request past ``timeout_s``, is cancelled and leaves its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .engine import Engine, Job, Result, usage
+from .metrics import Metrics
+from .plan import Plan, Served, build_plan
+from .playground import playground_html
+from .prompts import chat_prompts, completion_prompts
+from .scheduler import QueueFull, Scheduler
+from .schemas import ApiError, ChatRequest, CompletionRequest, parse_request, read_json
+from .stream import event_stream
+
+ROUTES = frozenset({"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"})
+POLL_S = 0.25  # how often a waiting handler checks its deadline and its client
+
+
+def _label(path: str) -> str:
+    """The metrics label of a request path: its route, or "other" (labels stay few whatever clients send)."""
+    if path in ROUTES:
+        return path
+    return "/v1/models/{model}" if path.startswith("/v1/models/") else "other"
+
+
+class CountRequests:
+    """ASGI middleware: every HTTP answer counted by path and status code (streams included)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.request(_label(scope["path"]), int(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+def _error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def response_body(plan: Plan, result: Result, rid: str, created: int, model: str) -> dict[str, Any]:
+    """OpenAI's completion or chat completion object, plus an ``unmask`` field with the decoding cost."""
+    if plan.kind == "chat":
+        choices = [{"index": c.index, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason,
+                    "logprobs": None} for c in result.choices]
+    else:
+        choices = [{"index": c.index, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+                   for c in result.choices]
+    return {"id": rid, "object": "chat.completion" if plan.kind == "chat" else "text_completion", "created": created,
+            "model": model, "choices": choices, "usage": usage(plan, result),
+            "unmask": {"nfe": [c.nfe for c in result.choices], "batch_rows": result.batch_rows,
+                       "batched_calls": result.nfe, "seconds": round(result.seconds, 6)}}
+
+
+class Handler:
+    """The request path shared by both generation endpoints."""
+
+    def __init__(self, served: Served, scheduler: Scheduler, metrics: Metrics, engine: Engine) -> None:
+        self.served, self.scheduler, self.metrics, self.engine = served, scheduler, metrics, engine
+
+    async def next_event(self, job: Job, deadline: float) -> tuple[str, Any]:
+        """The job's next event; ``("tick", None)`` every ``POLL_S``; ApiError 504 past the deadline."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            self.scheduler.cancel(job)
+            raise ApiError(504, f"the request took longer than the server's timeout of {self.served.settings.timeout_s:g} s",
+                           None, "timeout", type="server_error")
+        try:
+            return await asyncio.wait_for(job.events.get(), min(left, POLL_S))
+        except TimeoutError:
+            return "tick", None
+
+    async def handle(self, request: Request, kind: str) -> Response:
+        data = read_json(await request.body())
+        if kind == "chat":
+            chat = parse_request(data, ChatRequest)
+            plan = build_plan(chat, self.served, lambda: chat_prompts(chat, self.served))
+        else:
+            req = parse_request(data, CompletionRequest)
+            plan = build_plan(req, self.served, lambda: completion_prompts(req, self.served))
+        job = Job(plan, asyncio.get_running_loop())
+        try:
+            self.scheduler.submit(job)
+        except QueueFull as full:
+            raise ApiError(503, f"the server's queue is full ({self.served.settings.queue_limit} requests waiting): "
+                           f"retry after {full.retry_after} s", None, "queue_full", type="server_error",
+                           headers={"Retry-After": str(full.retry_after)}) from None
+        rid = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if plan.stream:
+            return StreamingResponse(event_stream(self, job, rid, created), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        result = await self.final(job, request)
+        if result is None:
+            return Response(status_code=499)  # the client is gone; nobody reads this
+        return JSONResponse(response_body(plan, result, rid, created, self.served.settings.model_name))
+
+    async def final(self, job: Job, request: Request) -> Result | None:
+        deadline = job.arrived + self.served.settings.timeout_s
+        while True:
+            kind, data = await self.next_event(job, deadline)
+            if kind == "done":
+                self.metrics.observe_latency(time.monotonic() - job.arrived)
+                return data
+            if kind == "error":
+                raise data
+            if kind == "tick" and await request.is_disconnected():
+                self.scheduler.cancel(job)
+                return None
+
+
+def create_app(served: Served) -> FastAPI:
+    """The server for one loaded model; the scheduler starts and stops with the app."""
+    metrics = Metrics()
+    engine = Engine(served)
+    scheduler = Scheduler(engine.run, served.settings, metrics)
+    handler = Handler(served, scheduler, metrics, engine)
+    started = int(time.time())
+    name = served.settings.model_name
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        scheduler.start()
+        yield
+        await scheduler.stop()
+
+    app = FastAPI(title="unmask", summary="OpenAI-compatible masked diffusion server", docs_url=None, redoc_url=None,
+                  lifespan=lifespan)
+    app.state.scheduler, app.state.metrics, app.state.served = scheduler, metrics, served
+    app.add_middleware(CountRequests, metrics=metrics)
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, err: ApiError) -> JSONResponse:
+        return _error_response(err)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, err: HTTPException) -> JSONResponse:
+        code = "not_found" if err.status_code == 404 else "method_not_allowed" if err.status_code == 405 else None
+        return _error_response(ApiError(err.status_code, str(err.detail), None, code))
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await handler.handle(request, "completion")
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        return await handler.handle(request, "chat")
+
+    card = {"id": name, "object": "model", "created": started, "owned_by": "unmask",
+            "max_model_len": served.denoiser.spec.max_length}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [card]}
+
+    @app.get("/v1/models/{model:path}")
+    async def model(model: str) -> dict[str, Any]:
+        if model != name:
+            raise ApiError(404, f"the model {model!r} does not exist: this server serves {name!r}", "model",
+                           "model_not_found")
+        return card
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": name, "queue_depth": len(scheduler.pending),
+                "running_rows": sum(len(j.plan.rows) for j in scheduler.running), "max_batch": served.settings.max_batch}
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def playground() -> HTMLResponse:
+        return HTMLResponse(playground_html(served))
+
+    return app

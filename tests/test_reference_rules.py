@@ -1,0 +1,304 @@
+"""The reference samplers' rules, restated, against unmask's planners: the same reveals at every call.
+
+Each ``ref_*`` function restates a published rule in a few lines, scored on float64
+probabilities of the logits (the precision the reference implementations score in):
+
+- LLaDA ``generate`` (Nie et al. 2025): ``steps / num_blocks`` calls per block with
+  LLaDA's linear counts, the most confident (``low_confidence``) or the highest
+  uniform (``random``) masked positions first; Dream's margin and entropy orders
+  (``topk_margin``, ``entropy``) with the same counts;
+- DUS ``generate_scheduled`` (arXiv 2506.19037): one dilated level per call; with
+  a confidence threshold a revealed position below it is put back (deferred);
+- EB-Sampler (Ben-Hamu et al. 2025): the largest prefix of masked positions by
+  ascending entropy whose entropy sum minus its maximum is <= gamma bits, at least one;
+- CB / Fast-dLLM threshold (Wu et al. 2025): every masked position with confidence
+  >= tau, and the most confident one;
+- Fast-dLLM factor rule: the n most confident, n the largest with
+  ``(n + 1) * (1 - c_(n)) <= factor``, at least one;
+- the dilated-spacing filter (arXiv 2506.19037, Sec. 4.4): candidates best first,
+  each kept only if at least ``max(2, M * start_stride // B)`` from every kept one.
+
+Both loops run on the same scripted logits (a function of the call index: near
+ties at p ~ 1 - 1e-6 on logits ~50, bf16-rounded logits, exact ties) over two
+blocks, and each test compares the positions revealed at every call, the tokens
+and the NFE. Exact ties go to the leftmost position on both sides (the reference
+code's ``torch.topk`` / ``torch.sort`` leave their order unspecified). Where
+unmask departs from a reference on purpose (docs/reference.md), the restated rule
+carries the departure as a named switch and a test checks the relation to the
+rule as published.
+"""
+
+import math
+from functools import lru_cache
+
+import pytest
+import torch
+
+from unmask import Denoiser, GenerationConfig, TokenSpec, generate
+from unmask.denoiser import select_window
+from unmask.noise import ORDER, Noise
+from unmask.schedules import binary_levels, dilated_levels
+
+V, GEN, BL = 48, 64, 32
+MASK = V - 1
+PROMPTS = ([], [5, 9, 2])
+SEED = 0  # the row seed of unmask's random orders
+
+
+@lru_cache(maxsize=4096)  # both loops ask for the same calls; callers copy
+def script_logits(seed: int, call: int, length: int, regime: str) -> torch.Tensor:
+    """``[length, V]`` logits of call ``call``: 60% of positions at p ~ 1 - 1e-6, the rest spread out."""
+    g = torch.Generator().manual_seed(seed * 7919 + call)
+    n = V - 1  # every token but the mask, whose logit is -inf (unmask excludes it; see docs/reference.md)
+    if regime == "moderate":
+        z = 3.0 * torch.randn(length, n, generator=g, dtype=torch.float64)
+    else:
+        gaps = 20 + 10 * torch.rand(length, n, generator=g, dtype=torch.float64)  # a far tail
+        kind = torch.rand(length, generator=g)
+        gaps[:, 0] = 0.0
+        gaps[kind < 0.6, 1] = 13.8 + 0.05 * torch.rand(length, generator=g, dtype=torch.float64)[kind < 0.6]
+        mid = (kind >= 0.6) & (kind < 0.8)
+        gaps[mid, 1:3] = 0.3 + 4 * torch.rand(length, 2, generator=g, dtype=torch.float64)[mid]
+        gaps[kind >= 0.8, 1:6] = torch.rand(length, 5, generator=g, dtype=torch.float64)[kind >= 0.8]
+        top = 50 + 2 * torch.randn(length, 1, generator=g, dtype=torch.float64)
+        order = torch.rand(length, n, generator=g).argsort(-1)
+        z = torch.empty(length, n, dtype=torch.float64).scatter_(1, order, top - gaps)
+    dup = torch.rand(length, generator=g) < 0.15  # exact ties: a copy of the row to the left
+    z[1:][dup[1:]] = z[:-1][dup[1:]].clone()
+    z = torch.cat([z, torch.full((length, 1), -math.inf, dtype=torch.float64)], -1)
+    return z.to(torch.bfloat16 if regime == "bf16" else torch.float32)
+
+
+class Scripted(Denoiser):
+    """A denoiser whose logits are scripted per call, the same for every loop that calls it."""
+
+    def __init__(self, regime: str, seed: int) -> None:
+        self.spec = TokenSpec(mask_id=MASK, eos_ids=(V - 2,), pad_id=0, vocab_size=V)
+        self.regime, self.seed, self.calls = regime, seed, 0
+
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, window=None):
+        z = script_logits(self.seed, self.calls, input_ids.shape[1], self.regime)
+        self.calls += 1
+        return select_window(z.unsqueeze(0).expand(input_ids.shape[0], -1, -1).clone(), window)
+
+
+# ---- the reference rules, on float64 logits z [B, V] of the block and its masked positions ----
+
+
+def confidence(z):
+    return z.softmax(-1).max(-1).values  # the argmax token's probability
+
+
+def best_first(key, masked):
+    """Masked positions by descending key; exact ties leftmost."""
+    idx = torch.nonzero(masked)[:, 0]
+    return idx[torch.argsort(-key[idx], stable=True)].tolist()
+
+
+def pick(positions):
+    out = torch.zeros(BL, dtype=torch.bool)
+    out[list(positions)] = True
+    return out
+
+
+def ref_topk(score, steps_per_block):
+    counts = [BL // steps_per_block + (i < BL % steps_per_block) for i in range(steps_per_block)]
+
+    def rule(z, masked, call, lo):
+        p = z.softmax(-1)
+        if score == "random":  # the same uniforms unmask draws (the random source is not the reference's)
+            key = Noise.from_seeds([SEED]).at(call, torch.arange(lo, lo + BL)[None]).uniform(ORDER)[0].double()
+        elif score == "margin":
+            key = p.topk(2, -1).values @ torch.tensor([1.0, -1.0], dtype=torch.float64)
+        elif score == "entropy":
+            key = torch.xlogy(p, p).sum(-1)  # negative entropy
+        else:
+            key = p.max(-1).values
+        return pick(best_first(key, masked)[: counts[call]])
+
+    return rule, steps_per_block
+
+
+def ref_levels(b, base=2, skip=1):
+    levels, done, stride = [], set(), b // base**skip
+    while stride >= 1:
+        level = [i for i in range(0, b, stride) if i not in done]
+        levels, done, stride = levels + [level] * bool(level), done | set(level), stride // base
+    rest = [i for i in range(b) if i not in done]
+    return merge_smaller_last(levels + [rest] * bool(rest))
+
+
+def ref_binary_levels(b):
+    levels = []
+
+    def visit(lo, hi, depth):  # midpoint first, then each half one level deeper
+        if lo <= hi:
+            levels.extend([] for _ in range(depth + 1 - len(levels)))
+            levels[depth].append((lo + hi) // 2)
+            visit(lo, (lo + hi) // 2 - 1, depth + 1)
+            visit((lo + hi) // 2 + 1, hi, depth + 1)
+
+    visit(0, b - 1, 0)
+    return levels
+
+
+def merge_smaller_last(levels):
+    if len(levels) >= 2 and len(levels[-1]) < len(levels[-2]):
+        last = levels.pop()
+        levels[-1] = levels[-1] + last
+    return [sorted(level) for level in levels]
+
+
+def ref_dus(threshold=None, carry=False):
+    """``carry``: unmask's amendment, a deferred position joins the next level and a call reveals at least one."""
+    levels = ref_levels(BL)
+
+    def rule(z, masked, call, lo):
+        cand = pick(sum(levels[: call + 1], []) if carry else levels[call]) & masked
+        if threshold is None or call == len(levels) - 1:
+            return cand
+        keep = cand & (confidence(z) >= threshold)
+        return keep if keep.any() or not carry else pick(best_first(confidence(z), cand)[:1])
+
+    return rule, len(levels)
+
+
+def eb_order(gamma):
+    def order(z, masked):
+        p = z.softmax(-1)
+        bits = -torch.xlogy(p, p).sum(-1) / math.log(2)
+        ranked = best_first(-bits, masked)
+        h = bits[ranked]
+        return ranked[: max(1, int(((h.cumsum(0) - h.cummax(0).values) <= gamma).sum()))]
+
+    return order
+
+
+def cb_order(tau):
+    def order(z, masked):
+        c = confidence(z)
+        ranked = best_first(c, masked)
+        return [i for i in ranked if c[i] >= tau or i == ranked[0]]
+
+    return order
+
+
+def factor_order(factor):
+    def order(z, masked):
+        c = confidence(z)
+        ranked = best_first(c, masked)
+        n = 1
+        while n < len(ranked) and (n + 2) * (1 - c[ranked[n]]) <= factor:  # the (n+1)-th, 1-based
+            n += 1
+        return ranked[:n]
+
+    return order
+
+
+def plain(order):
+    return (lambda z, masked, call, lo: pick(order(z, masked))), None
+
+
+def spaced(order, start_stride):
+    def rule(z, masked, call, lo):
+        gap, kept = max(2, int(masked.sum()) * start_stride // BL), []
+        for pos in order(z, masked):
+            if all(abs(pos - k) >= gap for k in kept):
+                kept.append(pos)
+        return pick(kept)
+
+    return rule, None
+
+
+def reference_run(den, prompt, rule, calls_per_block):
+    """The restated reference loop for one prompt: blocks left to right, ``rule`` picks each call's reveals."""
+    x, start, reveals = torch.tensor(prompt + [MASK] * GEN), len(prompt), []
+    for lo in range(start, start + GEN, BL):
+        call = 0
+        while (x[lo : lo + BL] == MASK).any() and (calls_per_block is None or call < calls_per_block):
+            z = den(x[None])[0, lo : lo + BL].double()
+            reveal = rule(z, x[lo : lo + BL] == MASK, call, lo)
+            x[lo : lo + BL] = torch.where(reveal, z.argmax(-1), x[lo : lo + BL])
+            reveals.append(set((torch.nonzero(reveal)[:, 0] + lo - start).tolist()))
+            call += 1
+    return x[start:], reveals
+
+
+def unmask_run(den, prompt, spec):
+    cfg = GenerationConfig(gen_length=GEN, block_length=BL, planner=spec, early_exit=False)
+    out = generate(den, [prompt], cfg, seeds=[SEED])
+    rc = out.trace.reveal_call[0]
+    return out.generated[0], [set(torch.nonzero(rc == c)[:, 0].tolist()) for c in range(out.nfe)]
+
+
+NEAR = 1 - 1e-6  # a threshold inside the band of near-tied confidences
+CASES = {
+    "llada low_confidence, one per call": ("topk(steps=64)", ref_topk("confidence", 32)),
+    "llada low_confidence, 4 per call": ("topk(steps=16)", ref_topk("confidence", 8)),
+    "llada random": ("topk(score='random', steps=16)", ref_topk("random", 8)),
+    "dream margin": ("topk(score='margin', steps=16)", ref_topk("margin", 8)),
+    "dream entropy": ("topk(score='entropy', steps=16)", ref_topk("entropy", 8)),
+    "dus": ("dilated", ref_dus()),
+    "dus deferral 0.3": ("dilated(confidence_threshold=0.3)", ref_dus(0.3, carry=True)),
+    "dus deferral near 1": (f"dilated(confidence_threshold={NEAR})", ref_dus(NEAR, carry=True)),
+    "eb": ("eb(gamma=1.0)", plain(eb_order(1.0))),
+    "eb tight": ("eb(gamma=0.0001)", plain(eb_order(1e-4))),
+    "cb": ("threshold(tau=0.9)", plain(cb_order(0.9))),
+    "cb near 1": (f"threshold(tau={NEAR})", plain(cb_order(NEAR))),
+    "factor": ("factor(factor=1.0)", plain(factor_order(1.0))),
+    "factor tight": ("factor(factor=1e-05)", plain(factor_order(1e-5))),
+    "spaced eb": ("spaced(eb(gamma=2.0), start_stride=8)", spaced(eb_order(2.0), 8)),
+    "spaced cb": ("spaced(threshold(tau=0.5), start_stride=8)", spaced(cb_order(0.5), 8)),
+    "spaced cb near 1": (f"spaced(threshold(tau={NEAR}), start_stride=4)", spaced(cb_order(NEAR), 4)),
+}
+
+
+def first_difference(a, b):
+    for c, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"call {c}: unmask {sorted(x)}, reference {sorted(y)}"
+    return f"NFE unmask {len(a)}, reference {len(b)}"
+
+
+@pytest.mark.parametrize("regime", ["near-tie", "bf16", "moderate"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_same_reveals_as_the_reference_at_every_call(case, regime):
+    spec, (rule, calls_per_block) = CASES[case]
+    for seed, prompt in enumerate(PROMPTS):
+        den = Scripted(regime, seed)
+        tokens, reveals = unmask_run(den, prompt, spec)
+        den.calls = 0
+        ref_tokens, ref_reveals = reference_run(den, prompt, rule, calls_per_block)
+        assert reveals == ref_reveals, f"prompt {prompt}: {first_difference(reveals, ref_reveals)}"
+        assert torch.equal(tokens, ref_tokens)
+
+
+@pytest.mark.parametrize("threshold", [0.3, NEAR])
+def test_dus_deferral_as_published_leaves_masks_where_unmask_carries_them(threshold):
+    """The published rule never revisits a deferred position: same NFE, a subset of unmask's reveals, masks left."""
+    rule, calls = ref_dus(threshold, carry=False)
+    for seed, prompt in enumerate(PROMPTS):
+        den = Scripted("near-tie", seed)
+        tokens, reveals = unmask_run(den, prompt, f"dilated(confidence_threshold={threshold})")
+        den.calls = 0
+        ref_tokens, ref_reveals = reference_run(den, prompt, rule, calls)
+        assert len(reveals) == len(ref_reveals) == calls * GEN // BL
+        assert all(r <= u for r, u in zip(ref_reveals, reveals))
+        left = ref_tokens == MASK
+        assert left.any() and not (tokens == MASK).any()
+        assert torch.equal(tokens[~left], ref_tokens[~left])
+
+
+
+def test_dilated_levels_are_the_reference_levels():
+    for b in range(1, 129):
+        for base in range(2, 6):
+            for skip in range(1, 4):
+                assert dilated_levels(b, base, skip) == ref_levels(b, base, skip), (b, base, skip)
+
+
+def test_binary_levels_equal_the_references():
+    """The reference merges a smaller last binary level into the one before, and so does unmask."""
+    for b in range(1, 129):
+        assert binary_levels(b) == merge_smaller_last(ref_binary_levels(b)), b
+    assert binary_levels(8) == [[3], [1, 5], [0, 2, 4, 6, 7]]
