@@ -223,7 +223,8 @@ def _unit(kind: str, name: str, arg: object, s: Settings) -> object:
     cfg = TuneConfig(budget=arg, gen_length=BLOCK, block_length=BLOCK, temperature=1.0, seed=s.seed + 7,  # type: ignore[arg-type]
                      batch_size=s.tune_samples)
     empty: list[list[int]] = [[] for _ in range(s.tune_samples)]
-    return tune(oracle, empty, empty, default_candidates(arg, BLOCK, BLOCK), cfg).spec  # type: ignore[arg-type]
+    spec = tune(oracle, empty, empty, default_candidates(arg, BLOCK, BLOCK), cfg).spec  # type: ignore[arg-type]
+    return spec, measure(oracle, spec, "tuner's search", s.samples, s.seed, exact_pairs)  # a searched schedule is new
 
 
 def _units(oracles: tuple[str, ...], budgets: tuple[int, ...]) -> list[tuple[str, str, object]]:
@@ -273,8 +274,11 @@ def _key(arg: object) -> object:
 
 def _collect(name: str, done: dict, budgets: tuple[int, ...]) -> OracleFrontier:  # type: ignore[type-arg]
     measures = {k[2]: v for k, v in done.items() if k[0] == "measure" and k[1] == name}
+    picks = {b: done[("tune", name, b)] for b in budgets}
+    for spec, m in picks.values():  # the tuner's own searched schedules join the table
+        measures.setdefault(spec, m)
     return OracleFrontier(oracle_title(name), measures, done[("floor", name, None)],
-                          {b: done[("limit", name, b)] for b in budgets}, {b: done[("tune", name, b)] for b in budgets})
+                          {b: done[("limit", name, b)] for b in budgets}, {b: spec for b, (spec, _) in picks.items()})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
