@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unmask.oracles import MarkovOracle, ordered_partitions, schedule_kl, search_schedule
-from unmask.oracles.search import count_schedules, exact_objective, sampled_objective
+from unmask.oracles.search import count_schedules, exact_objective, improves, sampled_objective
 from unmask.schedules import dilated_levels, interleave_levels
 
 
@@ -49,9 +49,34 @@ def test_local_search_escapes_a_bad_start():
 def test_sampled_objective_estimates_schedule_kl():
     oracle = MarkovOracle(4, order=1, concentration=0.3, seed=7)
     levels = ((0, 4), (2, 6), (1, 3, 5, 7))
-    got = sampled_objective(oracle, samples=4000, seed=1)(levels)
+    got = float(sampled_objective(oracle, samples=4000, seed=1)(levels).mean())
     # path KL per token of a fixed schedule has sd below 0.5 nats on this chain: 4 se = 0.03
     assert abs(got - schedule_kl(oracle, levels)) < 4 * 0.5 / math.sqrt(4000)
+
+
+def test_improves_needs_the_paired_gain_to_exceed_z_standard_errors():
+    base = torch.linspace(0, 1, 100, dtype=torch.float64)
+    wiggle = torch.tensor([1.0, -1.0] * 50, dtype=torch.float64)  # mean 0, sd ~1: se of the difference ~0.1
+    assert improves(base - 0.05 + wiggle, base, z=0.0)  # lower on average
+    assert not improves(base - 0.05 + wiggle, base, z=2.0)  # but by half a standard error
+    assert improves(base - 0.5 + wiggle, base, z=2.0)  # by five
+    assert not improves(base, base, z=0.0)  # equal is no gain
+    assert improves(0.1, 0.2) and not improves(0.2, 0.2)
+    with pytest.raises(ValueError, match="equal shapes"):
+        improves(base[:5], base)
+
+
+def test_noisy_search_with_z_keeps_its_start_when_no_move_truly_gains():
+    start = ((0, 4), (2, 6), (1, 3, 5, 7))
+
+    def noisy(levels):  # every schedule scores the same in truth; only the noise differs
+        g = torch.Generator().manual_seed(hash(levels) % 2**31)
+        return torch.randn(400, generator=g, dtype=torch.float64)
+
+    moved = search_schedule(noisy, 8, 3, [start], exhaustive_limit=0, max_evals=60, swaps=False)
+    kept = search_schedule(noisy, 8, 3, [start], exhaustive_limit=0, max_evals=60, swaps=False, z=4.0)
+    assert moved.levels != start  # z = 0 follows the noise
+    assert kept.levels == start
 
 
 def test_bad_arguments():

@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -73,6 +73,7 @@ class Limit:
     kl_se: float
     evaluations: int
     exhaustive: bool
+    found_by: str = "search"  # or the spec of the table's fixed schedule that beat the search
 
 
 @dataclass
@@ -277,8 +278,21 @@ def _collect(name: str, done: dict, budgets: tuple[int, ...]) -> OracleFrontier:
     picks = {b: done[("tune", name, b)] for b in budgets}
     for spec, m in picks.values():  # the tuner's own searched schedules join the table
         measures.setdefault(spec, m)
-    return OracleFrontier(oracle_title(name), measures, done[("floor", name, None)],
-                          {b: done[("limit", name, b)] for b in budgets}, {b: spec for b, (spec, _) in picks.items()})
+    limits = {b: best_known(done[("limit", name, b)], measures.values()) for b in budgets}
+    return OracleFrontier(oracle_title(name), measures, done[("floor", name, None)], limits,
+                          {b: spec for b, (spec, _) in picks.items()})
+
+
+def best_known(limit: Limit, measures: Iterable[Measure]) -> Limit:
+    """The search's limit, or a fixed schedule of the table (measured on the same samples) with a lower KL."""
+    best = limit
+    for m in measures:
+        planner = parse_planner(m.spec)
+        fixed = isinstance(planner, _LevelPlanner) and planner.confidence_threshold is None
+        if fixed and m.kl is not None and m.calls <= limit.budget + 1e-9 and m.kl < best.kl:
+            best = Limit(limit.budget, canonical(planner.levels(BLOCK)), m.kl, m.kl_se, limit.evaluations, False,
+                         found_by=m.spec)
+    return best
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

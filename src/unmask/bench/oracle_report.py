@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .oracle import BLOCK, FrontierResult, Measure, OracleFrontier
+from .oracle import BLOCK, FrontierResult, Limit, Measure, OracleFrontier
 
 # table rows: label, family of the candidates it summarises (best setting within the budget)
 ROWS = (
@@ -62,7 +62,9 @@ def ratio(o: OracleFrontier, budget: int) -> str:
     m, lim = o.measures[o.picks[budget]], o.limits[budget]
     if m.kl is None:
         return "-"
-    return f"{m.kl / lim.kl:.2f}x" if lim.kl > 1e-9 else f"both < 1e-9 ({fmt(m.kl)})"
+    if lim.kl > 1e-9:
+        return f"{m.kl / lim.kl:.2f}x"
+    return "both < 1e-9" if m.kl <= 1e-9 else f"limit < 1e-9, pick {fmt(m.kl)}"
 
 
 def pair_rows(o: OracleFrontier, budgets: tuple[int, ...]) -> list[list[str]]:
@@ -94,16 +96,15 @@ def render_markdown(result: FrontierResult) -> str:
         "samples, exact in expectation for planners that choose from the state alone; `≤` marks an upper bound "
         "(random order); † planners choose by the tokens just drawn, where path KL is biased: see their pair KL. "
         "Adaptive rows show the best setting whose mean calls per block fit the budget. *limit*: the best fixed "
-        "schedule found by `search_schedule`; *unmask tune's pick*: the winner of `unmask tune --model "
+        "schedule known: found by `search_schedule`, or a fixed schedule of the table that measured lower; *unmask tune's pick*: the winner of `unmask tune --model "
         "oracle:NAME --budget K` on its own samples (another seed), measured like the rest.",
     ]
     lines += check_lines(result)
     for o in result.oracles:
         lines += ["", f"## {o.name}", "", "KL per token:", ""] + _table(head, frontier_rows(o, budgets))
         lines += ["", "Tuner's picks: " + "; ".join(f"{b}: `{o.picks[b]}`" for b in budgets), "",
-                  "Limit schedules: " + "; ".join(f"{b}: {levels_str(o.limits[b].levels)} "
-                                                 f"({o.limits[b].evaluations} scored"
-                                                 f"{', exhaustive' if o.limits[b].exhaustive else ''})" for b in budgets),
+                  "Limit schedules: " + "; ".join(f"{b}: {levels_str(o.limits[b].levels)} ({limit_note(o.limits[b])})"
+                                                 for b in budgets),
                   "", f"Pair KL minus its floor ({fmt(o.floor)} nats per pair for {result.samples} exact samples), "
                   f"pairs up to 8 apart:", ""] + _table(head, pair_rows(o, budgets))
         lines += ["", "Every planner measured (calls = mean calls per block):", "",
@@ -128,6 +129,12 @@ def check_lines(result: FrontierResult) -> list[str]:
         status = row[names[0]].status
         lines.append(f"| `{spec}` | {status} | " + " | ".join(f"{fmt(row[n].kl)} [{fmt(row[n].path)}]" for n in names) + " |")
     return lines
+
+
+def limit_note(lim: Limit) -> str:
+    if lim.found_by != "search":
+        return f"`{lim.found_by}`, better than the search's best after {lim.evaluations} scored"
+    return f"{lim.evaluations} scored{', exhaustive' if lim.exhaustive else ''}"
 
 
 def levels_str(levels: tuple[tuple[int, ...], ...]) -> str:

@@ -19,11 +19,17 @@
      references).
    Then, by default when sampling (``TuneConfig.search``), a local search
    from the two best fixed schedules looks for a better one, scored the same
-   way; what it finds joins the candidates as ``schedule(groups=...)``.
+   way per prompt with common random numbers; what it ends on must beat the
+   best fixed candidate by two standard errors of the paired difference on
+   fresh seeds (greedy: on the same prompts) before it joins the candidates
+   as ``schedule(groups=...)``: the best of many noisy scores is biased low,
+   and without the check the search replaces an optimal schedule by a worse
+   one that scored lower by chance.
 4. Pick the winner: greedy, the highest agreement (near ties: the highest
-   loglik, then fewer calls); sampling, the lowest self KL among planners
-   for which it is exact or a bound, replaced by a biased-estimate planner only
-   where its pair JS is lower by more than the floor.
+   loglik, then fewer calls); sampling, the lowest self KL plus one standard
+   error (so that an exactly known 0 beats a noisy estimate near 0) among
+   planners for which it is exact or a bound, replaced by a biased-estimate
+   planner only where its pair JS is lower by more than the floor.
 5. Decode the report prompts with the winner and score it there, so the
    quoted figures are not those it was selected on.
 """
@@ -37,11 +43,12 @@ from collections.abc import Sequence
 from ..denoiser import Denoiser
 from ..noise import derive_seed
 from ..oracles.metrics import BIASED
-from ..oracles.search import canonical, search_schedule
+from ..oracles.search import canonical, improves, search_schedule
+from ..planners import Schedule
 from ..planners.scheduled import _LevelPlanner
 from ..progress import make_progress
 from .candidates import Candidate, candidate
-from .measure import MAX_JS_VOCAB, decode, reference_planner, rescore_greedy, score_candidate
+from .measure import MAX_JS_VOCAB, decode, reference_planner, rescore_greedy, row_losses, score_candidate
 from .scoring import sample_js
 from .types import Decode, Score, TuneConfig, TuneResult
 
@@ -68,7 +75,7 @@ def pick(scores: list[Score], sampling: bool, n: int, js_floor: float | None) ->
     trusted = [s for s in ok if s.kl_status != BIASED and s.kl is not None]
     if not trusted:
         return min(ok, key=lambda s: (s.js if s.js is not None else math.inf, s.calls))
-    winner = min(trusted, key=lambda s: (s.kl, s.calls))  # type: ignore[arg-type,return-value]
+    winner = min(trusted, key=lambda s: (s.kl + (s.kl_se or 0.0), s.calls))  # type: ignore[operator,return-value]
     margin = js_floor or 0.0
     better = [s for s in ok if s.kl_status == BIASED and s.js is not None and winner.js is not None
               and s.js < winner.js - margin]
@@ -117,33 +124,35 @@ def tune(den: Denoiser, calibration: Sequence[Sequence[int]], report: Sequence[S
     return TuneResult(config, scores, winner, rep, len(calibration), len(report), js_floor, time.perf_counter() - t0)
 
 
+ACCEPT_Z = 2.0  # standard errors the schedule a search ends on must gain over the best fixed candidate
+
+
 def search_candidate(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int], scores: list[Score],
                      ref: Decode, config: TuneConfig) -> Score | None:
     """A better fixed schedule than the candidates', found without labels, or None.
 
     Local search (:func:`~unmask.oracles.search_schedule`: one offset moved
     to another call at a time) from the two best eligible fixed schedules with
-    exactly ``budget`` calls, scoring each schedule as the candidates were
-    scored (self KL when sampling, agreement when greedy) on the calibration
-    prompts, at most ``config.search_evals`` schedules.
+    exactly ``budget`` calls, on per-prompt losses (self KL when sampling,
+    disagreement when greedy) of the calibration prompts, at most
+    ``config.search_evals`` schedules; then the acceptance test against the
+    best fixed candidate (module docstring).
     """
     b = config.block_length
     fixed = [s for s in scores if s.eligible and s.candidate.fixed_calls == config.budget
              and isinstance(s.candidate.planner, _LevelPlanner) and s.candidate.planner.confidence_threshold is None]
     if not fixed:
         return None
-    key = (lambda s: s.kl) if config.sampled else (lambda s: -(s.agreement or 0.0))
-    starts = [s.candidate.planner.levels(b) for s in sorted(fixed, key=key)[:2]]  # type: ignore[attr-defined]
-
-    def objective(levels: tuple[tuple[int, ...], ...]) -> float:
-        c = candidate("searched", f"schedule(groups={levels})", b, config.num_blocks)
-        s, _ = score_candidate(den, prompts, seeds, c, None if config.sampled else ref, config, screen=False,
-                               pair_js=False)
-        return key(s)
-
-    r = search_schedule(objective, b, config.budget, starts, exhaustive_limit=0, max_evals=config.search_evals,
-                        swaps=False)
+    fixed.sort(key=(lambda s: s.kl) if config.sampled else (lambda s: -(s.agreement or 0.0)))
+    starts = [s.candidate.planner.levels(b) for s in fixed[:2]]  # type: ignore[attr-defined]
+    r = search_schedule(lambda levels: row_losses(den, prompts, seeds, Schedule(levels), ref, config), b,
+                        config.budget, starts, exhaustive_limit=0, max_evals=config.search_evals, swaps=False)
     if r.levels in {canonical(s) for s in starts}:
+        return None
+    check = [derive_seed(config.seed, 2, i) for i in range(len(prompts))] if config.sampled else list(seeds)
+    new = row_losses(den, prompts, check, Schedule(r.levels), ref, config)
+    old = row_losses(den, prompts, check, fixed[0].candidate.planner, ref, config)
+    if not improves(new, old, ACCEPT_Z):
         return None
     found, _ = score_candidate(den, prompts, seeds, candidate("searched", f"schedule(groups={r.levels})", b,
                                                               config.num_blocks), ref, config, screen=False)

@@ -79,6 +79,16 @@ def rescore_greedy(den: Denoiser, prompts: Sequence[Sequence[int]], scores: list
         s.loglik = greedy_loglik(den, prompts, d, ref, agree, config)
 
 
+def row_losses(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int], planner: Planner,
+               ref: Decode | None, config: TuneConfig) -> Tensor:
+    """``[N]`` float64 per-prompt loss of a planner: self KL per token when sampling, 1 - agreement when greedy."""
+    d = decode(den, prompts, seeds, planner, config)
+    if config.sampled:
+        return self_kl(d.token_logq, chain_loglik(den, prompts, d.generated, config.batch_size))
+    assert ref is not None, "greedy agreement needs the reference decode"
+    return (~agreement(d.generated, ref.generated, den.spec.eos_ids)).double()
+
+
 def score_candidate(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int], c: Candidate,
                     ref: Decode | None, config: TuneConfig, screen: bool = True,
                     pair_js: bool = True) -> tuple[Score, Decode | None]:
