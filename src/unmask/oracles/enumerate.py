@@ -141,7 +141,7 @@ def _branch(oracle: ChainOracle, planner: Planner, canvas: Tensor, weight: Tenso
         exact = exact.repeat_interleave(k, 0)
         noise = _FixedOrder(_orders(masked, n))
         reveal = planner.select(PlanStep(masked.expand(n * k, -1), prop, call, hi - lo, num_blocks, noise)).reveal  # type: ignore[arg-type]
-    s, c = canvas.shape[0], draws.shape[0]
+    c = draws.shape[0]
     assert not (reveal & ~masked).any() and bool(reveal.any(-1).all()), f"{planner} broke the planner contract"
     p_draw = exact.sum(-1).exp()  # [S C k]: probability of the joint draw (orders equally likely)
     own = weight.repeat_interleave(c * k) * p_draw / k  # [S C k]
