@@ -18,8 +18,8 @@ temperature 1, and is measured two ways:
 The *limit* row is the best fixed schedule found by
 :func:`~unmask.oracles.search_schedule` (exact objective on the first-order
 chain; sampled path KL elsewhere, re-measured on fresh seeds); the *tuner* row
-is what ``unmask tune --model oracle:NAME --budget K`` picks from its own
-samples (a different seed), measured like every other row.
+is what ``unmask tune --model oracle:NAME --budget K --samples 1024 --search 300``
+picks from its own samples (a different seed), measured like every other row.
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ class FrontierResult:
     checks: list[Check] = field(default_factory=list)  # path KL against exact KL, by enumeration
     seconds: float = 0.0
     files: list[Path] = field(default_factory=list)
+    search_evals: int = 300  # per limit search, and per tuner run
+    tune_samples: int = 1024  # per set, for the tuner's picks
 
 
 def _exact_levels(oracle: ChainOracle, planner: Planner) -> list[list[int]] | None:
@@ -222,7 +224,7 @@ def _unit(kind: str, name: str, arg: object, s: Settings) -> object:
     if kind == "limit":
         return find_limit(oracle, arg, limit_seeds(arg), s.samples, s.seed, s.search_evals)  # type: ignore[arg-type]
     cfg = TuneConfig(budget=arg, gen_length=BLOCK, block_length=BLOCK, temperature=1.0, seed=s.seed + 7,  # type: ignore[arg-type]
-                     batch_size=s.tune_samples)
+                     batch_size=s.tune_samples, search=s.search_evals)  # the limit's search effort
     empty: list[list[int]] = [[] for _ in range(s.tune_samples)]
     spec = tune(oracle, empty, empty, default_candidates(arg, BLOCK, BLOCK), cfg).spec  # type: ignore[arg-type]
     return spec, measure(oracle, spec, "tuner's search", s.samples, s.seed, exact_pairs)  # a searched schedule is new
@@ -242,7 +244,7 @@ def _units(oracles: tuple[str, ...], budgets: tuple[int, ...]) -> list[tuple[str
 
 
 def run_oracle_frontier(samples: int = 2048, seed: int = 0, budgets: tuple[int, ...] = BUDGETS,
-                        oracles: tuple[str, ...] = ORACLES, search_evals: int = 300, tune_samples: int = 512,
+                        oracles: tuple[str, ...] = ORACLES, search_evals: int = 300, tune_samples: int = 1024,
                         out_dir: str | Path | None = "benchmarks", progress: bool = True, jobs: int = 1) -> FrontierResult:
     """Run the frontier (``jobs`` processes); write ``oracle_frontier.md`` and ``.png`` into ``out_dir`` (None: no files)."""
     if not isinstance(samples, int) or samples < 2:
@@ -259,7 +261,8 @@ def run_oracle_frontier(samples: int = 2048, seed: int = 0, budgets: tuple[int, 
         torch.set_num_threads(threads)
     done = {(u[0], u[1], _key(u[2])): v for u, v in zip(units, values)}
     result = FrontierResult([_collect(name, done, budgets) for name in oracles], samples, seed, tuple(budgets),
-                            [c for name in SMALL_ORACLES for c in done[("check", name, None)]])
+                            [c for name in SMALL_ORACLES for c in done[("check", name, None)]],
+                            search_evals=search_evals, tune_samples=tune_samples)
     result.seconds = time.perf_counter() - t0
     if out_dir is not None:
         from .oracle_report import plot_frontier, render_markdown
@@ -302,7 +305,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS), help="calls per 32-token block")
     parser.add_argument("--oracles", nargs="+", default=list(ORACLES), choices=ORACLES)
     parser.add_argument("--search-evals", type=int, default=300, help="schedules scored per limit search")
-    parser.add_argument("--tune-samples", type=int, default=512, help="samples per set for the tuner's picks")
+    parser.add_argument("--tune-samples", type=int, default=1024,
+                        help="samples per set for the tuner's picks (it searches --search-evals schedules too)")
     parser.add_argument("--quick", action="store_true", help="budgets 2 and 4, 256 samples, short searches")
     parser.add_argument("--jobs", type=int, default=1, help="processes to run the pieces in (default 1)")
     parser.add_argument("--out", default="benchmarks", help="folder for oracle_frontier.md and .png")

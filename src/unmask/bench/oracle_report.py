@@ -97,7 +97,7 @@ def render_markdown(result: FrontierResult) -> str:
         "(random order); † planners choose by the tokens just drawn, where path KL is biased: see their pair KL. "
         "Adaptive rows show the best setting whose mean calls per block fit the budget. *limit*: the best fixed "
         "schedule known: found by `search_schedule`, or a fixed schedule of the table that measured lower; *unmask tune's pick*: the winner of `unmask tune --model "
-        "oracle:NAME --budget K` on its own samples (another seed), measured like the rest.",
+        f"oracle:NAME --budget K --samples {result.tune_samples} --search {result.search_evals}` on its own samples (another seed), measured like the rest.",
     ]
     lines += check_lines(result)
     for o in result.oracles:
