@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from unmask.noise import ORDER, TOKENS, Noise, derive_seed, mix32
+from unmask.noise import MASK32, ONE_BELOW, ORDER, TOKENS, Noise, derive_seed, mix32, to_unit
+from unmask.sampling import SamplingParams, propose
 
 
 def test_uniforms_are_uniform_and_inside_the_open_interval():
@@ -16,6 +17,26 @@ def test_uniforms_are_uniform_and_inside_the_open_interval():
     # Kolmogorov-Smirnov distance against U(0, 1); 1.63 / sqrt(n) is the 1% critical value
     ecdf = torch.arange(1, n + 1, dtype=torch.float64) / n
     assert float((ecdf - u.sort().values).abs().max()) < 1.63 / math.sqrt(n)
+
+
+def test_the_extreme_hashes_stay_inside_the_open_interval():
+    u = to_unit(torch.tensor([0, 255, 0xFFFFFF00, MASK32], dtype=torch.long))
+    assert u.dtype == torch.float32 and bool((u > 0).all()) and bool((u < 1).all())
+    assert float(u[-1]) == ONE_BELOW and float(u[0]) == 2.0**-25
+
+
+def test_a_uniform_at_the_top_never_draws_an_impossible_token():
+    """Found on an oracle: a uniform that rounded to 1.0 turned the race into NaN and drew a -inf token (EOS)."""
+
+    class Top:  # every uniform at its largest value
+        def uniform(self, stream, width=None):
+            return torch.full((1, 3, width), to_unit(torch.tensor(MASK32)).item())
+
+    logits = torch.tensor([[[0.0, -1.0, float("-inf"), float("-inf")]] * 3])  # tokens 2 and 3 impossible
+    p = propose(logits, SamplingParams(temperature=1.0), Top())  # type: ignore[arg-type]
+    assert bool((p.tokens < 2).all()) and bool(torch.isfinite(p.logq).all())
+    truncated = propose(torch.tensor([[[3.0, 0.0, 0.0, 0.0]] * 3]), SamplingParams(temperature=1.0, top_k=1), Top())  # type: ignore[arg-type]
+    assert bool((truncated.tokens == 0).all())
 
 
 def test_draws_do_not_depend_on_the_batch_or_its_order():

@@ -58,9 +58,18 @@ def seed_key(seed: int) -> int:
     return mix32(mix32((seed & MASK32) ^ 0x2545F491) ^ ((seed >> 32) & MASK32))
 
 
+ONE_BELOW = 1.0 - 2.0**-24  # the largest float32 below 1
+
+
 def to_unit(x: Tensor) -> Tensor:
-    """float32 uniforms in (0, 1) from 32-bit hashes (top 24 bits, centred in their cell)."""
-    return ((x >> 8).to(torch.float32) + 0.5) * (2.0**-24)
+    """float32 uniforms strictly inside (0, 1) from 32-bit hashes (top 24 bits, centred in their cell).
+
+    The top cell's centre, 1 - 2^-25, rounds to 1.0 in float32; it is held at
+    the largest float32 below 1, because a uniform of exactly 1 makes the
+    exponential race of :func:`unmask.sampling.propose` pick its token
+    whatever its probability, even one at -inf (the mask, a truncated token).
+    """
+    return (((x >> 8).to(torch.float32) + 0.5) * (2.0**-24)).clamp_max(ONE_BELOW)
 
 
 @dataclass(frozen=True)
