@@ -17,3 +17,15 @@ def task_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from eval_tasks import scripted
 
     return scripted.write_tasks(tmp_path_factory.mktemp("tasks"))
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (restored after): the oracles' tiny ops run several times faster without
+    thread contention on a shared CPU. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -7,18 +7,12 @@ import pytest
 import torch
 
 from unmask import EB, Dilated, GenerationConfig, TopK, dilated_levels, generate
-from unmask.bench.oracle import DRAWN, STYLES, run_oracle_frontier
-from unmask.oracles import HMMOracle, MarkovOracle, exact_logprob, ordered_partitions, path_kl, schedule_kl
+from unmask.bench.oracle import run_oracle_frontier
+from unmask.oracles import HMMOracle, MarkovOracle, named_oracle, ordered_partitions, path_kl, schedule_kl
 from unmask.oracles.metrics import _stationary
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops run several times faster without thread contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ORACLES = {
@@ -86,7 +80,7 @@ def test_marginals_match_enumeration(kind):
 def test_log_prob_sums_to_one_and_matches_parameters(kind):
     oracle = ORACLES[kind]()
     xs = torch.tensor(list(itertools.product(range(3), repeat=5)))
-    lp = exact_logprob(oracle, xs)
+    lp = oracle.log_prob(xs)
     assert lp.dtype == torch.float64 and lp.shape == (243,)
     assert abs(float(lp.exp().sum()) - 1.0) < 1e-12
     assert torch.allclose(lp, brute_log_joint(oracle, xs), atol=1e-10)
@@ -243,17 +237,22 @@ def test_path_kl_refuses_early_exit_and_wrong_prompts():
         path_kl(oracle, out, [[1]])
 
 
-def test_frontier_quick_smoke(tmp_path):
-    result = run_oracle_frontier(samples=4, gen_length=32, quick=True, out_dir=tmp_path, progress=False)
-    oracles = {r.oracle for r in result.rows}
-    assert len(oracles) == 3
-    for name in oracles:
-        assert {r.family for r in result.rows if r.oracle == name} == set(STYLES)
-    assert all(math.isfinite(x) for r in result.rows for x in (r.nfe, r.kl, r.kl_se))
-    assert all(r.kl > -0.05 for r in result.rows if r.family not in DRAWN)
-    assert all(r.nfe == 256 for r in result.rows if r.family == "one per call")
-    s = result.searches[0]
-    assert s.schedules == 14 and s.best_kl <= s.dus_kl + 1e-12
+def test_frontier_smoke(tmp_path):
+    result = run_oracle_frontier(samples=16, budgets=(2,), oracles=("markov1", "hmm"), search_evals=3,
+                                 tune_samples=8, out_dir=tmp_path, progress=False)
+    assert [o.name.split(" (")[0] for o in result.oracles] == ["Markov order 1", "HMM"]
+    for o in result.oracles:
+        assert o.picks[2] in o.measures and o.limits[2].levels and 0 < o.floor
+        for m in o.measures.values():
+            assert (m.kl is None) == (m.kind == "biased") and math.isfinite(m.pair)
+            assert m.kind != "exact" or o.name.startswith("Markov order 1")
+        one = o.measures["topk(score='random', steps=32)"]
+        assert one.calls == 32 and abs(one.kl) < 1e-5  # one token per call is exact sampling
+        fixed = [m.kl for m in o.measures.values() if m.calls == 2 and m.kind in ("exact", "sampled")
+                 and m.family in ("DUS", "interleave", "farthest")]
+        assert o.limits[2].kl <= min(fixed) + 1e-12  # the limit is never above a fixed schedule of the table
+    m1 = result.oracles[0]
+    assert m1.measures["interleave(k=2)"].kl == schedule_kl(named_oracle("markov1"), [list(range(0, 32, 2)), list(range(1, 32, 2))])
     text = (tmp_path / "oracle_frontier.md").read_text()
-    assert all(f"| {family}" in text for family in STYLES)
+    assert "best fixed schedule (limit)" in text and "unmask tune's pick" in text
     assert (tmp_path / "oracle_frontier.png").stat().st_size > 10_000

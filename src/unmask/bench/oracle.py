@@ -1,12 +1,25 @@
-"""The oracle frontier: path KL against NFE for every planner, on exact oracles.
+"""The oracle frontier: every planner's error at 2 to 6 calls per 32-token block, the limit, and the tuner's pick.
 
-For three oracles with exact posteriors (first- and second-order Markov
-chains, a slow-mixing HMM) every planner runs over a range of budgets at
-temperature 1. Cost is the mean number of denoiser calls per 256 generated
-tokens; error is the mean path KL per token (:func:`unmask.oracles.path_kl`)
-with its standard error. For blocks of 8, :func:`unmask.oracles.schedule_kl`
-scores every fixed schedule with DUS's number of calls exactly, giving the
-best possible fixed schedule next to DUS (arXiv 2506.19037).
+On three oracles with exact posteriors (first- and second-order Markov
+chains, a slow-mixing HMM) every candidate of ``unmask tune`` (DUS bases and
+skips, interleave, farthest point, top-k scores, threshold and EB grids,
+spaced hybrids) generates ``samples`` unconditional 32-token blocks at
+temperature 1, and is measured two ways:
+
+- *KL/token*, KL(q || p) per token: exact (:func:`~unmask.oracles.schedule_kl`)
+  for fixed schedules on the first-order chain; otherwise the mean of
+  :func:`~unmask.oracles.path_kl` with its standard error where that mean is
+  exact in expectation, labelled an upper bound for random orders, and not
+  shown where it is biased (:func:`~unmask.oracles.path_kl_status`);
+- *pair KL*, the consistent pairwise-marginal measure
+  (:func:`~unmask.oracles.pair_divergence`), for every planner, beside its
+  sampling floor.
+
+The *limit* row is the best fixed schedule found by
+:func:`~unmask.oracles.search_schedule` (exact objective on the first-order
+chain; sampled path KL elsewhere, re-measured on fresh seeds); the *tuner* row
+is what ``unmask tune --model oracle:NAME --budget K --samples 1024 --search 300``
+picks from its own samples (a different seed), measured like every other row.
 """
 
 from __future__ import annotations
@@ -14,307 +27,301 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.table import Table
 
 from ..config import GenerationConfig
 from ..loop import generate
-from ..oracles import ChainOracle, HMMOracle, MarkovOracle, ordered_partitions, path_kl, schedule_kl
-from ..planners import EB, TOPK_SCORES, Dilated, Planner, Spaced, Threshold, TopK
-from ..progress import make_progress
-from . import write_report
-from ..schedules import dilated_levels
+from ..oracles import (
+    BIASED, BOUND, ChainOracle, HMMOracle, MarkovOracle, enumerate_sampler, named_oracle, oracle_title, path_kl,
+    path_kl_status,
+)
+from ..oracles.pairs import exact_pair_marginals, pair_kl, sample_pair_marginals
+from ..oracles.search import canonical, exact_objective, sampled_objective, sampled_path_kl, search_schedule
+from ..planners import Planner, parse_planner
+from ..planners.scheduled import _LevelPlanner
+from ..schedules import interleave_levels
+from ..tune import TuneConfig, default_candidates, tune
+from . import run_calls, write_report
 
-REF_TOKENS = 256  # NFE is reported per this many generated tokens
-ADAPTIVE_BLOCK = 32  # block length of EB, threshold and their spaced variants
-DRAWN = ("top-k confidence", "threshold", "spaced threshold")  # selection depends on the drawn tokens
-Levels = tuple[tuple[int, ...], ...]
+BLOCK = 32
+BUDGETS = (2, 3, 4, 5, 6)
+ORACLES = ("markov1", "markov2", "hmm")
+MAX_DISTANCE = 8
 
 
 @dataclass(frozen=True)
-class Setting:
+class Measure:
+    spec: str
     family: str
-    setting: str
-    planner: Planner
-    block_length: int
+    calls: float  # mean calls per block
+    kl: float | None  # per token; None where path KL is biased
+    kl_se: float  # 0 for exact values
+    kind: str  # "exact" (computed), "sampled" (mean of an exact-in-expectation estimate), "bound", "biased"
+    pair: float  # mean pairwise KL, nats per pair
 
 
 @dataclass(frozen=True)
-class Row:
-    oracle: str
-    family: str
-    setting: str
-    nfe: float  # mean denoiser calls per REF_TOKENS generated tokens
-    kl: float  # mean path KL, nats per token
-    kl_se: float  # its standard error
+class Limit:
+    budget: int
+    levels: tuple[tuple[int, ...], ...]
+    kl: float
+    kl_se: float
+    evaluations: int
+    exhaustive: bool
+    found_by: str = "search"  # or the spec of the table's fixed schedule that beat the search
 
 
-@dataclass(frozen=True)
-class ScheduleSearch:
-    oracle: str
-    context: str
-    block_length: int
-    calls: int
-    schedules: int
-    dus_levels: Levels
-    dus_kl: float
-    dus_rank: int  # 1 = best
-    best_levels: Levels
-    best_kl: float
-    second_levels: Levels  # the best schedule other than the best one
-    second_kl: float
+@dataclass
+class OracleFrontier:
+    name: str
+    measures: dict[str, Measure]  # by spec
+    floor: float  # pair KL of as many exact samples
+    limits: dict[int, Limit]
+    picks: dict[int, str]  # budget -> the tuner's spec
 
 
 @dataclass
 class FrontierResult:
-    rows: list[Row]
-    searches: list[ScheduleSearch]
+    oracles: list[OracleFrontier]
     samples: int
-    gen_length: int
     seed: int
+    budgets: tuple[int, ...]
+    checks: list[Check] = field(default_factory=list)  # path KL against exact KL, by enumeration
     seconds: float = 0.0
     files: list[Path] = field(default_factory=list)
+    search_evals: int = 300  # per limit search, and per tuner run
+    tune_samples: int = 1024  # per set, for the tuner's picks
 
 
-def frontier_oracles(seed: int = 0) -> dict[str, ChainOracle]:
-    """The three oracles of the frontier, by display name."""
-    return {
-        "Markov order 1 (V=16, Dirichlet 0.3)": MarkovOracle(16, order=1, concentration=0.3, seed=seed),
-        "Markov order 2 (V=8, Dirichlet 0.3)": MarkovOracle(8, order=2, concentration=0.3, seed=seed),
-        "HMM (8 states, V=16, persistence 0.95)": HMMOracle(8, 16, persistence=0.95, concentration=0.3, seed=seed),
-    }
+def _exact_levels(oracle: ChainOracle, planner: Planner) -> list[list[int]] | None:
+    """The schedule of a fixed-schedule planner on a first-order chain (where schedule_kl is exact), else None."""
+    if isinstance(oracle, MarkovOracle) and oracle.order == 1 and isinstance(planner, _LevelPlanner):
+        return planner.levels(BLOCK) if planner.confidence_threshold is None else None
+    return None
 
 
-def frontier_settings(gen_length: int, quick: bool = False) -> list[Setting]:
-    """Every planner family over its budget range; ``quick`` keeps two points per family."""
-    blocks = [b for b in ((8, 32) if quick else (4, 8, 16, 32, 64)) if gen_length % b == 0]
-    gammas = (0.5, 2.0) if quick else (0.1, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0)
-    taus = (0.7, 0.9) if quick else (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)
-    ab = ADAPTIVE_BLOCK
-    out = [Setting("one per call", f"B={ab}", TopK(score="random", steps=gen_length), ab)]
-    out += [Setting("DUS", f"B={b}", Dilated(), b) for b in blocks]
-    for score in TOPK_SCORES:
-        out += [Setting(f"top-k {score}", f"B={b}", TopK(score=score, counts="dilated"), b) for b in blocks]
-    out += [Setting("EB", f"gamma={g:g} bits", EB(gamma=g), ab) for g in gammas]
-    out += [Setting("spaced EB", f"gamma={g:g} bits", Spaced(EB(gamma=g), start_stride=8), ab) for g in gammas]
-    out += [Setting("threshold", f"tau={t:g}", Threshold(tau=t), ab) for t in taus]
-    out += [Setting("spaced threshold", f"tau={t:g}", Spaced(Threshold(tau=t), start_stride=8), ab) for t in taus]
+def measure(oracle: ChainOracle, spec: str, family: str, samples: int, seed: int, exact_pairs: torch.Tensor) -> Measure:
+    """Both measures of one planner on ``samples`` unconditional blocks at temperature 1."""
+    planner = parse_planner(spec)
+    cfg = GenerationConfig(gen_length=BLOCK, block_length=BLOCK, planner=planner, sampling={"temperature": 1.0},
+                           early_exit=False, seed=seed)
+    prompts: list[list[int]] = [[] for _ in range(samples)]
+    out = generate(oracle, prompts, cfg)
+    pair = pair_kl(sample_pair_marginals(out.generated, oracle.num_tokens, MAX_DISTANCE), exact_pairs)
+    calls = float(out.nfe_per_row.double().mean())
+    status = path_kl_status(planner)
+    levels = _exact_levels(oracle, planner)
+    if levels is not None:
+        from ..oracles import schedule_kl
+
+        return Measure(spec, family, calls, schedule_kl(oracle, levels, "start"), 0.0, "exact", pair)
+    if status == BIASED:
+        return Measure(spec, family, calls, None, 0.0, "biased", pair)
+    kl = path_kl(oracle, out, prompts, planner=planner)
+    kind = "bound" if status == BOUND else "sampled"
+    return Measure(spec, family, calls, float(kl.mean()), float(kl.std() / math.sqrt(samples)), kind, pair)
+
+
+def find_limit(oracle: ChainOracle, budget: int, seeds: list[list[list[int]]], samples: int, seed: int,
+               max_evals: int, advance: Callable[[], None] | None = None) -> Limit:
+    """The best fixed schedule with ``budget`` calls: exact search on a first-order chain, sampled elsewhere.
+
+    A sampled search runs on ``samples // 2`` blocks of another seed; its four
+    best schedules and the seeds are then measured on the frontier's own
+    ``samples`` blocks (``seed``), like every planner in the table, and the
+    best of them is the limit (so it is never above a fixed schedule of the table).
+    """
+    if isinstance(oracle, MarkovOracle) and oracle.order == 1:
+        r = search_schedule(exact_objective(oracle), BLOCK, budget, seeds, max_evals=10 * max_evals, advance=advance)
+        return Limit(budget, r.levels, r.value, 0.0, r.evaluations, r.exhaustive)
+    r = search_schedule(sampled_objective(oracle, samples // 2, seed + 1), BLOCK, budget, seeds, max_evals=max_evals,
+                        swaps=False, advance=advance)
+    finalists = dict.fromkeys([levels for levels, _ in r.top] + [canonical(s) for s in seeds[:8]])
+    kls = {levels: sampled_path_kl(oracle, levels, samples, seed) for levels in finalists}
+    best = min(kls, key=lambda levels: float(kls[levels].mean()))
+    kl = kls[best]
+    return Limit(budget, best, float(kl.mean()), float(kl.std() / math.sqrt(kl.numel())), r.evaluations, False)
+
+
+def limit_seeds(budget: int) -> list[list[list[int]]]:
+    """Start points of the search: the fixed candidates, and every class order of interleave when k <= 6."""
+    out = []
+    for c in default_candidates(budget, BLOCK, BLOCK):
+        if c.fixed_calls == budget and isinstance(c.planner, _LevelPlanner):
+            out.append(c.planner.levels(BLOCK))
+    if budget <= 6:
+        import itertools
+
+        out += [interleave_levels(BLOCK, budget, (0,) + p) for p in itertools.permutations(range(1, budget))]
+    return list({canonical(s): s for s in out}.values())
+
+
+SMALL_ORACLES = {  # V = 3, so that every output of 6 tokens can be enumerated
+    "Markov order 1": lambda: MarkovOracle(3, order=1, concentration=0.5, seed=1),
+    "Markov order 2": lambda: MarkovOracle(3, order=2, concentration=0.5, seed=2),
+    "HMM": lambda: HMMOracle(3, 3, persistence=0.8, concentration=0.5, seed=3),
+}
+CHECK_SPECS = (
+    "dilated", "topk(score='margin', counts='dilated')", "eb(gamma=1.0)", "topk(score='random', counts='dilated')",
+    "topk(score='confidence', counts='dilated')", "threshold(tau=0.5)", "binary(confidence_threshold=0.5)",
+)
+CHECK_LENGTH = 6
+
+
+@dataclass(frozen=True)
+class Check:
+    oracle: str
+    spec: str
+    status: str
+    kl: float  # exact KL(q || p) per token, by enumeration
+    path: float  # exact expected value of path_kl's estimate
+    nfe: float
+
+
+def check_path_kl(oracle_name: str) -> list[Check]:
+    """Exact KL against the exact mean of path_kl's estimate, by enumeration, on a small oracle (one block of 6)."""
+    oracle = SMALL_ORACLES[oracle_name]()
+    out = []
+    for spec in CHECK_SPECS:
+        law = enumerate_sampler(oracle, parse_planner(spec), CHECK_LENGTH, CHECK_LENGTH)
+        out.append(Check(oracle_name, spec, path_kl_status(parse_planner(spec)), law.kl, law.expected_path_kl,
+                         law.expected_nfe))
     return out
 
 
-def measure(oracle: ChainOracle, s: Setting, samples: int, gen_length: int, seed: int) -> tuple[float, float, float]:
-    """(NFE per REF_TOKENS, mean path KL, its standard error) of unconditional samples at temperature 1."""
-    cfg = GenerationConfig(
-        gen_length=gen_length, block_length=s.block_length, planner=s.planner,
-        sampling={"temperature": 1.0}, early_exit=False, seed=seed,
-    )
-    prompts: list[list[int]] = [[] for _ in range(samples)]
-    out = generate(oracle, prompts, cfg)
-    kl = path_kl(oracle, out, prompts)  # [samples]
-    nfe = float(out.nfe_per_row.double().mean()) * REF_TOKENS / gen_length
-    return nfe, float(kl.mean()), float(kl.std() / math.sqrt(samples))
+@dataclass(frozen=True)
+class Settings:
+    samples: int
+    seed: int
+    search_evals: int
+    tune_samples: int
 
 
-def search_schedules(
-    name: str, oracle: MarkovOracle, block_length: int, context: str, advance: Callable[[], None] | None = None
-) -> ScheduleSearch:
-    """Score every fixed schedule with DUS's call count by its exact expected path KL (schedule_kl)."""
-    dus = tuple(tuple(level) for level in dilated_levels(block_length))
-    values: dict[Levels, float] = {}
-    for levels in ordered_partitions(block_length, len(dus)):
-        values[levels] = schedule_kl(oracle, levels, context)
-        if advance is not None:
-            advance()
-    best, second = sorted(values, key=values.__getitem__)[:2]
-    rank = 1 + sum(v < values[dus] - 1e-12 for v in values.values())
-    return ScheduleSearch(
-        name, context, block_length, len(dus), len(values), dus, values[dus], rank,
-        best, values[best], second, values[second],
-    )
+@lru_cache(maxsize=8)
+def _oracle(name: str, seed: int) -> tuple[ChainOracle, torch.Tensor]:
+    """A named oracle and its exact pair marginals, built once per process."""
+    oracle = named_oracle(name, seed)
+    return oracle, exact_pair_marginals(oracle, BLOCK, MAX_DISTANCE)
 
 
-def run_oracle_frontier(
-    samples: int = 128,
-    gen_length: int = 256,
-    seed: int = 0,
-    quick: bool = False,
-    out_dir: str | Path | None = "benchmarks",
-    progress: bool = True,
-) -> FrontierResult:
-    """Run the frontier; write ``oracle_frontier.md`` and ``.png`` into ``out_dir`` (None: no files).
+def _unit(kind: str, name: str, arg: object, s: Settings) -> object:
+    """One independent piece of the frontier (so pieces can run in parallel processes)."""
+    torch.set_num_threads(1)  # the oracles' small ops are several times slower when threads contend
+    if kind == "check":
+        return check_path_kl(name)
+    oracle, exact_pairs = _oracle(name, s.seed)
+    if kind == "floor":
+        truth = oracle.sample(s.samples, BLOCK, torch.Generator().manual_seed(s.seed))
+        return pair_kl(sample_pair_marginals(truth, oracle.num_tokens, MAX_DISTANCE), exact_pairs)
+    if kind == "measure":
+        spec, family = arg  # type: ignore[misc]
+        return measure(oracle, spec, family, s.samples, s.seed, exact_pairs)
+    if kind == "limit":
+        return find_limit(oracle, arg, limit_seeds(arg), s.samples, s.seed, s.search_evals)  # type: ignore[arg-type]
+    cfg = TuneConfig(budget=arg, gen_length=BLOCK, block_length=BLOCK, temperature=1.0, seed=s.seed + 7,  # type: ignore[arg-type]
+                     batch_size=s.tune_samples, search=s.search_evals)  # the limit's search effort
+    empty: list[list[int]] = [[] for _ in range(s.tune_samples)]
+    spec = tune(oracle, empty, empty, default_candidates(arg, BLOCK, BLOCK), cfg).spec  # type: ignore[arg-type]
+    return spec, measure(oracle, spec, "tuner's search", s.samples, s.seed, exact_pairs)  # a searched schedule is new
 
-    Runs with one torch thread (restored after): the oracles' many tiny ops
-    are several times slower when threads contend on a shared CPU.
-    """
+
+def _units(oracles: tuple[str, ...], budgets: tuple[int, ...]) -> list[tuple[str, str, object]]:
+    """Every piece of work, the longest (searches, tuner runs) first."""
+    out: list[tuple[str, str, object]] = []
+    for name in oracles:
+        out += [("limit", name, b) for b in budgets] + [("tune", name, b) for b in budgets]
+    for name in oracles:
+        specs: dict[str, str] = {f"topk(score='random', steps={BLOCK})": "one token per call"}
+        for b in budgets:
+            specs.update({c.spec: c.family for c in default_candidates(b, BLOCK, BLOCK)})
+        out += [("floor", name, None)] + [("measure", name, item) for item in specs.items()]
+    return out + [("check", name, None) for name in SMALL_ORACLES]
+
+
+def run_oracle_frontier(samples: int = 2048, seed: int = 0, budgets: tuple[int, ...] = BUDGETS,
+                        oracles: tuple[str, ...] = ORACLES, search_evals: int = 300, tune_samples: int = 1024,
+                        out_dir: str | Path | None = "benchmarks", progress: bool = True, jobs: int = 1) -> FrontierResult:
+    """Run the frontier (``jobs`` processes); write ``oracle_frontier.md`` and ``.png`` into ``out_dir`` (None: no files)."""
     if not isinstance(samples, int) or samples < 2:
-        raise ValueError(f"samples must be an int >= 2 (standard errors need two), got {samples!r}")
-    if not isinstance(gen_length, int) or gen_length < ADAPTIVE_BLOCK or gen_length % ADAPTIVE_BLOCK:
-        raise ValueError(f"gen_length must be a positive multiple of {ADAPTIVE_BLOCK}, got {gen_length!r}")
+        raise ValueError(f"samples must be an int >= 2, got {samples!r}")
+    if not budgets or any(not isinstance(b, int) or not 2 <= b <= BLOCK for b in budgets):
+        raise ValueError(f"budgets must be ints in [2, {BLOCK}], got {budgets!r}")
+    if not oracles or any(o not in ORACLES for o in oracles):
+        raise ValueError(f"oracles must be names from {ORACLES}, got {oracles!r}")
     t0, threads = time.perf_counter(), torch.get_num_threads()
-    oracles, settings = frontier_oracles(seed), frontier_settings(gen_length, quick)
-    search_block, contexts = (4, ("start",)) if quick else (8, ("start", "stationary"))
-    result = FrontierResult([], [], samples, gen_length, seed)
-    bar = make_progress(transient=True)
-    bar.disable = not progress
-    torch.set_num_threads(1)
+    settings, units = Settings(samples, seed, search_evals, tune_samples), _units(oracles, budgets)
     try:
-        with bar:
-            runs = bar.add_task("oracle frontier", total=len(oracles) * len(settings))
-            for name, oracle in oracles.items():
-                for s in settings:
-                    bar.update(runs, description=f"{name.split(' (')[0]}: {s.family} {s.setting}")
-                    result.rows.append(Row(name, s.family, s.setting, *measure(oracle, s, samples, gen_length, seed)))
-                    bar.advance(runs)
-            name, first = next(iter(oracles.items()))
-            assert isinstance(first, MarkovOracle)
-            task = bar.add_task(f"all fixed schedules, B={search_block}", total=None)
-            for ctx in contexts:
-                result.searches.append(search_schedules(name, first, search_block, ctx, lambda: bar.advance(task)))
+        values = run_calls([(_unit, (*u, settings)) for u in units], jobs, "oracle frontier", progress)
     finally:
         torch.set_num_threads(threads)
+    done = {(u[0], u[1], _key(u[2])): v for u, v in zip(units, values)}
+    result = FrontierResult([_collect(name, done, budgets) for name in oracles], samples, seed, tuple(budgets),
+                            [c for name in SMALL_ORACLES for c in done[("check", name, None)]],
+                            search_evals=search_evals, tune_samples=tune_samples)
     result.seconds = time.perf_counter() - t0
     if out_dir is not None:
+        from .oracle_report import plot_frontier, render_markdown
+
         result.files = write_report(out_dir, "oracle_frontier", render_markdown(result),
                                     lambda path: plot_frontier(result, path))
     return result
 
 
-def _cells(r: Row) -> list[str]:
-    """planner, setting, NFE, KL ± se as printed (exact samplers print 0, not -0)."""
-    kl, se = (("0.0000" if (t := f"{x:.4f}") == "-0.0000" else t) for x in (r.kl, r.kl_se))
-    return [r.family + (" †" if r.family in DRAWN else ""), r.setting, f"{r.nfe:.1f}", f"{kl} ± {se}"]
+def _key(arg: object) -> object:
+    return arg[0] if isinstance(arg, tuple) else arg  # measures are keyed by spec
 
 
-def _levels_str(levels: Levels) -> str:
-    return " ".join("{" + ",".join(map(str, level)) + "}" for level in levels)
+def _collect(name: str, done: dict, budgets: tuple[int, ...]) -> OracleFrontier:  # type: ignore[type-arg]
+    measures = {k[2]: v for k, v in done.items() if k[0] == "measure" and k[1] == name}
+    picks = {b: done[("tune", name, b)] for b in budgets}
+    for spec, m in picks.values():  # the tuner's own searched schedules join the table
+        measures.setdefault(spec, m)
+    limits = {b: best_known(done[("limit", name, b)], measures.values()) for b in budgets}
+    return OracleFrontier(oracle_title(name), measures, done[("floor", name, None)], limits,
+                          {b: spec for b, (spec, _) in picks.items()})
 
 
-def render_markdown(result: FrontierResult) -> str:
-    """The frontier as markdown: one table per oracle, then the fixed-schedule search."""
-    lines = [
-        "# Oracle frontier: path KL against NFE",
-        "",
-        f"Generated by `python benchmarks/oracle_frontier.py` (or `unmask bench oracle`): {result.samples} "
-        f"unconditional sequences of {result.gen_length} tokens per run, temperature 1, seed {result.seed}, "
-        f"{result.seconds:.0f} s on CPU.",
-        "",
-        f"*NFE/{REF_TOKENS}*: mean denoiser calls per {REF_TOKENS} generated tokens. *KL/token*: mean path KL "
-        "(nats per token, ± standard error over sequences) of the sampler against the exact sequence distribution "
-        "(`unmask.oracles.path_kl`); one token per call is exact (0). DUS and top-k use DUS's per-call counts "
-        f"(log2 B calls per block of B); EB, threshold and their spaced variants (start_stride=8) use blocks of "
-        f"{ADAPTIVE_BLOCK}. † the planner picks positions by the confidence of the drawn tokens: the estimate "
-        "then measures only the error of sampling them independently, not the selection bias, and can be "
-        "slightly negative.",
-    ]
-    for name in dict.fromkeys(r.oracle for r in result.rows):
-        lines += ["", f"## {name}", "", f"| planner | setting | NFE/{REF_TOKENS} | KL/token ± se |", "|---|---|---:|---:|"]
-        lines += ["| " + " | ".join(_cells(r)) + " |" for r in result.rows if r.oracle == name]
-    if result.searches:
-        s0 = result.searches[0]
-        lines += [
-            "",
-            f"## Best fixed schedule for blocks of {s0.block_length} (exact)",
-            "",
-            f"Every ordered partition of the {s0.block_length} offsets into DUS's {s0.calls} calls "
-            f"({s0.schedules} schedules) scored by its exact expected path KL on the first oracle "
-            "(`unmask.oracles.schedule_kl`: per call and gap between revealed tokens, the KL between the product of "
-            "the marginals and the joint of the tokens revealed together, a chain of bridge transitions, averaged "
-            "over the sampler's exact joint of the gap's ends; no sampling). *start*: an unconditional sequence of "
-            f"{s0.block_length} tokens; *stationary*: a block after one token drawn from the stationary distribution. "
-            "Offsets are 0-based.",
-            "",
-            "| context | DUS levels | DUS KL/token | DUS rank | best levels | best KL/token | runner-up | its KL/token |",
-            "|---|---|---:|---:|---|---:|---|---:|",
-        ]
-        for s in result.searches:
-            lines.append(
-                f"| {s.context} | {_levels_str(s.dus_levels)} | {s.dus_kl:.3e} | {s.dus_rank} / {s.schedules} | "
-                f"{_levels_str(s.best_levels)} | {s.best_kl:.3e} | {_levels_str(s.second_levels)} | {s.second_kl:.3e} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-STYLES = {  # family: (marker, line style)
-    "one per call": ("*", ""), "DUS": ("o", "-"), "top-k confidence": ("s", "--"), "top-k margin": ("D", "--"),
-    "top-k entropy": ("v", "--"), "top-k random": ("x", ":"), "EB": ("^", "-."), "spaced EB": ("^", "-"),
-    "threshold": ("<", "-."), "spaced threshold": ("<", "-"),
-}
-
-
-def plot_frontier(result: FrontierResult, path: str | Path) -> None:
-    """KL/token against NFE/256 (log x), one panel per oracle, one style per planner family (Agg backend)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    names = list(dict.fromkeys(r.oracle for r in result.rows))
-    fig = Figure(figsize=(6 * len(names), 5.5), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(names), squeeze=False)[0]
-    for ax, name in zip(axes, names):
-        for family, (marker, ls) in STYLES.items():
-            pts = sorted((r.nfe, r.kl, r.kl_se) for r in result.rows if r.oracle == name and r.family == family)
-            if pts:
-                x, y, e = zip(*pts)
-                label = family + (" †" if family in DRAWN else "")
-                ax.errorbar(x, y, yerr=e, marker=marker, linestyle=ls or "none", label=label, capsize=2, ms=5)
-        for s in (s for s in result.searches if s.oracle == name and s.context == "stationary"):
-            x = REF_TOKENS / s.block_length * s.calls
-            ax.plot([x], [s.best_kl], marker="P", ms=11, color="black", linestyle="none",
-                    label=f"best fixed schedule, B={s.block_length} (exact)")
-        ax.set_xscale("log")
-        ticks = [t for t in (16, 24, 32, 48, 64, 96, 128, 192, 256) if t >= min(r.nfe for r in result.rows) / 1.5]
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        ax.set_yscale("symlog", linthresh=1e-3)
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel(f"NFE per {REF_TOKENS} tokens")
-        ax.set_ylabel("path KL (nats / token)")
-        ax.grid(True, which="both", alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=6, fontsize=8)
-    fig.suptitle("path KL vs NFE at temperature 1 (lower left is better; † selection by drawn-token confidence)")
-    fig.savefig(path, dpi=110)
-
-
-def print_frontier(result: FrontierResult, console: Console | None = None) -> None:
-    """The frontier tables, with rich."""
-    console = console or Console()
-    for name in dict.fromkeys(r.oracle for r in result.rows):
-        table = Table(title=name)
-        for col in ("planner", "setting", f"NFE/{REF_TOKENS}", "KL/token ± se"):
-            table.add_column(col, justify="left" if col in ("planner", "setting") else "right")
-        for r in (r for r in result.rows if r.oracle == name):
-            table.add_row(*_cells(r))
-        console.print(table)
-    for s in result.searches:
-        console.print(
-            f"B={s.block_length}, {s.context}: DUS {_levels_str(s.dus_levels)} {s.dus_kl:.2e} nats/token "
-            f"(rank {s.dus_rank}/{s.schedules}); best {_levels_str(s.best_levels)} {s.best_kl:.2e}, "
-            f"runner-up {_levels_str(s.second_levels)} {s.second_kl:.2e}"
-        )
-    if result.files:
-        console.print("wrote " + ", ".join(map(str, result.files)))
+def best_known(limit: Limit, measures: Iterable[Measure]) -> Limit:
+    """The search's limit, or a fixed schedule of the table (measured on the same samples) with a lower KL."""
+    best = limit
+    for m in measures:
+        planner = parse_planner(m.spec)
+        fixed = isinstance(planner, _LevelPlanner) and planner.confidence_threshold is None
+        if fixed and m.kl is not None and m.calls <= limit.budget + 1e-9 and m.kl < best.kl:
+            best = Limit(limit.budget, canonical(planner.levels(BLOCK)), m.kl, m.kl_se, limit.evaluations, False,
+                         found_by=m.spec)
+    return best
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by ``unmask bench oracle`` and ``benchmarks/oracle_frontier.py``."""
-    parser.add_argument("--samples", type=int, default=128, help="sequences per run (default 128)")
-    parser.add_argument("--gen-length", type=int, default=256, help="tokens per sequence, a multiple of 32")
+    parser.add_argument("--samples", type=int, default=2048, help="blocks per planner (default 2048)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="two points per planner family instead of the full sweep")
+    parser.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS), help="calls per 32-token block")
+    parser.add_argument("--oracles", nargs="+", default=list(ORACLES), choices=ORACLES)
+    parser.add_argument("--search-evals", type=int, default=300, help="schedules scored per limit search")
+    parser.add_argument("--tune-samples", type=int, default=1024,
+                        help="samples per set for the tuner's picks (it searches --search-evals schedules too)")
+    parser.add_argument("--quick", action="store_true", help="budgets 2 and 4, 256 samples, short searches")
+    parser.add_argument("--jobs", type=int, default=1, help="processes to run the pieces in (default 1)")
     parser.add_argument("--out", default="benchmarks", help="folder for oracle_frontier.md and .png")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the frontier from parsed arguments and print it."""
-    result = run_oracle_frontier(args.samples, args.gen_length, args.seed, args.quick, args.out)
+    from .oracle_report import print_frontier
+
+    if args.quick:
+        args.samples, args.budgets, args.search_evals, args.tune_samples = 256, [2, 4], 40, 128
+    result = run_oracle_frontier(args.samples, args.seed, tuple(args.budgets), tuple(args.oracles), args.search_evals,
+                                 args.tune_samples, args.out, jobs=args.jobs)
     print_frontier(result)
     return 0
 
 
-__all__ = ["FrontierResult", "Row", "ScheduleSearch", "run_oracle_frontier"]
+__all__ = ["Check", "FrontierResult", "Limit", "Measure", "OracleFrontier", "check_path_kl", "run_oracle_frontier"]

@@ -17,7 +17,7 @@ from typing import NoReturn
 from rich.console import Console
 from rich.text import Text
 
-COMMANDS = ("demo", "bench", "generate", "convert", "eval", "serve")
+COMMANDS = ("demo", "bench", "generate", "convert", "eval", "tune", "serve")
 
 
 HTML_SUFFIXES = (".html", ".htm")

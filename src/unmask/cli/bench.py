@@ -14,7 +14,8 @@ def _add_oracle(sub: argparse._SubParsersAction) -> None:
     from ..bench import oracle
 
     p = sub.add_parser(
-        "oracle", help="path KL vs NFE of every planner on exact Markov/HMM oracles (writes .md and .png)"
+        "oracle", help="exact / consistent error of every planner at 2-6 calls per block on exact oracles, "
+                       "the best fixed schedule and unmask tune's picks (writes .md and .png)"
     )
     oracle.add_arguments(p)
     p.set_defaults(func=oracle.main)
@@ -26,7 +27,17 @@ def _add_tiny(sub: argparse._SubParsersAction) -> None:
     register_tiny(sub)
 
 
-BENCHMARKS: dict[str, Callable[[argparse._SubParsersAction], None]] = {"oracle": _add_oracle, "tiny": _add_tiny}
+def _add_tune_tiny(sub: argparse._SubParsersAction) -> None:
+    from ..bench import tune_tiny
+
+    p = sub.add_parser("tune-tiny", help="unmask tune's picks on tiny-arith, scored with labels on held-out problems")
+    tune_tiny.add_arguments(p)
+    p.set_defaults(func=tune_tiny.main)
+
+
+BENCHMARKS: dict[str, Callable[[argparse._SubParsersAction], None]] = {
+    "oracle": _add_oracle, "tiny": _add_tiny, "tune-tiny": _add_tune_tiny,
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,12 +1,27 @@
 """Exact oracle denoisers: Markov chains and HMMs whose posteriors are computed, not learned.
 
 They implement the :class:`~unmask.denoiser.Denoiser` protocol, so
-:func:`unmask.generate` runs on them unchanged, and :func:`path_kl` measures
-exactly how far a planner's samples are from the true sequence distribution.
+:func:`unmask.generate` runs on them unchanged, and a planner's error is
+measured against the true sequence distribution: exactly on small cases by
+:func:`enumerate_sampler` (every planner), exactly in expectation by
+:func:`path_kl` (planners that choose from the state alone, see
+:func:`path_kl_status`) and :func:`schedule_kl` (fixed schedules on a
+first-order chain), and consistently for every planner by
+:func:`pair_divergence`. :func:`search_schedule` finds the best fixed
+schedule of a block under a call budget.
 """
 
+from .enumerate import SamplerLaw, enumerate_sampler
 from .hmm import HMMOracle
 from .markov import ChainOracle, MarkovOracle
-from .metrics import exact_logprob, ordered_partitions, path_kl, schedule_kl
+from .metrics import BIASED, BOUND, EXACT, ordered_partitions, path_kl, path_kl_status, schedule_kl
+from .named import NAMED_ORACLES, named_oracle, oracle_title
+from .pairs import PairDivergence, exact_pair_marginals, pair_divergence, pair_js, pair_kl, sample_pair_marginals
+from .search import SearchResult, search_schedule
 
-__all__ = ["ChainOracle", "HMMOracle", "MarkovOracle", "exact_logprob", "ordered_partitions", "path_kl", "schedule_kl"]
+__all__ = [
+    "BIASED", "BOUND", "EXACT", "NAMED_ORACLES", "ChainOracle", "HMMOracle", "MarkovOracle", "PairDivergence",
+    "SamplerLaw", "SearchResult", "enumerate_sampler", "exact_pair_marginals", "named_oracle", "oracle_title",
+    "ordered_partitions", "pair_divergence", "pair_js", "pair_kl", "path_kl", "path_kl_status",
+    "sample_pair_marginals", "schedule_kl", "search_schedule",
+]

@@ -1,6 +1,8 @@
 """Exact error metrics for samplers run on oracle denoisers.
 
-- :func:`path_kl`: per-sample path KL of a generation, in nats per generated token.
+- :func:`path_kl`: per-sample path KL of a generation, in nats per generated
+  token; its mean is the exact KL(q || p) only for planners whose choice
+  depends on the state alone (:func:`path_kl_status` says which).
 - :func:`schedule_kl`: the exact expected path KL of a fixed unmasking schedule
   on a first-order Markov oracle, without sampling.
 """
@@ -15,12 +17,44 @@ import torch
 from torch import Tensor
 
 from ..output import FILLED, GenerationOutput
+from ..planners import EB, Planner, Spaced, TopK
+from ..planners.scheduled import _LevelPlanner
+from ..schedules import check_levels
 from .markov import DTYPE, ChainOracle, MarkovOracle
 
+EXACT, BOUND, BIASED = "exact", "upper bound", "biased"
 
-def exact_logprob(oracle: ChainOracle, sequences: Tensor) -> Tensor:
-    """Exact log p(sequence) ``[n]`` float64 of ``sequences [n, length]`` under the oracle."""
-    return oracle.log_prob(sequences)
+
+def path_kl_status(planner: Planner) -> str:
+    """What the mean of :func:`path_kl` is for ``planner`` at temperature 1: ``"exact"``, ``"upper bound"`` or ``"biased"``.
+
+    - ``"exact"``: the revealed set is a function of the state before the
+      call (fixed schedules without confidence deferral, margin and entropy
+      ranks, EB, and ``spaced`` over such a planner when it also ranks by a
+      state score): every output has one path, so the mean is KL(q || p).
+    - ``"upper bound"``: random top-k. The estimate averages the KL of each
+      fixed order, which is at least the KL of their mixture (convexity).
+    - ``"biased"``: the set depends on the tokens just drawn (confidence
+      ranks, threshold, factor, confidence deferral, spaced over a planner
+      that ranks by confidence). The estimate leaves out the selection and
+      can be far below the truth (enumeration on small chains: 0.214 true
+      against -0.007 estimated for threshold 0.5); use
+      :func:`~unmask.oracles.pair_divergence` or
+      :func:`~unmask.oracles.enumerate_sampler` instead.
+
+    The tests check every claim by exact enumeration.
+    """
+    if isinstance(planner, _LevelPlanner):
+        return EXACT if planner.confidence_threshold is None else BIASED
+    if isinstance(planner, TopK):
+        return {"margin": EXACT, "entropy": EXACT, "random": BOUND}.get(planner.score, BIASED)
+    if isinstance(planner, EB):
+        return EXACT
+    if isinstance(planner, Spaced):  # filters the inner picks in the order of the inner priority
+        inner = path_kl_status(planner.inner)
+        ranks_by_state = isinstance(planner.inner, EB) or (isinstance(planner.inner, TopK) and planner.inner.score != "confidence")
+        return inner if ranks_by_state else BIASED
+    return BIASED
 
 
 def _prompt_rows(prompts: Sequence[Sequence[int]] | Tensor, n: int) -> list[list[int]]:
@@ -32,7 +66,9 @@ def _prompt_rows(prompts: Sequence[Sequence[int]] | Tensor, n: int) -> list[list
     return rows
 
 
-def path_kl(oracle: ChainOracle, output: GenerationOutput, prompts: Sequence[Sequence[int]] | Tensor) -> Tensor:
+def path_kl(
+    oracle: ChainOracle, output: GenerationOutput, prompts: Sequence[Sequence[int]] | Tensor, planner: Planner | None = None
+) -> Tensor:
     """Per-sample path KL ``[N]`` (nats per generated token) of a generation on ``oracle``.
 
     For each row: ``(sum_i trace.token_logq[i] - log p(generated | prompt)) / G``
@@ -45,20 +81,23 @@ def path_kl(oracle: ChainOracle, output: GenerationOutput, prompts: Sequence[Seq
     rule log p(x) = sum over calls of log p(x_S | revealed before), so each
     sample gives sum over calls of log [prod_i q_i(x_i) / p(x_S | revealed)].
     At temperature 1 with ``top_p = 1`` (q_i = p_i exactly) and a planner whose
-    choice of S depends only on the state before the call (fixed schedules
-    such as ``Dilated``, random order, entropy or margin ranks, EB), its mean
-    is E_state KL(prod_i p_i || p(x_S | state)) summed over calls: the path KL
-    between the sampler and the exact sampler that reveals the same sets
-    jointly, >= 0 and an upper bound on KL(q(x) || p(x)); for a fixed schedule
-    it equals KL(q(x) || p(x)). One token per call makes it exactly 0 (the
-    chain rule), several per call make it grow with the dependence of the
-    tokens revealed together. Caveats: when S depends on the drawn tokens
-    (confidence ranks, ``Threshold``, ``Factor``, confidence deferral) the
-    selection itself biases q, which this estimate ignores; it then measures
-    only the joint-sampling error and can be slightly negative. Meaningless
-    at other temperatures or with top-p/top-k truncation, and undefined after
+    choice of S is a function of the state before the call (fixed schedules
+    such as ``Dilated``, entropy or margin ranks, EB), every output has exactly
+    one path and the mean is KL(q(x) || p(x)) exactly. With a random order it
+    averages the KL of the fixed orders: an upper bound. When S depends on
+    the drawn tokens (confidence ranks, ``Threshold``, ``Factor``, confidence
+    deferral) the selection biases q and the estimate ignores it: it can be
+    far below the truth, even negative. :func:`path_kl_status` classifies a
+    planner; pass ``planner`` to have biased uses refused (``ValueError``).
+    One token per call makes it exactly 0 (the chain rule). Meaningless at
+    other temperatures or with top-p/top-k truncation, and undefined after
     an EOS early exit (raises ``ValueError``; run with ``early_exit=False``).
     """
+    if planner is not None and path_kl_status(planner) == BIASED:
+        raise ValueError(
+            f"path_kl is biased for {planner}: it picks positions by the tokens just drawn; measure it with "
+            "unmask.oracles.pair_divergence (any size) or enumerate_sampler (small cases)"
+        )
     gen = output.generated.cpu()
     n, g = gen.shape
     if g == 0:
@@ -178,10 +217,8 @@ def schedule_kl(oracle: MarkovOracle, levels: Sequence[Sequence[int]], context: 
     """
     if not isinstance(oracle, MarkovOracle) or oracle.order != 1:
         raise ValueError("schedule_kl needs a MarkovOracle with order=1")
-    flat = sorted(i for level in levels for i in level)
-    b = len(flat)
-    if b == 0 or flat != list(range(b)) or any(len(level) == 0 for level in levels):
-        raise ValueError(f"levels must be non-empty groups partitioning range(B), got {levels!r}")
+    b = sum(map(len, levels))
+    check_levels(levels, b)
     if context not in ("start", "stationary"):
         raise ValueError(f"context must be 'start' or 'stationary', got {context!r}")
     tables = _TABLES.get(oracle)
