@@ -18,11 +18,12 @@ from sglang.srt.plugins import GENERAL_PLUGINS_GROUP, load_plugins
 from unmask.planners import PLANNERS
 from unmask_sglang.algorithm import ALGORITHMS, ARCHITECTURES, UnmaskAlgorithm
 from unmask_sglang.counting import ENV, count_steps
-from unmask_sglang.settings import DEFAULT_SPECS, Settings, algorithm_name
+from unmask_sglang.settings import DEFAULT_SPECS, NEEDS_SPEC, Settings, algorithm_name
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 NAMES = ["unmask-dus", "unmask-binary", "unmask-topk", "unmask-eb", "unmask-threshold", "unmask-factor",
-         "unmask-spaced"]
+         "unmask-spaced", "unmask-interleave", "unmask-farthest", "unmask-schedule"]
+SCHEDULE = {"planner": "schedule(groups=((0, 16), (8, 24), " + repr(tuple(i for i in range(32) if i % 8)) + "))"}
 
 
 def config(name: str, algorithm_config: dict, block_size: int = 32) -> DllmConfig:
@@ -43,7 +44,7 @@ def test_every_planner_resolves_through_sglangs_lookup_after_loading_plugins() -
     for name in NAMES:
         cls = get_algorithm_cls(name)
         assert cls is ALGORITHMS[name] and issubclass(cls, UnmaskAlgorithm)
-        algo = get_algorithm(config(name, {}))  # what SGLang's tp worker builds, with the default planner
+        algo = get_algorithm(config(name, SCHEDULE if name == "unmask-schedule" else {}))  # the default planner
         assert algo.settings.planner.name == cls.kind and algo.block_size == 32
         assert cls.supported_architectures == ARCHITECTURES
     assert get_algorithm_cls("LowConfidence") is algo_name_to_cls["LowConfidence"]  # SGLang's own stay
@@ -78,9 +79,12 @@ def test_example_configs_build_their_algorithm(path: Path) -> None:
 
 
 def test_defaults_parse_for_every_planner() -> None:
-    for kind in PLANNERS:
+    for kind in DEFAULT_SPECS:
         assert Settings.parse(kind, None, 32).planner.name == kind
-    assert set(DEFAULT_SPECS) == set(PLANNERS)
+    assert set(DEFAULT_SPECS) | set(NEEDS_SPEC) == set(PLANNERS) and not set(DEFAULT_SPECS) & set(NEEDS_SPEC)
+    with pytest.raises(ValueError, match=r"unmask-schedule needs a planner spec: .*schedule\(groups="):
+        Settings.parse("schedule", None, 32)
+    assert Settings.parse("schedule", SCHEDULE, 32).planner.calls_per_block(32, 1) == 3
 
 
 @pytest.mark.parametrize(("name", "values", "message"), [

@@ -30,6 +30,12 @@ DEFAULT_SPECS = {
     "threshold": "threshold(tau=0.9)",
     "factor": "factor(factor=1.0)",
     "spaced": "spaced(eb(gamma=2.0), start_stride=8)",
+    "interleave": "interleave(k=4)",
+    "farthest": "farthest(calls=5)",
+}
+NEEDS_SPEC = {  # planners with no sensible default: the YAML must name one
+    "schedule": "an explicit schedule of the block offsets, e.g. the winner of unmask tune: "
+                "planner: \"schedule(groups=((0, 16), (8, 24), ...))\"",
 }
 
 
@@ -65,6 +71,8 @@ class Settings:
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {list(OWN_KEYS)} "
                              f"(and SGLang's own {list(SGLANG_KEYS)})")
+        if kind in NEEDS_SPEC and "planner" not in values:
+            raise ValueError(f"{where}: {name} needs a planner spec: {NEEDS_SPEC[kind]}")
         spec = values.get("planner", DEFAULT_SPECS.get(kind, kind))
         if not isinstance(spec, str):
             raise ValueError(f"{where}: planner must be a spec string such as 'dilated(base=2)', got {spec!r}")
