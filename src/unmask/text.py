@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from torch import Tensor
+
+
+def first_eos(ids: Sequence[int], eos: Collection[int]) -> int | None:
+    """The index of the first EOS id in ``ids``, or None."""
+    return next((i for i, t in enumerate(ids) if t in eos), None)
 
 
 def trim_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -19,6 +24,6 @@ def decode_rows(tokenizer: Any, generated: Tensor, eos_ids: Sequence[int], stop:
     eos = set(int(e) for e in eos_ids)
     texts = []
     for row in generated.tolist():
-        end = next((i for i, t in enumerate(row) if t in eos), len(row))
+        end = first_eos(row, eos)
         texts.append(trim_at_stop(tokenizer.decode(row[:end], skip_special_tokens=True), stop))
     return texts

@@ -25,6 +25,7 @@ picks from its own samples (a different seed), measured like every other row.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -38,12 +39,11 @@ from ..config import GenerationConfig
 from ..loop import generate
 from ..oracles import (
     BIASED, BOUND, ChainOracle, HMMOracle, MarkovOracle, enumerate_sampler, named_oracle, oracle_title, path_kl,
-    path_kl_status,
+    path_kl_status, schedule_kl,
 )
 from ..oracles.pairs import exact_pair_marginals, pair_kl, sample_pair_marginals
 from ..oracles.search import canonical, exact_objective, sampled_objective, sampled_path_kl, search_schedule
-from ..planners import Planner, parse_planner
-from ..planners.scheduled import _LevelPlanner
+from ..planners import Planner, fixed_schedule, parse_planner
 from ..schedules import interleave_levels
 from ..tune import TuneConfig, default_candidates, tune
 from . import run_calls, write_report
@@ -100,8 +100,8 @@ class FrontierResult:
 
 def _exact_levels(oracle: ChainOracle, planner: Planner) -> list[list[int]] | None:
     """The schedule of a fixed-schedule planner on a first-order chain (where schedule_kl is exact), else None."""
-    if isinstance(oracle, MarkovOracle) and oracle.order == 1 and isinstance(planner, _LevelPlanner):
-        return planner.levels(BLOCK) if planner.confidence_threshold is None else None
+    if isinstance(oracle, MarkovOracle) and oracle.order == 1:
+        return fixed_schedule(planner, BLOCK)
     return None
 
 
@@ -117,8 +117,6 @@ def measure(oracle: ChainOracle, spec: str, family: str, samples: int, seed: int
     status = path_kl_status(planner)
     levels = _exact_levels(oracle, planner)
     if levels is not None:
-        from ..oracles import schedule_kl
-
         return Measure(spec, family, calls, schedule_kl(oracle, levels, "start"), 0.0, "exact", pair)
     if status == BIASED:
         return Measure(spec, family, calls, None, 0.0, "biased", pair)
@@ -150,13 +148,9 @@ def find_limit(oracle: ChainOracle, budget: int, seeds: list[list[list[int]]], s
 
 def limit_seeds(budget: int) -> list[list[list[int]]]:
     """Start points of the search: the fixed candidates, and every class order of interleave when k <= 6."""
-    out = []
-    for c in default_candidates(budget, BLOCK, BLOCK):
-        if c.fixed_calls == budget and isinstance(c.planner, _LevelPlanner):
-            out.append(c.planner.levels(BLOCK))
+    out = [levels for c in default_candidates(budget, BLOCK, BLOCK)
+           if c.fixed_calls == budget and (levels := fixed_schedule(c.planner, BLOCK)) is not None]
     if budget <= 6:
-        import itertools
-
         out += [interleave_levels(BLOCK, budget, (0,) + p) for p in itertools.permutations(range(1, budget))]
     return list({canonical(s): s for s in out}.values())
 
@@ -290,11 +284,9 @@ def best_known(limit: Limit, measures: Iterable[Measure]) -> Limit:
     """The search's limit, or a fixed schedule of the table (measured on the same samples) with a lower KL."""
     best = limit
     for m in measures:
-        planner = parse_planner(m.spec)
-        fixed = isinstance(planner, _LevelPlanner) and planner.confidence_threshold is None
-        if fixed and m.kl is not None and m.calls <= limit.budget + 1e-9 and m.kl < best.kl:
-            best = Limit(limit.budget, canonical(planner.levels(BLOCK)), m.kl, m.kl_se, limit.evaluations, False,
-                         found_by=m.spec)
+        levels = fixed_schedule(parse_planner(m.spec), BLOCK)
+        if levels is not None and m.kl is not None and m.calls <= limit.budget + 1e-9 and m.kl < best.kl:
+            best = Limit(limit.budget, canonical(levels), m.kl, m.kl_se, limit.evaluations, False, found_by=m.spec)
     return best
 
 

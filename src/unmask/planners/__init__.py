@@ -13,7 +13,7 @@ from typing import Any
 from .adaptive import EB, Factor, Spaced, Threshold
 from .base import PlanStep, Planner, Selection
 from .orders import Farthest, Interleave, Schedule
-from .scheduled import TOPK_SCORES, Binary, Dilated, TopK
+from .scheduled import TOPK_SCORES, Binary, Dilated, TopK, fixed_schedule
 
 PLANNERS: dict[str, type[Planner]] = {
     cls.name: cls for cls in (Dilated, Binary, TopK, EB, Threshold, Factor, Spaced, Interleave, Farthest, Schedule)
@@ -76,5 +76,5 @@ def parse_planner(spec: str) -> Planner:
 
 __all__ = [
     "EB", "PLANNERS", "TOPK_SCORES", "Binary", "Dilated", "Factor", "Farthest", "Interleave", "PlanStep", "Planner",
-    "Schedule", "Selection", "Spaced", "Threshold", "TopK", "make_planner", "parse_planner", "planner_fields",
+    "Schedule", "Selection", "Spaced", "Threshold", "TopK", "fixed_schedule", "make_planner", "parse_planner", "planner_fields",
 ]

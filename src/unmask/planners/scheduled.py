@@ -57,6 +57,18 @@ class _LevelPlanner(Planner):
         return Selection(reveal=reveal, priority=priority)
 
 
+def fixed_schedule(planner: Planner, block_length: int) -> list[list[int]] | None:
+    """The levels of a planner whose reveals are fixed before the block starts, else None.
+
+    Fixed: a level planner (DUS, binary, interleave, farthest point, explicit
+    schedules) without confidence deferral, which would move positions by the
+    tokens drawn.
+    """
+    if isinstance(planner, _LevelPlanner) and planner.confidence_threshold is None:
+        return planner.levels(block_length)
+    return None
+
+
 def _check_threshold(value: float | None) -> None:
     if value is not None and not 0.0 <= value <= 1.0:
         raise ValueError(f"confidence_threshold must be in [0, 1] or None, got {value!r}")

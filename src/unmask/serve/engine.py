@@ -18,7 +18,7 @@ from typing import Any
 
 from ..loop import generate
 from ..output import BlockEvent, CallEvent, Listener
-from ..text import trim_at_stop
+from ..text import first_eos, trim_at_stop
 from ..viz import EOS_GLYPH, token_pieces
 from .plan import Plan, Served
 
@@ -77,7 +77,7 @@ def row_text(tokenizer: Any, ids: list[int], eos: set[int], plan: Plan, complete
     may still grow (no EOS or stop string yet and not ``complete``).
     """
     ids = ids[: plan.max_tokens]
-    end = next((i for i, t in enumerate(ids) if t in eos), None)
+    end = first_eos(ids, eos)
     reason = None if end is None else "stop"
     ids = ids if end is None else ids[:end]
     text = tokenizer.decode(ids, skip_special_tokens=True)

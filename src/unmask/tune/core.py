@@ -44,8 +44,7 @@ from ..denoiser import Denoiser
 from ..noise import derive_seed
 from ..oracles.metrics import BIASED
 from ..oracles.search import canonical, improves, search_schedule
-from ..planners import Schedule
-from ..planners.scheduled import _LevelPlanner
+from ..planners import Schedule, fixed_schedule
 from ..progress import make_progress
 from .candidates import Candidate, candidate
 from .measure import MAX_JS_VOCAB, decode, reference_planner, rescore_greedy, row_losses, score_candidate
@@ -140,11 +139,11 @@ def search_candidate(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Seq
     """
     b = config.block_length
     fixed = [s for s in scores if s.eligible and s.candidate.fixed_calls == config.budget
-             and isinstance(s.candidate.planner, _LevelPlanner) and s.candidate.planner.confidence_threshold is None]
+             and fixed_schedule(s.candidate.planner, b) is not None]
     if not fixed:
         return None
     fixed.sort(key=(lambda s: s.kl) if config.sampled else (lambda s: -(s.agreement or 0.0)))
-    starts = [s.candidate.planner.levels(b) for s in fixed[:2]]  # type: ignore[attr-defined]
+    starts = [fixed_schedule(s.candidate.planner, b) for s in fixed[:2]]
     r = search_schedule(lambda levels: row_losses(den, prompts, seeds, Schedule(levels), ref, config), b,
                         config.budget, starts, exhaustive_limit=0, max_evals=config.search_evals, swaps=False)
     if r.levels in {canonical(s) for s in starts}:

@@ -25,14 +25,15 @@ from torch import Tensor
 from ..canvas import Canvas
 from ..denoiser import Denoiser
 from ..oracles.pairs import pair_js, sample_pair_marginals
+from ..text import first_eos
 
 
 def truncate_at_eos(generated: Tensor, eos_ids: Sequence[int]) -> list[tuple[int, ...]]:
     """Each row of ``generated [N, G]`` up to and including its first EOS id."""
-    out = []
+    eos, out = set(eos_ids), []
     for row in generated.tolist():
-        end = next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))
-        out.append(tuple(row[:end]))
+        end = first_eos(row, eos)
+        out.append(tuple(row if end is None else row[: end + 1]))
     return out
 
 
