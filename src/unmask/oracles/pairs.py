@@ -72,20 +72,21 @@ def sample_pair_marginals(sequences: Tensor, num_tokens: int, max_distance: int,
     return out.view(-1, num_tokens, num_tokens)
 
 
+def _kl_per_pair(q: Tensor, p: Tensor) -> Tensor:
+    """``[P]`` KL(q_ij || p_ij) of joints ``[P, V, V]``; cells with ``q = 0`` add 0, ``p`` must be > 0 where ``q`` is."""
+    terms = torch.where(q > 0, q * (q.clamp_min(1e-300).log() - p.log()), torch.zeros((), dtype=q.dtype))
+    return terms.sum((-1, -2))
+
+
 def pair_kl(q: Tensor, p: Tensor) -> float:
     """Mean over pairs of KL(q_ij || p_ij), nats per pair (``q``, ``p``: ``[P, V, V]``; ``p > 0``)."""
-    terms = torch.where(q > 0, q * (q.clamp_min(1e-300).log() - p.log()), torch.zeros((), dtype=q.dtype))
-    return float(terms.sum((-1, -2)).mean())
+    return float(_kl_per_pair(q, p).mean())
 
 
 def pair_js(a: Tensor, b: Tensor) -> float:
     """Mean over pairs of the Jensen-Shannon divergence between two sets of joints ``[P, V, V]`` (nats)."""
     m = (a + b) / 2
-
-    def kl(x: Tensor) -> Tensor:
-        return torch.where(x > 0, x * (x.clamp_min(1e-300).log() - m.clamp_min(1e-300).log()), torch.zeros((), dtype=x.dtype))
-
-    return float((0.5 * kl(a) + 0.5 * kl(b)).sum((-1, -2)).mean())
+    return float((0.5 * _kl_per_pair(a, m) + 0.5 * _kl_per_pair(b, m)).mean())
 
 
 @dataclass(frozen=True)
