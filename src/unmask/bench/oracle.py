@@ -182,9 +182,9 @@ def check_path_kl(oracle_name: str) -> list[Check]:
     oracle = SMALL_ORACLES[oracle_name]()
     out = []
     for spec in CHECK_SPECS:
-        law = enumerate_sampler(oracle, parse_planner(spec), CHECK_LENGTH, CHECK_LENGTH)
-        out.append(Check(oracle_name, spec, path_kl_status(parse_planner(spec)), law.kl, law.expected_path_kl,
-                         law.expected_nfe))
+        planner = parse_planner(spec)
+        law = enumerate_sampler(oracle, planner, CHECK_LENGTH, CHECK_LENGTH)
+        out.append(Check(oracle_name, spec, path_kl_status(planner), law.kl, law.expected_path_kl, law.expected_nfe))
     return out
 
 
