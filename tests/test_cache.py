@@ -6,8 +6,7 @@ import torch
 import model_fixtures as mf
 from unmask import GenerationConfig, cache, generate
 from unmask.canvas import Canvas
-from unmask.denoiser import CachingDenoiser
-from unmask.guidance import Guided
+from unmask.denoiser import ArenaIO, CachingDenoiser
 from unmask.models import load
 
 PLANNERS = [
@@ -29,8 +28,16 @@ def padded_canvas(den, prompts, gen):
     return c.ids.clone(), c
 
 
+def arena_call(model, arena, x, pos, key_mask, start, end, want):
+    """Run canvas columns ``[start, end)`` of every row (row i in slot i) against ``arena``."""
+    n = x.shape[0]
+    cols = torch.arange(start, end).expand(n, -1)
+    io = ArenaIO(torch.arange(n), cols, x.shape[1])
+    return model.forward_arena(x[:, start:end], pos[:, start:end], key_mask, arena, io, want)
+
+
 class Spy(CachingDenoiser):
-    """Checks every block-start call (the whole canvas, start 0) against the uncached call and counts them."""
+    """Checks every block-start call (the whole canvas from column 0) against the uncached call and counts them."""
 
     def __init__(self, inner):
         self.inner, self.spec, self.lookbehind, self.starts = inner, inner.spec, inner.lookbehind, 0
@@ -38,15 +45,15 @@ class Spy(CachingDenoiser):
     def __call__(self, *args, **kwargs):
         return self.inner(*args, **kwargs)
 
-    def new_cache(self, batch, length):
-        return self.inner.new_cache(batch, length)
+    def new_arena(self, slots, length):
+        return self.inner.new_arena(slots, length)
 
-    def forward_cached(self, ids, pos, key_mask, cache, start, window):
-        logits = self.inner.forward_cached(ids, pos, key_mask, cache, start, window)
-        if start == 0 and ids.shape[1] == cache.length:
+    def forward_arena(self, ids, pos, key_mask, arena, io, want):
+        logits = self.inner.forward_arena(ids, pos, key_mask, arena, io, want)
+        if ids.shape[1] == io.keys and bool((io.cols[:, 0] == 0).all()):
             self.starts += 1
             am = torch.ones_like(ids, dtype=torch.bool) if key_mask is None else key_mask
-            torch.testing.assert_close(logits, self.inner(ids, am, pos, window), atol=1e-5, rtol=0)
+            torch.testing.assert_close(logits, self.inner(ids, am, pos, want), atol=1e-5, rtol=0)
         return logits
 
 
@@ -70,21 +77,21 @@ def test_segment_over_unchanged_canvas_reproduces_full_forward(model, mode, bloc
     width = c.width
     x[:, width : width + 16] = torch.randint(0, 90, (len(PROMPTS), 16), generator=torch.Generator().manual_seed(0))
     lo, hi = width + 8 * block, width + 8 * (block + 1)
-    for den in (model, Guided(model, c.prompt_mask, 1.5)):
-        policy = cache.POLICIES[mode](den, c)
-        first = policy.block_logits(x, lo, hi, 0)
-        torch.testing.assert_close(first, den(x, c.attention_mask, c.positions)[:, lo:hi], atol=1e-10, rtol=0)
-        torch.testing.assert_close(policy.block_logits(x, lo, hi, 1), first, atol=1e-8, rtol=0)
-        assert (policy.full, policy.partial) == (1, 1)
+    arena = model.new_arena(len(PROMPTS), x.shape[1])
+    first = arena_call(model, arena, x, c.positions, c.attention_mask, 0, x.shape[1], (lo, hi))
+    torch.testing.assert_close(first, model(x, c.attention_mask, c.positions)[:, lo:hi], atol=1e-10, rtol=0)
+    start = lo - model.lookbehind
+    end = x.shape[1] if mode == "prefix" else hi
+    seg = arena_call(model, arena, x, c.positions, c.attention_mask, start, end, (lo - start, hi - start))
+    torch.testing.assert_close(seg, first, atol=1e-8, rtol=0)
 
 
 @pytest.mark.parametrize("mode", ["prefix", "dual"])
 @pytest.mark.parametrize("cfg_scale", [0.0, 1.0])
 def test_refresh_every_call_is_exact(model, mode, cfg_scale, monkeypatch):
-    refreshed = type("Refreshed", (cache.POLICIES[mode],), {"refresh": 1})
     cfg = GenerationConfig(gen_length=16, block_length=8, planner="topk(steps=8)", cfg_scale=cfg_scale, early_exit=False)
     plain = generate(model, PROMPTS, cfg)
-    monkeypatch.setitem(cache.POLICIES, mode, refreshed)
+    monkeypatch.setattr(cache, "REFRESH", 1)
     out = generate(model, PROMPTS, GenerationConfig(**{**cfg.__dict__, "cache": mode}))
     assert torch.equal(out.generated, plain.generated) and torch.equal(out.trace.reveal_call, plain.trace.reveal_call)
     assert out.full_forwards == out.nfe and out.partial_forwards == 0
@@ -130,21 +137,36 @@ def test_logits_window_equals_the_slice_of_the_full_canvas(model):
 def test_segment_writes_its_keys_in_place_and_reads_the_rest(model):
     """After a full cached call, a segment over changed columns sees the cached keys elsewhere and its own new ones."""
     x, c = padded_canvas(model, PROMPTS, 24)
-    kv = model.new_cache(*x.shape)
-    model.forward_cached(x, c.positions, c.attention_mask, kv, 0, (c.width, c.width + 8))
-    before = [k.clone() for k in kv.keys]
+    arena = model.new_arena(len(PROMPTS), x.shape[1])
+    arena_call(model, arena, x, c.positions, c.attention_mask, 0, x.shape[1], (c.width, c.width + 8))
+    before = [k.clone() for k in arena.keys]
     lo, hi = c.width + 8, c.width + 16
     x2 = x.clone()
     x2[:, lo:hi] = 5
     start = lo - model.lookbehind
-    seg = model.forward_cached(x2[:, start:hi], c.positions[:, start:hi], c.attention_mask, kv, start, (lo, hi))
+    seg = arena_call(model, arena, x2, c.positions, c.attention_mask, start, hi, (lo - start, hi - start))
     assert seg.shape == (len(PROMPTS), hi - lo, model.spec.vocab_size)
-    for k0, k1 in zip(before, kv.keys):
+    for k0, k1 in zip(before, arena.keys):
         assert torch.equal(k0[:, :, :start], k1[:, :, :start]) and torch.equal(k0[:, :, hi:], k1[:, :, hi:])
         assert not torch.equal(k0[:, :, lo:hi], k1[:, :, lo:hi])
     # layer-0 keys depend only on the token and its position: the segment wrote exactly the new canvas's
-    again = model.new_cache(*x.shape)
-    model.forward_cached(x2, c.positions, c.attention_mask, again, 0, (lo, hi))
-    torch.testing.assert_close(kv.keys[0][:, :, start:hi], again.keys[0][:, :, start:hi], atol=1e-12, rtol=0)
+    again = model.new_arena(len(PROMPTS), x.shape[1])
+    arena_call(model, again, x2, c.positions, c.attention_mask, 0, x.shape[1], (lo, hi))
+    torch.testing.assert_close(arena.keys[0][:, :, start:hi], again.keys[0][:, :, start:hi], atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="must lie within the query columns"):
-        model.forward_cached(x2[:, lo:hi], c.positions[:, lo:hi], c.attention_mask, kv, lo, (lo - 1, hi))
+        arena_call(model, arena, x2, c.positions, c.attention_mask, lo, hi, (-1, hi - lo))
+
+
+def test_rows_of_different_requests_share_one_arena_call(model):
+    """Rows in any slots, with different canvases and windows, get the logits they get alone (per-row columns)."""
+    x, c = padded_canvas(model, PROMPTS, 24)
+    arena = model.new_arena(8, x.shape[1] + 4)
+    full = model(x, c.attention_mask, c.positions)
+    slots = torch.tensor([5, 0, 7, 2])
+    io = ArenaIO(slots, torch.arange(x.shape[1]).expand(len(PROMPTS), -1), x.shape[1])
+    want = torch.stack([torch.arange(c.width + 8 * (i % 3), c.width + 8 * (i % 3) + 8) for i in range(len(PROMPTS))])
+    got = model.forward_arena(x, c.positions, c.attention_mask, arena, io, want)
+    expect = full.gather(1, want.unsqueeze(-1).expand(-1, -1, full.shape[-1]))
+    torch.testing.assert_close(got, expect, atol=1e-10, rtol=0)
+    assert all(float(arena.keys[0][s].abs().sum()) > 0 for s in slots.tolist())
+    assert float(arena.keys[0][1].abs().sum()) == 0  # a slot no row holds is never written

@@ -51,11 +51,15 @@ def test_graphs_are_reused_across_generations_and_batch_sizes_in_a_bucket(model)
     compiled = model.compiled()
     cfg = GenerationConfig(gen_length=16, block_length=8, planner="dilated", cache="dual", early_exit=False, compile=True)
     generate(model, PROMPTS, cfg)
-    shapes = set(compiled.calls)
+    shapes = set(compiled.shapes)
+    arena = compiled.arena
     assert all(seconds > 0 for seconds in compiled.warmup_seconds.values())
     four = [[1, 2], [3, 4, 5, 6, 7], [8], [9, 10, 11, 12]]  # 4 rows, longest prompt 5: same buckets
     out = generate(model, four, cfg)
-    assert set(compiled.calls) == shapes, "a batch in the same bucket compiled new shapes"
+    assert set(compiled.shapes) == shapes, "a batch in the same bucket compiled new shapes"
+    longer = [[1] * 70, [2, 3]]  # another canvas bucket: new shapes, the same arena (its memory is fixed)
+    generate(model, longer, cfg)
+    assert compiled.arena is arena and arena.slots == 64
     assert same(out, generate(model, four, GenerationConfig(**{**cfg.__dict__, "compile": False})))
 
 
@@ -78,7 +82,7 @@ def test_static_inputs_and_outputs_as_a_graph_uses_them(model, mode):
         finally:
             model._compiled = saved
         assert same(eager, replayed)
-    assert all(call.inputs is not None for call in emulated.calls.values())
+    assert all(call.inputs is not None for call in emulated.shapes.values())
 
 
 def test_compile_needs_a_denoiser_with_a_compiled_path():

@@ -9,11 +9,13 @@ implement this contract; the loop never sees them.
 - :class:`Denoiser`: full-canvas calls; ``window=(lo, hi)`` asks for the
   logits of columns ``lo..hi-1`` only (the loop needs one block's, and the LM
   head over the whole canvas would cost more than the rest of a cached call).
-- :class:`CachingDenoiser`: also runs a *segment* of the canvas against a
-  key/value cache it allocated itself (:meth:`~CachingDenoiser.new_cache`):
-  the queries' keys/values are written into the cache at their own columns and
-  every query attends to the whole cache, so the cache policies
-  (:mod:`unmask.cache`) only choose which columns to run.
+- :meth:`Denoiser.logits_at`: the engine's full call, over rows that may
+  want different columns (rows of different requests in one call).
+- :class:`CachingDenoiser`: also runs any run of columns of each row against
+  a key/value *arena* it allocated itself (:meth:`~CachingDenoiser.new_arena`):
+  row slots of a fixed number of columns; the queries' keys/values are written
+  at their (slot, column) cells and every query attends to its row's slot, so
+  the cache policies (:mod:`unmask.cache`) only choose which columns to run.
 
 Logits may contain ``-inf`` (probability zero) but never NaN or ``+inf``; the
 loop checks. The returned tensor belongs to the caller, which may modify it in
@@ -30,6 +32,16 @@ import torch
 from torch import Tensor
 
 Window = tuple[int, int]  # canvas columns [lo, hi) whose logits are wanted
+Want = Window | Tensor  # a window shared by every row, or per-row columns [N, W] (long)
+
+
+@dataclass(frozen=True)
+class ArenaIO:
+    """Where a call's queries write in a key/value arena and what they attend to."""
+
+    slots: Tensor  # [N] long: each row's slot
+    cols: Tensor  # [N, q] long: the arena column each query writes (-1: a dummy query, written to a scratch column)
+    keys: int  # each row attends to columns [0, keys) of its slot
 
 
 @dataclass(frozen=True)
@@ -86,6 +98,15 @@ class Denoiser(ABC):
         padding; ``position_ids [N, T]`` long, 0 at each row's first real token.
         """
 
+    def logits_at(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, want: Want,
+                  padded: bool = True) -> Tensor:
+        """Logits ``[N, W, V]`` of the columns ``want``: a window ``(lo, hi)`` shared by every row, or per-row
+        columns ``[N, W]``. ``padded=False`` promises that ``attention_mask`` is all True (so an adapter needs
+        no host read to know it). The default runs the whole canvas and gathers."""
+        if isinstance(want, tuple):
+            return self(input_ids, attention_mask, position_ids, window=want)
+        return gather_columns(self(input_ids, attention_mask, position_ids), want)
+
     def can_cache(self) -> bool:
         """Whether the cache policies ``prefix`` and ``dual`` can run on this denoiser."""
         return isinstance(self, CachingDenoiser)
@@ -97,24 +118,34 @@ class Denoiser(ABC):
 
 
 class CachingDenoiser(Denoiser):
-    """A denoiser that can also run a segment of the canvas against a key/value cache."""
+    """A denoiser that can also run columns of each row against a key/value arena."""
 
     @abstractmethod
-    def new_cache(self, batch: int, length: int) -> Any:
-        """An opaque key/value cache for ``batch`` rows of a ``length``-column canvas."""
+    def new_arena(self, slots: int, length: int) -> Any:
+        """An opaque key/value arena of ``slots`` rows of ``length`` canvas columns each (plus a scratch column)."""
+
+    def arena_slot_bytes(self, length: int) -> int:
+        """Bytes one slot of ``length`` columns takes (0 when unknown): sizes arenas from a memory budget."""
+        return 0
 
     @abstractmethod
-    def forward_cached(
-        self, input_ids: Tensor, position_ids: Tensor, key_mask: Tensor | None, cache: Any, start: int, window: Window
+    def forward_arena(
+        self, input_ids: Tensor, position_ids: Tensor, key_mask: Tensor | None, arena: Any, io: ArenaIO, want: Want
     ) -> Tensor:
-        """Run canvas columns ``[start, start + q)`` (``input_ids, position_ids [N, q]``) against ``cache``.
+        """Run the queries ``input_ids, position_ids [N, q]`` against ``arena``.
 
-        The queries' keys/values are written into ``cache`` at their columns,
-        then every query attends to all columns of the cache whose
-        ``key_mask [N, length]`` is True (None: all). Returns the logits of the
-        canvas columns ``window=(lo, hi)``, which must lie among the queries
-        (after the first ``lookbehind``): ``[N, hi - lo, V]``.
+        Each query's keys/values are written at ``(io.slots[n], io.cols[n, j])``,
+        then every query attends to columns ``[0, io.keys)`` of its row's slot
+        where ``key_mask [N, io.keys]`` is True (None: all). Returns the aligned
+        logits of the query indices ``want`` (a shared ``(a, b)``, or ``[N, W]``):
+        ``[N, W, V]``. A denoiser with ``lookbehind`` needs the query before each
+        wanted one (unless that one is at position 0).
         """
+
+
+def gather_columns(logits: Tensor, columns: Tensor) -> Tensor:
+    """``logits [N, T, V]`` at per-row columns ``[N, W]``: ``[N, W, V]``."""
+    return logits.gather(1, columns.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
 
 
 def select_window(logits: Tensor, window: Window | None) -> Tensor:

@@ -1,22 +1,41 @@
-"""Classifier-free guidance as a denoiser wrapper, so the loop never knows.
+"""Classifier-free guidance: the unconditional copy of a row and the rule that combines the two.
 
-The unconditional copy is the canvas with the prompt masked; both copies run
-in one batched call and combine as ``u + (s + 1) * (c - u)`` (LLaDA's rule).
-With a cache, the wrapped denoiser's cache holds 2N rows (conditional, then
-unconditional).
+The unconditional copy is the canvas with the prompt masked; the engine runs
+it as a twin row in the same call as its conditional row (each in its own
+arena slot when cached), and combines the two rows' logits with :func:`guide`
+(LLaDA's rule ``u + (s + 1) * (c - u)``). :class:`Guided` wraps a denoiser for
+full-canvas calls outside the engine (the likelihood estimator).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
 
-from .denoiser import CachingDenoiser, Denoiser, Window
+from .denoiser import Denoiser, Window
 
 
-class Guided(CachingDenoiser):
+def guide(cond: Tensor, uncond: Tensor, scale: float | Tensor) -> Tensor:
+    """Guided logits ``u + (s + 1) * (c - u)``; ``scale`` a float or per-row ``[N, 1, 1]``.
+
+    A token impossible given the prompt stays impossible (-inf - -inf would be NaN).
+    """
+    guided = uncond + (scale + 1.0) * (cond - uncond)
+    return guided.masked_fill(cond == float("-inf"), float("-inf"))
+
+
+def unconditional(input_ids: Tensor, position_ids: Tensor, prompt_lengths: Tensor, mask_id: int) -> Tensor:
+    """``input_ids [N, q]`` with the prompt masked: positions below each row's ``prompt_lengths [N, 1]``.
+
+    Positions count from each row's first real token, so the prompt tokens of
+    any run of columns (the whole canvas, or a segment with a lookbehind query)
+    are those at positions below the row's prompt length; padding columns may
+    be masked too, which changes nothing (their keys are hidden).
+    """
+    return input_ids.masked_fill(position_ids < prompt_lengths, mask_id)
+
+
+class Guided(Denoiser):
     """Wrap ``denoiser`` with guidance scale ``scale`` for a canvas whose prompt is ``prompt_mask [N, T]``."""
 
     def __init__(self, denoiser: Denoiser, prompt_mask: Tensor, scale: float) -> None:
@@ -31,40 +50,10 @@ class Guided(CachingDenoiser):
     def device(self) -> torch.device:
         return self.inner.device
 
-    def can_cache(self) -> bool:
-        return self.inner.can_cache()
-
-    def _combine(self, logits: Tensor) -> Tensor:
-        cond, uncond = logits.chunk(2, dim=0)
-        guided = uncond + (self.scale + 1.0) * (cond - uncond)
-        # a token impossible given the prompt stays impossible (-inf - -inf would be NaN)
-        return guided.masked_fill(cond == float("-inf"), float("-inf"))
-
-    def _both(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
-        """``[2N, q]``: the ids, then the same with the prompt masked.
-
-        Positions count from each row's first real token, so the prompt tokens of
-        any run of columns (the whole canvas, or a segment with a lookbehind
-        query) are those at positions below the row's prompt length; padding
-        columns may be masked too, which changes nothing (their keys are hidden).
-        """
-        uncond = input_ids.masked_fill(position_ids < self.prompt_lengths, self.spec.mask_id)
-        return torch.cat([input_ids, uncond], 0)
-
     def __call__(
         self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, window: Window | None = None
     ) -> Tensor:
-        ids = self._both(input_ids, position_ids)
-        return self._combine(self.inner(ids, attention_mask.repeat(2, 1), position_ids.repeat(2, 1), window))
-
-    def new_cache(self, batch: int, length: int) -> Any:
-        assert isinstance(self.inner, CachingDenoiser)
-        return self.inner.new_cache(2 * batch, length)
-
-    def forward_cached(
-        self, input_ids: Tensor, position_ids: Tensor, key_mask: Tensor | None, cache: Any, start: int, window: Window
-    ) -> Tensor:
-        assert isinstance(self.inner, CachingDenoiser)
-        ids = self._both(input_ids, position_ids)
-        mask = None if key_mask is None else key_mask.repeat(2, 1)
-        return self._combine(self.inner.forward_cached(ids, position_ids.repeat(2, 1), mask, cache, start, window))
+        uncond = unconditional(input_ids, position_ids, self.prompt_lengths, self.spec.mask_id)
+        ids = torch.cat([input_ids, uncond], 0)
+        logits = self.inner(ids, attention_mask.repeat(2, 1), position_ids.repeat(2, 1), window)
+        return guide(*logits.chunk(2, dim=0), self.scale)

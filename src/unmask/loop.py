@@ -1,34 +1,33 @@
-"""The one generation loop: canvas, blocks, calls, planner, trace.
+"""The one public generation function: :func:`generate`, a thin wrapper over the engine.
 
 Every planner, cache mode, denoiser and front end (CLI, lm-eval, benchmarks,
-server) runs through :func:`generate`. Model quirks live in denoiser adapters,
-the choice of positions in planners (:func:`unmask.decide.decide`), the way
-logits are obtained in cache policies, and the trace in the recorder; this file
-only moves tokens. Inside a block nothing is read back to the host except, for
-planners whose call count is not fixed, whether any position is still masked.
+server) runs through :class:`unmask.engine.Engine`; :func:`generate` hands it
+one request (the prompts of a batch, which move block by block together) and
+steps it until done. Model quirks live in denoiser adapters, the choice of
+positions in planners (:func:`unmask.decide.decide`), the columns each call
+runs in cache policies, and the trace in the recorder; this file only checks
+the input and hands it over.
 """
 
 from __future__ import annotations
 
-import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .cache import Forward, make_forward
-from .canvas import Canvas
+from .cache import check_cache
 from .config import GenerationConfig
-from .decide import check, decide
 from .denoiser import Denoiser, TokenSpec
-from .guidance import Guided
-from .noise import Noise, derive_seed
-from .output import PENDING, BlockEvent, CallEvent, GenerationOutput, Listener, Recorder
+from .engine import Engine, EngineConfig, Request
+from .noise import derive_seed
+from .output import BlockEvent, CallEvent, GenerationOutput, Listener
 from .progress import block_progress
-from .text import decode_rows
 
 PromptsLike = Sequence[Sequence[int]] | Sequence[Tensor] | Tensor
+_COMPILED_ENGINES: weakref.WeakKeyDictionary[Denoiser, Engine] = weakref.WeakKeyDictionary()  # compiled model -> its engine
 
 
 @torch.no_grad()
@@ -41,6 +40,7 @@ def generate(
     tokenizer: Any | None = None,
     progress: bool = False,
     listener: Listener | None = None,
+    engine: Engine | None = None,
 ) -> GenerationOutput:
     """Generate ``config.gen_length`` tokens after each prompt with a masked diffusion denoiser.
 
@@ -48,115 +48,68 @@ def generate(
     within a block, ``config.planner`` picks the positions each denoiser call
     reveals. Prompts of different lengths are left-padded. A row that has
     produced an EOS id in a finished block is filled with EOS and stops
-    costing calls; the loop ends when every row has. With ``tokenizer``, the
-    output carries decoded texts cut at EOS and at the first stop string.
+    costing calls; the generation ends when every row has. With ``tokenizer``,
+    the output carries decoded texts cut at EOS and at the first stop string,
+    and a row whose text holds a stop string stops after that block.
 
     Randomness (sampled tokens, random orders) comes from one seed per row
     (:mod:`unmask.noise`): ``seeds[i]`` for prompt i, so a prompt with the
     same seed gets the same output alone or in any batch; by default row i's
     seed is derived from ``(config.seed, i)``, and from a draw of torch's
     global generator when ``config.seed`` is None. ``listener`` receives an
-    event after every call and block, and may drop rows.
+    event after every call and block, and may drop rows. ``engine`` runs the
+    request on an idle engine of your own (its arena and compiled graphs are
+    kept between calls); by default an engine sized for this batch is made
+    (with ``compile=True``, one kept per denoiser).
     """
     config = GenerationConfig.coerce(config)
     if not isinstance(denoiser, Denoiser):
         raise ValueError(f"denoiser must be an unmask.Denoiser (subclass it), got {type(denoiser).__name__}")
     rows = as_rows(prompts)
     check_prompts(rows, config, denoiser.spec)
-    canvas = Canvas.build(rows, config.gen_length, denoiser.spec, denoiser.device)
-    noise = Noise.from_seeds(row_seeds(seeds, len(rows), config.seed), denoiser.device)
-    model = denoiser.compiled() if config.compile else denoiser
-    if config.cfg_scale > 0:
-        model = Guided(model, canvas.prompt_mask, config.cfg_scale)
-    run = _Run(config, canvas, make_forward(config.cache, model, canvas), noise, listener)
-
-    t0 = time.perf_counter()
+    check_cache(config.cache, denoiser)
+    row_seed = row_seeds(seeds, len(rows), config.seed)
     with block_progress(config.num_blocks, enabled=progress) as advance:
-        for b in range(config.num_blocks):
-            run.block(b)
-            advance()
-            if run.finish_block(b):
-                break
-    if canvas.ids.device.type == "cuda":
-        torch.cuda.synchronize(canvas.ids.device)
-    return run.output(time.perf_counter() - t0, tokenizer)
+        request = Request(rows, config, row_seed, _Progress(listener, advance), tokenizer)
+        if engine is None:
+            engine = _engine_for(denoiser, config, request)
+        elif engine.has_work:
+            raise ValueError("engine must be idle for generate(): it still has requests in flight")
+        engine.add(request)
+        return engine.run()[request.id]
 
 
-class _Run:
-    """The state of one generation: the canvas being filled, the recorder, the rows that are done."""
+def _engine_for(denoiser: Denoiser, config: GenerationConfig, request: Request) -> Engine:
+    """A fresh engine whose arena holds exactly this request, or with ``compile`` the denoiser's kept engine."""
+    if config.compile:
+        compiled = denoiser.compiled()
+        engine = _COMPILED_ENGINES.get(compiled)
+        if engine is None:
+            engine = _COMPILED_ENGINES[compiled] = Engine(denoiser, EngineConfig(max_rows=4096, kv_slots=64, compile=True))
+        return engine
+    total = max(map(len, request.prompts)) + config.gen_length
+    cached = config.cache != "none"
+    return Engine(denoiser, EngineConfig(max_rows=request.rows, kv_slots=request.rows if cached else None,
+                                         max_length=total if cached else None))
 
-    def __init__(self, config: GenerationConfig, canvas: Canvas, forward: Forward, noise: Noise,
-                 listener: Listener | None) -> None:
-        self.config, self.canvas, self.forward, self.noise, self.listener = config, canvas, forward, noise, listener
-        self.spec: TokenSpec = forward.denoiser.spec
-        self.x = canvas.ids.clone()  # [N, T]: filled in place, call by call
-        n, device = self.x.shape[0], self.x.device
-        self.recorder = Recorder(n, config.gen_length, device)
-        self.done = torch.zeros(n, dtype=torch.bool, device=device)
-        self.eos = torch.tensor(self.spec.eos_ids, dtype=torch.long, device=device)
-        self.skipped = 0
 
-    def block(self, b: int) -> None:
-        """Run the calls of block ``b`` until none of its positions is masked."""
-        cfg, c, x = self.config, self.canvas, self.x
-        planner, bl = cfg.planner, cfg.block_length
-        assert not isinstance(planner, str)
-        lo, hi = c.block(b, bl)
-        g = slice(lo - c.width, hi - c.width)
-        fixed = planner.calls_per_block(bl, cfg.num_blocks)  # None: adaptive, stop when the block is full
-        call = 0
-        while fixed is None or call < fixed:
-            masked = x[:, lo:hi] == self.spec.mask_id  # [N, Bl]
-            if fixed is None and not bool(masked.any()):
-                break
-            logits = self.forward.block_logits(x, lo, hi, call)  # [N, Bl, V]
-            d = decide(logits, masked, planner, cfg.sampling, self.noise.at(call, c.positions[:, lo:hi]), call,
-                       cfg.num_blocks, self.spec.mask_id)
-            x[:, lo:hi] = torch.where(d.reveal, d.proposal.tokens, x[:, lo:hi])
-            self.recorder.record(b, g, masked, d)
-            if self.listener is not None:
-                self.listener.on_call(CallEvent(self.recorder.calls - 1, b, g.start, d.reveal, x[:, lo:hi]))
-            call += 1
-        check(self.recorder.nonfinite, self.recorder.broken, planner)
-        assert not bool((x[:, lo:hi] == self.spec.mask_id).any()), f"{planner} left masks in block {b}"
+class _Progress(Listener):
+    """Advances the progress bar after every block and forwards events to the caller's listener."""
 
-    def finish_block(self, b: int) -> bool:
-        """Early exit and dropped rows after block ``b``; True when no row needs another block."""
-        c, x, last = self.canvas, self.x, b == self.config.num_blocks - 1
-        _, hi = c.block(b, self.config.block_length)
-        finished = torch.zeros_like(self.done)
-        if self.config.early_exit:
-            finished |= torch.isin(x[:, c.width : hi], self.eos).any(-1)  # rows with EOS in finished blocks
-        if self.listener is not None:
-            dropped = self.listener.dropped()
-            if dropped:
-                finished[torch.tensor(dropped, dtype=torch.long, device=x.device)] = True
-        finished &= ~self.done
-        if not last:
-            x[finished, hi:] = self.eos[0]
-            self.recorder.fill(finished, hi - c.width)
-        self.done |= finished
-        stop = not last and bool(self.done.all())
-        if stop:
-            self.skipped = self.config.num_blocks - 1 - b
-        if self.listener is not None:
-            self.listener.on_block(BlockEvent(b, hi - c.width - self.config.block_length, x[:, c.width :], self.done))
-        return stop
+    def __init__(self, inner: Listener | None, advance: Any) -> None:
+        self.inner, self.advance = inner, advance
 
-    def output(self, seconds: float, tokenizer: Any | None) -> GenerationOutput:
-        cfg, c, rec = self.config, self.canvas, self.recorder
-        trace = rec.trace()
-        assert not bool((trace.reveal_call == PENDING).any()), "a position was never revealed"
-        cpb = cfg.planner.calls_per_block(cfg.block_length, cfg.num_blocks)  # type: ignore[union-attr]
-        out = GenerationOutput(
-            sequences=self.x, attention_mask=c.attention_mask, prompt_lengths=c.attention_mask[:, : c.width].sum(-1).tolist(),
-            nfe=rec.calls, nfe_per_row=rec.nfe_rows, trace=trace, full_forwards=self.forward.full,
-            partial_forwards=self.forward.partial, skipped_blocks=self.skipped,
-            calls_saved=None if cpb is None else cpb * cfg.num_blocks - rec.calls, seconds=seconds,
-        )
-        if tokenizer is not None:
-            out.texts = decode_rows(tokenizer, self.x[:, c.width :], self.spec.eos_ids, cfg.stop)
-        return out
+    def on_call(self, event: CallEvent) -> None:
+        if self.inner is not None:
+            self.inner.on_call(event)
+
+    def on_block(self, event: BlockEvent) -> None:
+        self.advance()
+        if self.inner is not None:
+            self.inner.on_block(event)
+
+    def dropped(self) -> list[int]:
+        return [] if self.inner is None else self.inner.dropped()
 
 
 def row_seeds(seeds: Sequence[int] | None, n: int, base: int | None) -> list[int]:

@@ -1,10 +1,10 @@
 """What a generation returns (tokens, cost, the reveal trace), the recorder that builds it, and listener events.
 
-The loop hands every call's reveals to a :class:`Recorder`, which keeps the
-trace on the device (no host synchronisation) and checks the loop's
-invariants once per block. A :class:`Listener` (a server streaming the canvas,
-a progress view) gets an event after every call and every block and may stop
-rows early.
+The engine hands every call's reveals of a request to its :class:`Recorder`,
+which keeps the trace on the device (no host synchronisation). A
+:class:`Listener` (a server streaming the canvas, a progress view) gets an
+event after every call and every block of its request and may stop rows
+early.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .decide import Decision, broken
 
 FILLED = -1  # reveal_call of positions filled with EOS after an early exit (or dropped by a listener)
 PENDING = -2  # reveal_call of a position not revealed yet (never left in an output)
@@ -103,7 +102,7 @@ class Listener:
 
 
 class Recorder:
-    """Builds the :class:`Trace` call by call, on the device."""
+    """Builds the :class:`Trace` of one request call by call, on the device."""
 
     def __init__(self, n: int, gen_length: int, device: torch.device) -> None:
         self.reveal_call = torch.full((n, gen_length), PENDING, dtype=torch.long, device=device)
@@ -112,23 +111,17 @@ class Recorder:
         self.nfe_rows = torch.zeros(n, dtype=torch.long, device=device)
         self.per_call: list[Tensor] = []
         self.block_of_call: list[int] = []
-        # flags checked once per block by the loop (decide.check): an invariant failed, logits were not finite
-        self.broken = torch.zeros((), dtype=torch.bool, device=device)
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
 
     @property
     def calls(self) -> int:
         return len(self.block_of_call)
 
-    def record(self, block: int, g: slice, masked: Tensor, decision: Decision) -> None:
-        """A call on generated positions ``g`` revealed ``decision.reveal [N, Bl]`` of the ``masked`` ones."""
-        reveal, p = decision.reveal, decision.proposal
-        self.broken |= broken(masked, reveal)
-        if p.finite is not None:
-            self.nonfinite |= ~p.finite
+    def record(self, block: int, g: slice, masked: Tensor, reveal: Tensor, prob: Tensor, logq: Tensor) -> None:
+        """A call on generated positions ``g`` revealed ``reveal [N, Bl]`` of the ``masked`` ones, with the
+        model probabilities ``prob`` and sampling log-probabilities ``logq [N, Bl]`` of their tokens."""
         self.reveal_call[:, g] = torch.where(reveal, self.calls, self.reveal_call[:, g])
-        self.token_prob[:, g] = torch.where(reveal, p.confidence, self.token_prob[:, g])
-        self.token_logq[:, g] = torch.where(reveal, p.logq, self.token_logq[:, g])
+        self.token_prob[:, g] = torch.where(reveal, prob, self.token_prob[:, g])
+        self.token_logq[:, g] = torch.where(reveal, logq, self.token_logq[:, g])
         self.per_call.append(reveal.sum(-1))
         self.block_of_call.append(block)
         self.nfe_rows += masked.any(-1)

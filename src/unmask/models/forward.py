@@ -7,11 +7,11 @@ loop needs three things transformers' forward does not give together:
 
 - bidirectional attention with a key mask (left padding), for queries that
   are any contiguous run of canvas columns;
-- a static key/value buffer per layer ``[N, H_kv, K, D]``: the queries'
-  keys/values are written in place at given buffer columns (``index_copy_``)
-  and every query attends to the whole buffer, so a cached call has fixed
-  shapes and needs no concatenation;
-- the LM head only on the columns whose logits are used.
+- one static key/value arena per layer ``[S, H_kv, L + 1, D]`` of row slots:
+  the queries' keys/values are written in place at their (slot, column) cells
+  and every query attends to its row's slot, so a cached call has fixed
+  shapes, needs no concatenation, and rows of different requests share it;
+- the LM head only on the columns whose logits are used (shared, or per row).
 
 Every shape depends only on the input shapes, and nothing reads a value back
 to the host, so the same function runs eagerly, under ``torch.compile`` and
@@ -27,31 +27,55 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from ..denoiser import ArenaIO
+
 
 @dataclass(frozen=True)
 class KVBuffers:
-    """Per-layer key and value buffers ``[N, H_kv, K, D]`` (after the rotary embedding)."""
+    """The key/value arena: per-layer buffers ``[S, H_kv, L + 1, D]`` (after the rotary embedding).
+
+    ``S`` row slots of ``L`` canvas columns each, plus one scratch column
+    (index ``L``) that the dummy queries of padded calls write and no query
+    attends to. A row keeps its slot for as long as it is generated; a call
+    writes its queries' keys/values at ``(slot, column)`` and attends to the
+    first ``K`` columns of its rows' slots.
+    """
 
     keys: tuple[Tensor, ...]
     values: tuple[Tensor, ...]
 
     @classmethod
-    def allocate(cls, model: PreTrainedModel, batch: int, length: int) -> KVBuffers:
-        cfg = model.config
-        heads = int(cfg.num_key_value_heads)
-        dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    def allocate(cls, model: PreTrainedModel, slots: int, length: int) -> KVBuffers:
+        heads, dim, layers = kv_shape(model)
         w = model.lm_head.weight
-        shape = (batch, heads, length, dim)
-        layers = range(int(cfg.num_hidden_layers))
-        return cls(tuple(w.new_zeros(shape) for _ in layers), tuple(w.new_zeros(shape) for _ in layers))
+        shape = (slots, heads, length + 1, dim)
+        return cls(tuple(w.new_zeros(shape) for _ in range(layers)), tuple(w.new_zeros(shape) for _ in range(layers)))
 
     @property
-    def batch(self) -> int:
+    def slots(self) -> int:
         return int(self.keys[0].shape[0])
 
     @property
     def length(self) -> int:
-        return int(self.keys[0].shape[2])
+        """Canvas columns per slot (the scratch column not counted)."""
+        return int(self.keys[0].shape[2]) - 1
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+def kv_shape(model: PreTrainedModel) -> tuple[int, int, int]:
+    """``(key/value heads, head dim, layers)`` of a decoder."""
+    cfg = model.config
+    dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    return int(cfg.num_key_value_heads), dim, int(cfg.num_hidden_layers)
+
+
+def slot_bytes(model: PreTrainedModel, length: int) -> int:
+    """Bytes of one arena slot of ``length`` columns (keys and values of every layer, scratch column included)."""
+    heads, dim, layers = kv_shape(model)
+    return 2 * layers * heads * (length + 1) * dim * model.lm_head.weight.element_size()
 
 
 def check_supported(model: PreTrainedModel) -> None:
@@ -69,8 +93,8 @@ def _rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def _attention(attn: torch.nn.Module, x: Tensor, cos: Tensor, sin: Tensor, bias: Tensor,
-               kv: tuple[Tensor, Tensor] | None, cols: Tensor | None) -> Tensor:
+def _attention(attn: torch.nn.Module, x: Tensor, cos: Tensor, sin: Tensor, bias: Tensor | None,
+               kv: tuple[Tensor, Tensor] | None, io: ArenaIO | None) -> Tensor:
     """One attention block on ``x [N, q, d]``; ``bias [N, 1, 1, K]`` bool (True = attend)."""
     n, q, _ = x.shape
     dim = attn.head_dim
@@ -81,10 +105,12 @@ def _attention(attn: torch.nn.Module, x: Tensor, cos: Tensor, sin: Tensor, bias:
     query = query * cos + _rotate_half(query) * sin
     key = key * cos + _rotate_half(key) * sin
     if kv is not None:
-        assert cols is not None
-        kv[0].index_copy_(2, cols, key)  # the queries' own columns of the buffer, in place
-        kv[1].index_copy_(2, cols, value)
-        key, value = kv
+        assert io is not None
+        rows = io.slots.unsqueeze(-1)  # [N, 1]: with cols [N, q], indexes [N, q] cells of [S, :, L + 1]
+        kv[0][rows, :, io.cols] = key.transpose(1, 2)  # [N, q, H_kv, D]: the queries' own cells, in place
+        kv[1][rows, :, io.cols] = value.transpose(1, 2)
+        key = kv[0][:, :, : io.keys].index_select(0, io.slots)  # [N, H_kv, K, D]: a copy of the rows' keys only
+        value = kv[1][:, :, : io.keys].index_select(0, io.slots)
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # grouped-query attention: repeat the key/value heads (SDPA's enable_gqa has no masked kernel)
         key = key.repeat_interleave(groups, dim=1)
@@ -99,26 +125,29 @@ def decoder_forward(
     position_ids: Tensor,
     key_mask: Tensor | None,
     out_index: Tensor | None,
-    keys: tuple[Tensor, ...] | None = None,
-    values: tuple[Tensor, ...] | None = None,
-    cols: Tensor | None = None,
+    arena: KVBuffers | None = None,
+    io: ArenaIO | None = None,
 ) -> Tensor:
-    """Raw LM-head logits ``[N, n_out, V]`` of the queries ``out_index [n_out]`` (all if None).
+    """Raw LM-head logits ``[N, n_out, V]`` of the queries ``out_index`` (``[n_out]`` shared, ``[N, n_out]``
+    per row, or None for all).
 
-    ``input_ids, position_ids [N, q]``. Without ``keys``/``values`` (a
-    :class:`KVBuffers`' tuples) the queries attend to each other, with
-    ``key_mask [N, q]``; with them they write their keys/values at buffer
-    columns ``cols [q]`` and attend to the whole buffer with ``key_mask [N, K]``.
-    ``key_mask=None`` attends to every key.
+    ``input_ids, position_ids [N, q]``. Without an ``arena`` the queries attend
+    to each other, with ``key_mask [N, q]``; with one they write their
+    keys/values into it where ``io`` says and attend to their rows' first
+    ``io.keys`` columns, with ``key_mask [N, io.keys]``. ``key_mask=None``
+    attends to every key.
     """
     inner = model.model
     hidden = inner.embed_tokens(input_ids)  # [N, q, d]
     cos, sin = inner.rotary_emb(hidden, position_ids)  # [N, q, D]
     bias = None if key_mask is None else key_mask[:, None, None, :]  # [N, 1, 1, K] bool
     for i, layer in enumerate(inner.layers):
-        layer_kv = None if keys is None or values is None else (keys[i], values[i])
-        hidden = hidden + _attention(layer.self_attn, layer.input_layernorm(hidden), cos, sin, bias, layer_kv, cols)
+        layer_kv = None if arena is None else (arena.keys[i], arena.values[i])
+        hidden = hidden + _attention(layer.self_attn, layer.input_layernorm(hidden), cos, sin, bias, layer_kv, io)
         hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
     if out_index is not None:
-        hidden = hidden.index_select(1, out_index)
+        if out_index.dim() == 1:
+            hidden = hidden.index_select(1, out_index)
+        else:
+            hidden = hidden.gather(1, out_index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
     return model.lm_head(inner.norm(hidden))

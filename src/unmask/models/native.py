@@ -8,8 +8,8 @@ are shifted (position i-1 predicts token i): ``family.logit_shift`` realigns
 them here, and cached segments start ``lookbehind`` columns before the block
 so that the block's first position still gets its aligned logits.
 
-The cache of a generation is one :class:`~unmask.models.forward.KVBuffers`
-over the whole canvas. :meth:`NativeDenoiser.compiled` gives the same model
+The key/value cache is one :class:`~unmask.models.forward.KVBuffers` arena of
+row slots, owned by the engine that generates with it. :meth:`NativeDenoiser.compiled` gives the same model
 with static shapes, compiled and (on CUDA) captured as graphs
 (:mod:`unmask.models.runner`).
 """
@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
-from ..denoiser import CachingDenoiser, TokenSpec, Window
+from ..denoiser import ArenaIO, CachingDenoiser, TokenSpec, Want, Window
 from .families import Family, align_shifted
-from .forward import KVBuffers, check_supported, decoder_forward
+from .forward import KVBuffers, check_supported, decoder_forward, slot_bytes
 
 
 def logit_columns(start: int, q: int, window: Window | None, shift: int) -> tuple[int, int]:
@@ -43,6 +43,28 @@ def align(raw: Tensor, position_ids: Tensor, a: int, b: int, width: int, shift: 
     if shift:
         raw = align_shifted(raw, position_ids[:, a:b])
     return raw[:, raw.shape[1] - width :]
+
+
+def source_index(want: Tensor, position_ids: Tensor, shift: int) -> Tensor:
+    """Per-row query indices ``[N, W]`` whose raw logits are the aligned logits of ``want [N, W]``.
+
+    With a shift, query j is predicted from query j - 1, except at a row's
+    position 0, which keeps its own (as :func:`~unmask.models.families.align_shifted`).
+    """
+    if not shift:
+        return want
+    return want - shift * (position_ids.gather(1, want) > 0).long()
+
+
+def run_want(model: PreTrainedModel, ids: Tensor, pos: Tensor, key_mask: Tensor | None, want: Want, shift: int,
+             arena: KVBuffers | None = None, io: ArenaIO | None = None) -> Tensor:
+    """Aligned logits of the query indices ``want`` (shared window or ``[N, W]``) from one decoder forward."""
+    if isinstance(want, tuple):
+        a, b = logit_columns(0, ids.shape[1], want, shift)
+        index = torch.arange(a, b, device=ids.device)
+        raw = decoder_forward(model, ids, pos, key_mask, index, arena, io)
+        return align(raw, pos, a, b, want[1] - want[0], shift)
+    return decoder_forward(model, ids, pos, key_mask, source_index(want, pos, shift), arena, io)
 
 
 class NativeDenoiser(CachingDenoiser):
@@ -68,31 +90,27 @@ class NativeDenoiser(CachingDenoiser):
     def __call__(
         self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, window: Window | None = None
     ) -> Tensor:
-        q = input_ids.shape[1]
-        a, b = logit_columns(0, q, window, self.lookbehind)
-        key_mask = None if bool(attention_mask.all()) else attention_mask.bool()  # no mask: fastest SDPA kernels
-        index = torch.arange(a, b, device=input_ids.device)
-        raw = decoder_forward(self.model, input_ids, position_ids, key_mask, index)
-        width = q if window is None else window[1] - window[0]
-        return align(raw, position_ids, a, b, width, self.lookbehind)
+        want = (0, input_ids.shape[1]) if window is None else window
+        return run_want(self.model, input_ids, position_ids, attention_mask.bool(), want, self.lookbehind)
 
-    def new_cache(self, batch: int, length: int) -> KVBuffers:
-        return KVBuffers.allocate(self.model, batch, length)
+    def logits_at(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, want: Want,
+                  padded: bool = True) -> Tensor:
+        key_mask = attention_mask.bool() if padded else None  # no mask: the fastest attention kernels
+        return run_want(self.model, input_ids, position_ids, key_mask, want, self.lookbehind)
 
-    def forward_cached(
-        self, input_ids: Tensor, position_ids: Tensor, key_mask: Tensor | None, cache: KVBuffers, start: int,
-        window: Window,
-    ) -> Tensor:
-        n, q = input_ids.shape
-        if cache.batch != n or cache.length < start + q or (key_mask is not None and key_mask.shape != (n, cache.length)):
-            mask_shape = None if key_mask is None else tuple(key_mask.shape)
-            raise ValueError(f"a cache of {cache.batch} rows x {cache.length} columns and key_mask {mask_shape} "
-                             f"do not fit queries [{start}, {start + q}) of {n} rows")
-        a, b = logit_columns(start, q, window, self.lookbehind)
-        cols = torch.arange(start, start + q, device=input_ids.device)
-        index = torch.arange(a, b, device=input_ids.device)
-        raw = decoder_forward(self.model, input_ids, position_ids, key_mask, index, cache.keys, cache.values, cols)
-        return align(raw, position_ids, a, b, window[1] - window[0], self.lookbehind)
+    def new_arena(self, slots: int, length: int) -> KVBuffers:
+        return KVBuffers.allocate(self.model, slots, length)
+
+    def arena_slot_bytes(self, length: int) -> int:
+        return slot_bytes(self.model, length)
+
+    def forward_arena(self, input_ids: Tensor, position_ids: Tensor, key_mask: Tensor | None, arena: KVBuffers,
+                      io: ArenaIO, want: Want) -> Tensor:
+        if io.keys > arena.length or (key_mask is not None and key_mask.shape != (input_ids.shape[0], io.keys)):
+            raise ValueError(f"an arena of {arena.length} columns and key_mask "
+                             f"{None if key_mask is None else tuple(key_mask.shape)} do not fit {io.keys} keys")
+        io = ArenaIO(io.slots, torch.where(io.cols < 0, arena.length, io.cols), io.keys)  # -1: the scratch column
+        return run_want(self.model, input_ids, position_ids, key_mask, want, self.lookbehind, arena, io)
 
     def compiled(self) -> CachingDenoiser:
         """This model with static shapes, compiled once per shape and kept (graphs are reused across calls)."""

@@ -1,25 +1,26 @@
-"""The compiled runner: the native model with static shapes, compiled once per shape and replayed.
+"""The compiled runner: the native model with static shapes, compiled once per kind and replayed.
 
 An eager transformer call at batch 1 is bound by Python and kernel launches,
 not by the GPU: it costs the same for 32 tokens as for 384, so a cached block
-call saves nothing. Here every call of a generation is one of a few *kinds*
-of fixed shape, each compiled once (``torch.compile``, fusing the small
-kernels) and, on CUDA, captured as a CUDA graph and replayed:
+call saves nothing. Here every call the engine makes is one of two *kinds*,
+each compiled once (``torch.compile`` with dynamic shapes, fusing the small
+kernels) and, on CUDA, captured as a CUDA graph per shape bucket and replayed:
 
-- ``full``: the uncached call over the whole canvas;
-- ``cached``: queries written into the key/value buffers and attending to all
-  of them (the block-start call runs every column, a segment the block alone
-  or, for ``prefix``, the columns from the block on).
+- ``full``: the uncached call over whole canvases;
+- ``arena``: queries written into the engine's key/value arena and attending
+  to their rows' slots (a block start runs every column, a segment the block
+  alone or, for ``prefix``, the columns from the block on).
 
-Shapes come from buckets, so graphs are reused across generations and across
-lm-eval batches: the batch is padded up to 1, 2, 4, ..., 64 rows (then
-multiples of 64) with dummy rows; the canvas is padded on the left up to a
-multiple of ``length_multiple`` columns with padding columns (hidden by the key
-mask); prefix segments, which shrink block by block, are padded up to a power
-of two with dummy queries that write their keys/values into one scratch column
-after the canvas, which no query attends to. The key/value buffers of a
-(batch, length) bucket belong to the runner and are reused by every generation
-of that bucket, because a captured graph reads and writes fixed addresses.
+Shapes come from buckets, so graphs are reused across steps, requests and
+lm-eval batches: rows are padded up to 1, 2, 4, ..., 64 (then multiples of 64)
+with dummy rows, which use a scratch slot of the arena; whole canvases are
+padded on the left up to a multiple of ``length_multiple`` columns, segments
+on the right up to a power of two, the keys a row attends to up to a multiple
+of ``length_multiple``; padding columns are hidden by the key mask and their
+queries write a scratch column that no query attends to. The runner keeps
+**one** arena (the engine's; its columns rounded up to ``length_multiple``,
+plus the scratch slot and column), so memory is fixed once the engine has
+made it; a captured graph reads and writes its fixed addresses.
 
 The wrapped :class:`~unmask.models.native.NativeDenoiser` stays the
 reference: the same forward function runs in both, so the compiled path gives
@@ -30,15 +31,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..denoiser import CachingDenoiser, Window
-from .forward import KVBuffers, decoder_forward
-from .native import NativeDenoiser, align, logit_columns
+from ..denoiser import ArenaIO, CachingDenoiser, Want, Window
+from .forward import KVBuffers, decoder_forward, slot_bytes
+from .native import NativeDenoiser, source_index
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -63,21 +63,6 @@ def _raise_recompile_limit(limit: int = 512) -> None:
     for name in ("recompile_limit", "cache_size_limit"):
         if hasattr(cfg, name) and getattr(cfg, name) < limit:
             setattr(cfg, name, limit)
-
-
-@dataclass
-class _Shape:
-    """A shape a call was padded to, and the map from canvas columns to runner columns."""
-
-    rows: int  # real rows
-    batch: int  # padded rows
-    length: int  # real canvas columns
-    padded_length: int  # canvas columns after left padding
-    scratch: int  # scratch key/value columns after the canvas (cached calls)
-
-    @property
-    def offset(self) -> int:
-        return self.padded_length - self.length
 
 
 class StaticCall:
@@ -150,12 +135,12 @@ class CompiledDenoiser(CachingDenoiser):
         _raise_recompile_limit()
         model = native.model
         self._fn = torch.compile(
-            lambda ids, pos, mask, index, keys, values, cols: decoder_forward(model, ids, pos, mask, index, keys, values, cols),
+            lambda ids, pos, mask, index, arena, io: decoder_forward(model, ids, pos, mask, index, arena, io),
             backend=backend, dynamic=True, fullgraph=True,  # one graph per kind: buckets only re-capture
         )
         self._pool = torch.cuda.graph_pool_handle() if self.graphs is True else None
-        self.calls: dict[tuple, StaticCall] = {}
-        self.buffers: dict[tuple[int, int], KVBuffers] = {}
+        self.shapes: dict[tuple, StaticCall] = {}  # (kind, bucket sizes...) -> its compiled, captured call
+        self.arena: _Arena | None = None
 
     @property
     def device(self) -> torch.device:
@@ -164,79 +149,95 @@ class CompiledDenoiser(CachingDenoiser):
     @property
     def warmup_seconds(self) -> dict[tuple, float]:
         """Seconds each shape took to compile (and capture) on its first call."""
-        return {key: call.warmup_seconds for key, call in self.calls.items()}
+        return {key: call.warmup_seconds for key, call in self.shapes.items()}
 
-    def _static(self, key: tuple, kv: KVBuffers | None) -> StaticCall:
-        """The call of one kind and shape; a cached kind's buffers are fixed by its shape, so bound here."""
-        if key not in self.calls:
+    def _static(self, key: tuple) -> StaticCall:
+        if key not in self.shapes:
             fn = self._fn
-            if kv is None:
-                call = lambda ids, pos, mask, index: fn(ids, pos, mask, index, None, None, None)  # noqa: E731
+            if key[0] == "full":
+                call = lambda ids, pos, mask, index: fn(ids, pos, mask, index, None, None)  # noqa: E731
             else:
-                call = lambda ids, pos, mask, index, cols: fn(ids, pos, mask, index, kv.keys, kv.values, cols)  # noqa: E731
-            self.calls[key] = StaticCall(call, self.graphs, self._pool)
-        return self.calls[key]
+                assert self.arena is not None
+                kv = self.arena.kv
+                call = lambda ids, pos, mask, index, slots, cols: fn(  # noqa: E731
+                    ids, pos, mask, index, kv, ArenaIO(slots, cols, key[3]))
+            self.shapes[key] = StaticCall(call, self.graphs, self._pool)
+        return self.shapes[key]
 
-    def _shape(self, n: int, length: int, scratch: int) -> _Shape:
-        return _Shape(n, batch_bucket(n), length, round_up(length, self.length_multiple), scratch)
+    def _rows(self, n: int, *tensors: Tensor, fill: tuple[Any, ...]) -> list[Tensor]:
+        """Each ``[n, ...]`` tensor padded with dummy rows up to the batch bucket."""
+        b = batch_bucket(n)
+        return [torch.cat([t, t.new_full((b - n, *t.shape[1:]), f)]) if b > n else t for t, f in zip(tensors, fill, strict=True)]
 
-    def _pad(self, shape: _Shape, ids: Tensor, pos: Tensor, width: int, at: int) -> tuple[Tensor, Tensor]:
-        """``[N, q]`` ids and positions placed at columns ``[at, at + q)`` of ``[batch, width]``; the rest dummies."""
-        n, q = ids.shape
-        out_ids = ids.new_full((shape.batch, width), self.spec.pad_id)
-        out_pos = pos.new_zeros((shape.batch, width))
-        out_ids[:n, at : at + q], out_pos[:n, at : at + q] = ids, pos
-        return out_ids, out_pos
-
-    def _key_mask(self, shape: _Shape, key_mask: Tensor | None, device: torch.device) -> Tensor:
-        """``[batch, padded_length + scratch]`` bool: real keys; dummy rows see every canvas key."""
-        mask = torch.zeros((shape.batch, shape.padded_length + shape.scratch), dtype=torch.bool, device=device)
-        mask[:, shape.offset : shape.padded_length] = True
-        if key_mask is not None:
-            mask[: shape.rows, shape.offset : shape.padded_length] = key_mask
-        mask[shape.rows :, : shape.padded_length] = True
-        return mask
+    def _index(self, want: Want, pos: Tensor, offset: int) -> Tensor:
+        """``[N, W]`` query indices of the raw logits that align to ``want`` after ``offset`` left-padding columns."""
+        n = pos.shape[0]
+        if isinstance(want, tuple):
+            want = torch.arange(want[0], want[1], device=pos.device).expand(n, -1)
+        want = want + offset
+        return source_index(want, pos, self.lookbehind)
 
     def __call__(
         self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, window: Window | None = None
     ) -> Tensor:
+        return self.logits_at(input_ids, attention_mask, position_ids, (0, input_ids.shape[1]) if window is None else window)
+
+    def logits_at(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, want: Want,
+                  padded: bool = True) -> Tensor:
         n, length = input_ids.shape
-        shape = self._shape(n, length, 0)
-        a, b = logit_columns(0, length, window, self.lookbehind)
-        ids, pos = self._pad(shape, input_ids, position_ids, shape.padded_length, shape.offset)  # padding on the left
-        index = torch.arange(a + shape.offset, b + shape.offset, device=ids.device)
-        raw = self._static(("full", shape.batch, shape.padded_length, b - a), None)(
-            ids, pos, self._key_mask(shape, attention_mask, ids.device), index)
-        width = length if window is None else window[1] - window[0]
-        return align(raw[:n].clone(), position_ids, a, b, width, self.lookbehind)
+        off = round_up(length, self.length_multiple) - length  # padding columns on the left
+        ids = torch.nn.functional.pad(input_ids, (off, 0), value=self.spec.pad_id)
+        pos = torch.nn.functional.pad(position_ids, (off, 0), value=0)
+        mask = torch.nn.functional.pad(attention_mask.bool(), (off, 0), value=False)
+        index = self._index(want, pos, off)
+        ids, pos, mask, index = self._rows(n, ids, pos, mask, index, fill=(self.spec.pad_id, 0, True, 0))
+        raw = self._static(("full", ids.shape[0], ids.shape[1], index.shape[1]))(ids, pos, mask, index)
+        return raw[:n].clone()
 
-    def new_cache(self, batch: int, length: int) -> tuple[_Shape, KVBuffers]:
-        shape = self._shape(batch, length, 1)  # one scratch column for the dummy queries of padded segments
-        key = (shape.batch, shape.padded_length + shape.scratch)
-        if key not in self.buffers:
-            self.buffers[key] = KVBuffers.allocate(self.native.model, *key)
-        return shape, self.buffers[key]
+    def new_arena(self, slots: int, length: int) -> _Arena:
+        """The runner's one arena: kept while its size fits, else replaced (dropping the graphs bound to it)."""
+        cols = round_up(length, self.length_multiple)
+        if self.arena is None or self.arena.slots != slots or self.arena.kv.length != cols:
+            self.shapes = {k: v for k, v in self.shapes.items() if k[0] == "full"}
+            self.arena = None  # the old buffers go before the new ones are allocated
+            self.arena = _Arena(KVBuffers.allocate(self.native.model, slots + 1, cols), slots)
+        return self.arena
 
-    def forward_cached(
-        self, input_ids: Tensor, position_ids: Tensor, key_mask: Tensor | None, cache: tuple[_Shape, KVBuffers],
-        start: int, window: Window,
-    ) -> Tensor:
-        shape, kv = cache
+    def arena_slot_bytes(self, length: int) -> int:
+        return slot_bytes(self.native.model, round_up(length, self.length_multiple))
+
+    def forward_arena(self, input_ids: Tensor, position_ids: Tensor, key_mask: Tensor | None, arena: _Arena,
+                      io: ArenaIO, want: Want) -> Tensor:
+        if arena is not self.arena:
+            raise ValueError("forward_arena needs the arena this runner made last (new_arena)")
         n, q = input_ids.shape
-        if n != shape.rows or start + q > shape.length:
-            raise ValueError(f"queries [{start}, {start + q}) of {n} rows do not fit a cache made for "
-                             f"{shape.rows} rows x {shape.length} columns")
-        a, b = logit_columns(start, q, window, self.lookbehind)
-        device = input_ids.device
-        if start == 0 and q == shape.length:  # the block-start call: every column, the padding ones too
-            qb, at = shape.padded_length, shape.offset
-            cols = torch.arange(qb, device=device)
-        else:  # a segment; a suffix one (prefix cache) is padded with dummy queries to a power of two
-            qb, at = (q if start + q < shape.length else min(query_bucket(q), shape.padded_length)), 0
-            cols = torch.full((qb,), shape.padded_length, dtype=torch.long, device=device)  # dummies: scratch column
-            cols[:q] = torch.arange(start + shape.offset, start + q + shape.offset, device=device)
-        ids, pos = self._pad(shape, input_ids, position_ids, qb, at)
-        index = torch.arange(a + at, b + at, device=device)
-        mask = self._key_mask(shape, key_mask, ids.device)
-        raw = self._static(("cached", shape.batch, shape.padded_length, qb, b - a), kv)(ids, pos, mask, index, cols)
-        return align(raw[:n].clone(), position_ids, a, b, window[1] - window[0], self.lookbehind)
+        if q >= self.length_multiple and q == io.keys:  # a whole canvas: pad on the left like the full call
+            qb = round_up(q, self.length_multiple)
+            pad, off = (qb - q, 0), qb - q
+        else:  # a segment: dummy queries on the right
+            qb = min(query_bucket(q), arena.kv.length)
+            pad, off = (0, qb - q), 0
+        kb = round_up(io.keys, self.length_multiple)
+        scratch = arena.kv.length
+        ids = torch.nn.functional.pad(input_ids, pad, value=self.spec.pad_id)
+        pos = torch.nn.functional.pad(position_ids, pad, value=0)
+        cols = torch.nn.functional.pad(io.cols, pad, value=-1)
+        cols = torch.where(cols < 0, scratch, cols)
+        km = torch.ones((n, io.keys), dtype=torch.bool, device=ids.device) if key_mask is None else key_mask
+        mask = torch.nn.functional.pad(km, (0, kb - io.keys), value=False)
+        index = self._index(want, pos, off)
+        ids, pos, mask, index, slots, cols = self._rows(
+            n, ids, pos, mask, index, io.slots, cols, fill=(self.spec.pad_id, 0, True, 0, arena.slots, scratch))
+        call = self._static(("arena", ids.shape[0], qb, kb, index.shape[1]))
+        return call(ids, pos, mask, index, slots, cols)[:n].clone()
+
+
+class _Arena:
+    """The runner's arena: the engine's slots plus one scratch slot for dummy rows."""
+
+    def __init__(self, kv: KVBuffers, slots: int) -> None:
+        self.kv, self.slots = kv, slots
+
+    @property
+    def nbytes(self) -> int:
+        return self.kv.nbytes

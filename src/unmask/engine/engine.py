@@ -1,0 +1,243 @@
+"""The engine: one denoiser call at a time over every live request.
+
+Requests (prompt rows with their own :class:`~unmask.config.GenerationConfig`
+and seeds) go in with :meth:`Engine.add`; each :meth:`Engine.step` runs one
+denoiser call per call kind present (``full``, ``start``, ``segment``: see
+:mod:`unmask.cache`) over every live row, whatever its request's length,
+block size, planner or sampling; then each group of requests that share a
+planner, sampling, call index and block size decides its reveals in one
+:func:`~unmask.decide.decide`. A request that finishes (its last block, EOS,
+a stop string, its listener dropping every row, cancellation) leaves at once
+and frees its rows and arena slots; waiting requests join at the next step.
+Rows that are done leave the calls at once, even while their request runs.
+
+The key/value cache is one arena of row slots, allocated once (on the first
+cached request) from :class:`EngineConfig`'s memory budget; nothing is
+allocated per call or per shape. The split follows nano-vllm: the engine
+(this file) drives, :mod:`~unmask.engine.scheduler` admits and frees,
+:mod:`~unmask.engine.runner` builds and runs each call (eager, or the
+compiled runner of :mod:`unmask.models.runner` beneath it).
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..cache import KINDS, check_cache
+from ..decide import broken, decide
+from ..denoiser import Denoiser
+from ..noise import Noise
+from ..output import CallEvent, GenerationOutput
+from .arena import EngineConfig, arena_size
+from .request import Request, RequestState
+from .runner import Part, Runner
+from .scheduler import Scheduler
+
+
+@dataclass
+class EngineStats:
+    """What the engine has run: denoiser calls, rows summed over calls, requests finished."""
+
+    calls: int = 0
+    row_calls: int = 0
+    requests: int = 0
+
+    @property
+    def rows_per_call(self) -> float:
+        return self.row_calls / self.calls if self.calls else 0.0
+
+
+class Engine:
+    """Continuous batching of generation requests over one denoiser (see the module docstring)."""
+
+    def __init__(self, denoiser: Denoiser, config: EngineConfig | None = None) -> None:
+        if not isinstance(denoiser, Denoiser):
+            raise ValueError(f"denoiser must be an unmask.Denoiser (subclass it), got {type(denoiser).__name__}")
+        self.config = config or EngineConfig()
+        self.denoiser = denoiser
+        self.model = denoiser.compiled() if self.config.compile else denoiser
+        self.spec = denoiser.spec
+        self.device = denoiser.device
+        self.runner = Runner(self.model)
+        self.length = self.config.slot_length(self.spec)
+        self.slots = arena_size(self.model, self.config, self.length) if self.model.can_cache() else 0
+        self.scheduler = Scheduler(self.config.max_rows, 0)
+        self.stats = EngineStats()
+        self._inbox: queue.SimpleQueue[RequestState] = queue.SimpleQueue()
+        self._states: dict[int, RequestState] = {}
+
+    # -- requests in and out ------------------------------------------------------------------------------------
+    def add(self, request: Request) -> None:
+        """Queue ``request`` (thread-safe); raises ``ValueError`` before any compute if it cannot run here."""
+        cfg = request.config
+        check_cache(cfg.cache, self.model)
+        if cfg.compile != self.config.compile:
+            raise ValueError(f"config.compile={cfg.compile} but this engine runs compile={self.config.compile}: "
+                             f"compilation is an engine setting (EngineConfig.compile)")
+        if request.rows > self.config.max_rows:
+            raise ValueError(f"the request has {request.rows} rows (guidance twins counted) but the engine runs at "
+                             f"most max_rows={self.config.max_rows} per call")
+        total = max(map(len, request.prompts)) + cfg.gen_length
+        if cfg.cache != "none" and total > self.length:
+            raise ValueError(f"the canvas of {total} columns (longest prompt + gen_length) is longer than the "
+                             f"engine's key/value slots of max_length={self.length} columns")
+        if cfg.cache != "none" and request.rows > self.slots:
+            raise ValueError(f"the request needs {request.rows} key/value slots (one per row, two with guidance) "
+                             f"but the engine's arena has {self.slots}: raise kv_memory or kv_slots")
+        if len(request.seeds) != len(request.prompts):
+            raise ValueError(f"seeds must hold one seed per prompt ({len(request.prompts)}), got {len(request.seeds)}")
+        state = RequestState(request, self.spec, self.device)
+        self._states[request.id] = state
+        self._inbox.put(state)
+
+    def cancel(self, request: Request) -> None:
+        """Stop working for ``request`` (thread-safe): its rows leave at the next step, without an output."""
+        state = self._states.get(request.id)
+        if state is not None:
+            state.cancelled = True
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._states)
+
+    @property
+    def waiting(self) -> int:
+        return len(self.scheduler.waiting) + self._inbox.qsize()
+
+    @property
+    def live_rows(self) -> int:
+        return self.scheduler.live_rows
+
+    @property
+    def arena_bytes(self) -> int:
+        arena = self.runner.arena
+        return int(getattr(arena, "nbytes", 0)) if arena is not None else 0
+
+    def run(self) -> dict[int, GenerationOutput]:
+        """Step until every request added so far has finished; their outputs by request id."""
+        outputs = {}
+        while self.has_work:
+            outputs.update((req.id, out) for req, out in self.step())
+        return outputs
+
+    # -- one step ---------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self) -> list[tuple[Request, GenerationOutput]]:
+        """One denoiser call per call kind over every live row; returns the requests that finished."""
+        self._intake()
+        live = self.scheduler.running
+        if not live:
+            return []
+        by_kind: dict[str, list[Part]] = {}
+        for st in live:
+            rows = st.active()
+            assert rows, "a live request without active rows"
+            plan = st.plan(self.model.lookbehind)
+            by_kind.setdefault(plan.kind, []).append(Part(st, rows, plan.start, plan.end))
+        groups: dict[Hashable, list[tuple[Part, Tensor]]] = {}
+        for kind in KINDS:
+            parts = by_kind.get(kind)
+            if not parts:
+                continue
+            self.stats.calls += 1
+            self.stats.row_calls += sum(len(p.rows) * p.copies for p in parts)
+            for p, logits in zip(parts, self.runner.run(kind, parts), strict=True):
+                if kind == "segment":
+                    p.state.partial += 1
+                else:
+                    p.state.full += 1
+                cfg = p.state.config
+                groups.setdefault((cfg.planner, cfg.sampling, p.state.call, cfg.block_length, cfg.num_blocks),
+                                  []).append((p, logits))
+        for members in groups.values():
+            self._decide(members)
+        return self._end_blocks()
+
+    def _intake(self) -> None:
+        """New requests into the queue, cancelled ones out, the arena allocated, waiting ones admitted."""
+        while not self._inbox.empty():
+            self.scheduler.add(self._inbox.get())
+        for st in [*self.scheduler.running, *self.scheduler.waiting]:
+            if st.cancelled:
+                self.scheduler.remove(st)
+                del self._states[st.request.id]
+        if self.runner.arena is None and any(st.config.cache != "none" for st in self.scheduler.waiting):
+            self.runner.arena = self.model.new_arena(self.slots, self.length)  # type: ignore[attr-defined]
+            self.scheduler.resize(self.slots)
+        self.scheduler.admit()
+
+    def _decide(self, members: list[tuple[Part, Tensor]]) -> None:
+        """One decision for requests that share planner, sampling, call and block size, applied to each."""
+        first = members[0][0].state
+        cfg, call, mask_id = first.config, first.call, self.spec.mask_id
+        masked, positions, keys, idx = [], [], [], []
+        for p, _ in members:
+            st, (lo, hi) = p.state, p.state.bounds()
+            r = torch.tensor(p.rows, dtype=torch.long, device=st.x.device)
+            idx.append(r)
+            masked.append(st.x.index_select(0, r)[:, lo:hi] == mask_id)
+            positions.append(st.canvas.positions.index_select(0, r)[:, lo:hi])
+            keys.append(st.noise.keys.index_select(0, r))
+        logits = torch.cat([lg for _, lg in members]) if len(members) > 1 else members[0][1]
+        noise = Noise(torch.cat(keys)).at(call, torch.cat(positions))
+        d = decide(logits, torch.cat(masked), cfg.planner, cfg.sampling, noise, call, cfg.num_blocks, mask_id)  # type: ignore[arg-type]
+        at = 0
+        for (p, _), r, m in zip(members, idx, masked, strict=True):
+            k = len(p.rows)
+            self._apply(p.state, r, m, d.reveal[at : at + k], d.proposal.tokens[at : at + k],
+                        d.proposal.confidence[at : at + k], d.proposal.logq[at : at + k], d.proposal.finite)
+            at += k
+
+    def _apply(self, st: RequestState, rows: Tensor, masked: Tensor, reveal: Tensor, tokens: Tensor, prob: Tensor,
+               logq: Tensor, finite: Tensor | None) -> None:
+        """Write one request's reveals into its canvas and trace, and tell its listener."""
+        lo, hi = st.bounds()
+        block = st.x[:, lo:hi]
+        masked_all = block == self.spec.mask_id  # [n, Bl]: rows outside the call have no masks or wait
+        full = (st.n, hi - lo)
+        reveal_all = torch.zeros(full, dtype=torch.bool, device=block.device).index_copy_(0, rows, reveal)
+        prob_all = torch.ones(full, dtype=prob.dtype, device=block.device).index_copy_(0, rows, prob)
+        logq_all = torch.zeros(full, dtype=logq.dtype, device=block.device).index_copy_(0, rows, logq)
+        tokens_all = block.clone().index_copy_(0, rows, tokens)
+        st.x[:, lo:hi] = torch.where(reveal_all, tokens_all, block)
+        st.broken |= broken(masked, reveal)
+        if finite is not None:
+            st.nonfinite |= ~finite
+        g = slice(lo - st.canvas.width, hi - st.canvas.width)
+        st.recorder.record(st.block, g, masked_all, reveal_all, prob_all, logq_all)
+        if st.request.listener is not None:
+            st.request.listener.on_call(CallEvent(st.recorder.calls - 1, st.block, g.start, reveal_all, st.x[:, lo:hi]))
+        st.call += 1
+
+    def _end_blocks(self) -> list[tuple[Request, GenerationOutput]]:
+        """Blocks that are full end (one host read for every adaptive request); finished requests leave."""
+        live = self.scheduler.running
+        adaptive = [st for st in live if st.fixed is None]
+        if adaptive:
+            flags = torch.cat([st.masked_rows() for st in adaptive]).tolist()
+            at = 0
+            for st in adaptive:
+                st.has_masks, at = flags[at : at + st.n], at + st.n
+        done: list[tuple[Request, GenerationOutput]] = []
+        for st in list(live):
+            if not st.block_complete():
+                continue
+            event = st.end_block()
+            if st.request.listener is not None:
+                st.request.listener.on_block(event)
+            self.scheduler.release_rows(st, [i for i, d in enumerate(st.done_rows) if d])
+            if st.finished:
+                if st.x.device.type == "cuda":
+                    torch.cuda.synchronize(st.x.device)
+                out = st.output(time.perf_counter() - st.started)
+                self.scheduler.remove(st)
+                del self._states[st.request.id]
+                self.stats.requests += 1
+                done.append((st.request, out))
+        return done

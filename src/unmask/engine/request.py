@@ -1,0 +1,179 @@
+"""A request to the engine, and the state of one request being generated.
+
+A :class:`Request` is a batch of prompt rows that share one
+:class:`~unmask.config.GenerationConfig` (one ``generate`` call, or one server
+request with its ``n`` choices). Its rows move from block to block together:
+a row whose block is full waits, at no cost, for the others, so a request's
+NFE, trace and tokens are those of the rows run alone as one batch. Requests
+are independent: each is at its own block and call, with its own settings.
+
+:class:`RequestState` is the engine's per-request state: the canvas being
+filled, the block and the call within it, the rows that are done, the trace
+recorder and the device flags checked once per block.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..cache import CallPlan, plan_call
+from ..canvas import Canvas
+from ..config import GenerationConfig
+from ..decide import check
+from ..denoiser import TokenSpec
+from ..noise import Noise
+from ..output import PENDING, BlockEvent, GenerationOutput, Listener, Recorder
+from ..planners import Planner
+from ..text import decode_rows, first_eos, trim_at_stop
+
+_ids = itertools.count()
+
+
+@dataclass(eq=False)
+class Request:
+    """Prompt rows (token ids), their config and one seed per row; events go to ``listener``.
+
+    ``tokenizer`` (optional) decodes the output's texts and lets stop strings
+    end a row after the block that completes one.
+    """
+
+    prompts: list[list[int]]
+    config: GenerationConfig
+    seeds: list[int]
+    listener: Listener | None = None
+    tokenizer: Any = None
+    id: int = field(default_factory=lambda: next(_ids))
+
+    @property
+    def rows(self) -> int:
+        return len(self.prompts) * (2 if self.config.cfg_scale > 0 else 1)  # guidance: a twin row per prompt
+
+
+class RequestState:
+    """One request in the engine: its canvas, where it is, and what it has cost."""
+
+    def __init__(self, request: Request, spec: TokenSpec, device: torch.device) -> None:
+        cfg = request.config
+        self.request, self.config, self.spec = request, cfg, spec
+        self.planner: Planner = cfg.planner  # type: ignore[assignment]
+        self.canvas = Canvas.build(request.prompts, cfg.gen_length, spec, device)
+        self.x = self.canvas.ids.clone()  # [n, T]: filled in place, call by call
+        self.n = len(request.prompts)
+        self.recorder = Recorder(self.n, cfg.gen_length, device)
+        self.noise = Noise.from_seeds(request.seeds, device)
+        self.eos = torch.tensor(spec.eos_ids, dtype=torch.long, device=device)
+        self.done = torch.zeros(self.n, dtype=torch.bool, device=device)
+        self.done_rows: list[bool] = [False] * self.n  # host copy of ``done``
+        self.has_masks: list[bool] = [True] * self.n  # host: rows with masks in the current block (adaptive)
+        self.block = 0
+        self.call = 0  # within the block
+        self.fixed = self.planner.calls_per_block(cfg.block_length, cfg.num_blocks)  # None: adaptive
+        self.full = self.partial = 0
+        self.skipped = 0
+        self.slots: list[int] = []  # arena slots: the rows', then their guidance twins' (cached modes)
+        self.prompt_lengths = self.canvas.prompt_mask.sum(-1, keepdim=True)  # [n, 1]
+        # device flags, checked once per block: an invariant failed, logits were not finite
+        self.broken = torch.zeros((), dtype=torch.bool, device=device)
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        self.started = time.perf_counter()
+        self.finished = False
+        self.cancelled = False
+
+    @property
+    def total(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def guided(self) -> bool:
+        return self.config.cfg_scale > 0
+
+    def bounds(self) -> tuple[int, int]:
+        """Canvas columns ``[lo, hi)`` of the current block."""
+        return self.canvas.block(self.block, self.config.block_length)
+
+    def active(self) -> list[int]:
+        """Rows that run in this call: not done and, for adaptive planners, with masks in the block."""
+        adaptive = self.fixed is None
+        return [i for i in range(self.n) if not self.done_rows[i] and (not adaptive or self.has_masks[i])]
+
+    def plan(self, lookbehind: int) -> CallPlan:
+        lo, hi = self.bounds()
+        return plan_call(self.config.cache, self.call, lo, hi, self.total, lookbehind)
+
+    def masked_rows(self) -> Tensor:
+        """``[n]`` bool on the device: rows with masks left in the current block."""
+        lo, hi = self.bounds()
+        return (self.x[:, lo:hi] == self.spec.mask_id).any(-1)
+
+    def block_complete(self) -> bool:
+        """Whether the current block is finished (host state only; ``has_masks`` is refreshed by the engine)."""
+        if self.fixed is not None:
+            return self.call >= self.fixed
+        return not any(m and not d for m, d in zip(self.has_masks, self.done_rows, strict=True))
+
+    def end_block(self) -> BlockEvent:
+        """Check the block, apply early exit, stop strings and dropped rows; move to the next block or finish."""
+        check(self.nonfinite, self.broken, self.planner)
+        cfg, c, x, b = self.config, self.canvas, self.x, self.block
+        lo, hi = self.bounds()
+        assert not bool((x[:, lo:hi] == self.spec.mask_id).any()), f"{self.planner} left masks in block {b}"
+        last = b == cfg.num_blocks - 1
+        finished = torch.zeros_like(self.done)
+        if cfg.early_exit:
+            finished |= torch.isin(x[:, c.width : hi], self.eos).any(-1)  # rows with EOS in finished blocks
+        stopped = self._stopped(hi)
+        if self.request.listener is not None:
+            stopped += self.request.listener.dropped()
+        if self.cancelled:
+            stopped = list(range(self.n))
+        if stopped:
+            finished[torch.tensor(sorted(set(stopped)), dtype=torch.long, device=x.device)] = True
+        finished &= ~self.done
+        if not last:
+            x[finished, hi:] = self.eos[0]
+            self.recorder.fill(finished, hi - c.width)
+        self.done |= finished
+        self.done_rows = self.done.tolist()
+        event = BlockEvent(b, hi - c.width - cfg.block_length, x[:, c.width :], self.done)
+        if last or all(self.done_rows):
+            self.finished = True
+            if not last:
+                self.skipped = cfg.num_blocks - 1 - b
+        else:
+            self.block, self.call = b + 1, 0
+            self.has_masks = [not d for d in self.done_rows]
+        return event
+
+    def _stopped(self, hi: int) -> list[int]:
+        """Rows whose text (up to EOS) holds a stop string once this block is done."""
+        stop, tok = self.config.stop, self.request.tokenizer
+        if not stop or tok is None:
+            return []
+        eos, out = set(self.spec.eos_ids), []
+        for i, row in enumerate(self.x[:, self.canvas.width : hi].tolist()):
+            if not self.done_rows[i]:
+                text = tok.decode(row[: first_eos(row, eos)], skip_special_tokens=True)
+                if len(trim_at_stop(text, stop)) < len(text):
+                    out.append(i)
+        return out
+
+    def output(self, seconds: float) -> GenerationOutput:
+        cfg, c, rec = self.config, self.canvas, self.recorder
+        trace = rec.trace()
+        assert not bool((trace.reveal_call == PENDING).any()), "a position was never revealed"
+        cpb = self.fixed
+        out = GenerationOutput(
+            sequences=self.x, attention_mask=c.attention_mask, prompt_lengths=c.attention_mask[:, : c.width].sum(-1).tolist(),
+            nfe=rec.calls, nfe_per_row=rec.nfe_rows, trace=trace, full_forwards=self.full,
+            partial_forwards=self.partial, skipped_blocks=self.skipped,
+            calls_saved=None if cpb is None else cpb * cfg.num_blocks - rec.calls, seconds=seconds,
+        )
+        if self.request.tokenizer is not None:
+            out.texts = decode_rows(self.request.tokenizer, self.x[:, c.width :], self.spec.eos_ids, cfg.stop)
+        return out
