@@ -211,12 +211,10 @@ class CompiledDenoiser(CachingDenoiser):
         if arena is not self.arena:
             raise ValueError("forward_arena needs the arena this runner made last (new_arena)")
         n, q = input_ids.shape
-        if q >= self.length_multiple and q == io.keys:  # a whole canvas: pad on the left like the full call
-            qb = round_up(q, self.length_multiple)
-            pad, off = (qb - q, 0), qb - q
-        else:  # a segment: dummy queries on the right
-            qb = min(query_bucket(q), arena.kv.length)
-            pad, off = (0, qb - q), 0
+        # queries padded on the right with dummies: whole canvases to a multiple of length_multiple, shorter
+        # segments to a power of two (the engine says where each query writes, so no call kind is inferred)
+        qb = round_up(q, self.length_multiple) if q > self.length_multiple else min(query_bucket(q), arena.kv.length)
+        pad, off = (0, qb - q), 0
         kb = round_up(io.keys, self.length_multiple)
         scratch = arena.kv.length
         ids = torch.nn.functional.pad(input_ids, pad, value=self.spec.pad_id)
