@@ -31,7 +31,7 @@ TEMPLATE = "{{ (messages | selectattr('role', 'equalto', 'user') | list)[-1]['co
 def server(tmp_path_factory: pytest.TempPathFactory):
     template = tmp_path_factory.mktemp("serve") / "chat.jinja"
     template.write_text(TEMPLATE)
-    with serve_process(["--batch-wait-ms", "40", "--max-batch", "16", "--chat-template", str(template),
+    with serve_process(["--max-batch", "16", "--chat-template", str(template),
                         "--log-level", "warning"]) as url:
         yield url
 

@@ -49,6 +49,7 @@ class GenerationOutput:
     skipped_blocks: int = 0  # blocks not run thanks to the EOS early exit
     calls_saved: int | None = None  # calls those blocks would have cost, when fixed in advance
     seconds: float = 0.0
+    rows_per_call: float = 0.0  # mean rows (of every request in the engine) per denoiser call of this batch
     texts: list[str] | None = None  # decoded and stop-trimmed, when a tokenizer was given
 
     @property

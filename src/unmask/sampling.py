@@ -45,7 +45,7 @@ class Proposal:
     entropy: Tensor | None = None  # float: entropy in nats
     doubt: Tensor = None  # type: ignore[assignment]  # float: 1 - confidence, full relative precision
     margin_doubt: Tensor | None = None  # float: 1 - margin, full relative precision
-    finite: Tensor | None = None  # bool scalar: False if some position's logits held NaN, +inf, or only -inf
+    finite: Tensor | None = None  # [N] bool: False for a row where some position's logits held NaN, +inf, or only -inf
 
     def __post_init__(self) -> None:
         if self.doubt is None:
@@ -162,7 +162,7 @@ def propose(
     """
     z = logits.float()  # [N, L, V]; a copy only when the logits are half precision
     peak = z.max(-1)  # [N, L] values and argmax; NaN propagates into the max
-    finite = torch.isfinite(peak.values).all()  # checked by the caller: no host synchronisation here
+    finite = torch.isfinite(peak.values).all(-1)  # [N], per row: checked by the caller, no host synchronisation here
     scored = z
     if params.temperature == 0.0:
         tokens = peak.indices

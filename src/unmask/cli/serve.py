@@ -1,7 +1,7 @@
 """``unmask serve``: the OpenAI-compatible server (FastAPI + uvicorn) for one model.
 
     unmask serve [--model tiny-arith] [--host 127.0.0.1] [--port 8000] [--max-batch 32] \\
-        [--batch-wait-ms 5] [--queue-limit 256] [--timeout-s 60] [--device cuda] [--compile]
+        [--kv-memory 0.5] [--queue-limit 256] [--timeout-s 60] [--device cuda] [--compile]
 
 With no ``--model`` it serves the bundled tiny-arith model, so it runs on any
 CPU. Settings are checked before the model is loaded. One server drives one
@@ -24,9 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--served-model-name", default=None, help="the model id clients send (default: --model as given)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-batch", type=int, default=32, help="most rows (prompts x n) in one generate call (default 32)")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0,
-                   help="longest wait for compatible requests to join a batch (default 5)")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="most rows (prompts x n, of any requests) in one denoiser call (default 32)")
+    p.add_argument("--kv-memory", default=None,
+                   help="key/value arena budget: a fraction of free GPU memory (0.5) or a size (8GiB, 512MiB); "
+                        "default: 0.5 on CUDA, 256MiB on CPU")
+    p.add_argument("--max-model-len", type=int, default=None,
+                   help="canvas columns (prompt + max_tokens) per key/value slot (default: the model's, at most 2048)")
     p.add_argument("--queue-limit", type=int, default=256, help="requests that may wait; more get 503 (default 256)")
     p.add_argument("--timeout-s", type=float, default=60.0, help="per-request limit; later answers are 504 (default 60)")
     p.add_argument("--max-tokens", type=int, default=None,
@@ -45,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The :class:`~unmask.serve.ServeSettings` of the command line (raises ``ValueError`` before any loading)."""
+    from ..engine import parse_memory
     from ..serve import ServeSettings
 
     if args.threads is not None and args.threads < 1:
@@ -55,27 +60,32 @@ def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         raise FileNotFoundError(f"--chat-template {args.chat_template!r} does not exist")
     max_tokens = args.max_tokens if args.max_tokens is not None else 32 if args.model == "tiny-arith" else 128
     try:
+        kv_memory = None if args.kv_memory is None else parse_memory(args.kv_memory)
         return ServeSettings(model_name=args.served_model_name or args.model, max_batch=args.max_batch,
-                             batch_wait_ms=args.batch_wait_ms, queue_limit=args.queue_limit, timeout_s=args.timeout_s,
+                             queue_limit=args.queue_limit, timeout_s=args.timeout_s,
                              max_tokens=max_tokens, block_length=args.block_length, planner=args.planner,
-                             compile=args.compile)
+                             compile=args.compile, kv_memory=kv_memory, max_length=args.max_model_len)
     except ValueError as err:  # name the flag: max_batch -> --max-batch
-        name = str(err).split(" ", 1)[0]
+        name = {"max_length": "max_model_len"}.get(str(err).split(" ", 1)[0], str(err).split(" ", 1)[0])
         raise ValueError(f"--{name.replace('_', '-')}: {err}") from None
 
 
-def warm_up(denoiser: Any, settings: Any, console: Console) -> None:
-    """Compile the default request's calls for one row and for several (every batch bucket shares those graphs)."""
+def warm_up(worker: Any, settings: Any, console: Console) -> None:
+    """Compile every kind of call the server runs (whole canvases, and cached calls against the engine's arena)
+    on the default request, for one row and for two, before the first request arrives."""
     from ..config import GenerationConfig
-    from ..loop import generate
+    from ..engine import Request
 
+    engine = worker.engine
     block = min(settings.block_length, settings.max_tokens)
-    cfg = GenerationConfig(gen_length=-(-settings.max_tokens // block) * block, block_length=block,
-                           planner=settings.planner, compile=True)
-    prompt = [denoiser.spec.pad_id]
-    for rows in (1, 2):
-        generate(denoiser, [prompt] * rows, cfg)
-    warm = denoiser.compiled().warmup_seconds
+    prompt = [engine.spec.pad_id]
+    for cache in ("none", "dual", "prefix"):
+        cfg = GenerationConfig(gen_length=-(-settings.max_tokens // block) * block, block_length=block,
+                               planner=settings.planner, compile=True, cache=cache)
+        for rows in (1, 2):
+            engine.add(Request([prompt] * rows, cfg, list(range(rows))))
+            engine.run()
+    warm = engine.model.warmup_seconds
     console.print(f"compiled {len(warm)} call shapes in {sum(warm.values()):.1f} s before serving", soft_wrap=True)
 
 
@@ -92,13 +102,16 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     console = Console(stderr=True, highlight=False)
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
-    if settings.compile:  # a model without a compiled path is refused now, and the first requests do not compile
-        warm_up(denoiser, settings, console)
+    if settings.compile:  # a model without a compiled path is refused now
+        denoiser.compiled()
     if args.chat_template is not None:
         tokenizer.chat_template = Path(args.chat_template).read_text(encoding="utf-8")
     app = create_app(Served(denoiser, tokenizer, settings))
-    console.print(f"[bold]unmask serve[/]: {settings.model_name} on {denoiser.device}, batches of up to "
-                  f"{settings.max_batch} rows; OpenAI API at /v1, playground at / "
+    if settings.compile:  # every kind of call compiles now, not inside the first requests
+        warm_up(app.state.worker, settings, console)
+    engine = app.state.worker.engine
+    console.print(f"[bold]unmask serve[/]: {settings.model_name} on {denoiser.device}, up to {settings.max_batch} rows "
+                  f"per call, {engine.slots} key/value slots of {engine.length} columns; OpenAI API at /v1, playground at / "
                   f"(http://{args.host}:{args.port}/)", soft_wrap=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

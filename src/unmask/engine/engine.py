@@ -53,6 +53,9 @@ class EngineStats:
         return self.row_calls / self.calls if self.calls else 0.0
 
 
+Finished = tuple[Request, "GenerationOutput | Exception"]  # an output, or the error that ended the request
+
+
 class Engine:
     """Continuous batching of generation requests over one denoiser (see the module docstring)."""
 
@@ -120,20 +123,44 @@ class Engine:
         return int(getattr(arena, "nbytes", 0)) if arena is not None else 0
 
     def run(self) -> dict[int, GenerationOutput]:
-        """Step until every request added so far has finished; their outputs by request id."""
-        outputs = {}
+        """Step until every request added so far has finished; their outputs by request id.
+
+        Raises the error of the first request that failed (after the others finished)."""
+        outputs, errors = {}, []
         while self.has_work:
-            outputs.update((req.id, out) for req, out in self.step())
+            for req, out in self.step():
+                if isinstance(out, Exception):
+                    errors.append(out)
+                else:
+                    outputs[req.id] = out
+        if errors:
+            raise errors[0]
         return outputs
 
     # -- one step ---------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def step(self) -> list[tuple[Request, GenerationOutput]]:
-        """One denoiser call per call kind over every live row; returns the requests that finished."""
+    def step(self) -> list[Finished]:
+        """One denoiser call per call kind over every live row; returns the requests that finished.
+
+        A request ends with an error instead of an output when its block check fails (non-finite logits);
+        an error in the call itself ends every request of the step with it.
+        """
         self._intake()
-        live = self.scheduler.running
+        live = list(self.scheduler.running)
         if not live:
             return []
+        try:
+            self._calls(live)
+        except Exception as err:  # noqa: BLE001 - handed to every request of the call, none is lost
+            return [self._drop(st, err) for st in live]
+        return self._end_blocks()
+
+    def _drop(self, st: RequestState, err: Exception) -> Finished:
+        self.scheduler.remove(st)
+        del self._states[st.request.id]
+        return st.request, err
+
+    def _calls(self, live: list[RequestState]) -> None:
         by_kind: dict[str, list[Part]] = {}
         for st in live:
             rows = st.active()
@@ -145,9 +172,11 @@ class Engine:
             parts = by_kind.get(kind)
             if not parts:
                 continue
+            rows = sum(len(p.rows) * p.copies for p in parts)
             self.stats.calls += 1
-            self.stats.row_calls += sum(len(p.rows) * p.copies for p in parts)
+            self.stats.row_calls += rows
             for p, logits in zip(parts, self.runner.run(kind, parts), strict=True):
+                p.state.shared_rows += rows
                 if kind == "segment":
                     p.state.partial += 1
                 else:
@@ -157,7 +186,6 @@ class Engine:
                                   []).append((p, logits))
         for members in groups.values():
             self._decide(members)
-        return self._end_blocks()
 
     def _intake(self) -> None:
         """New requests into the queue, cancelled ones out, the arena allocated, waiting ones admitted."""
@@ -191,7 +219,8 @@ class Engine:
         for (p, _), r, m in zip(members, idx, masked, strict=True):
             k = len(p.rows)
             self._apply(p.state, r, m, d.reveal[at : at + k], d.proposal.tokens[at : at + k],
-                        d.proposal.confidence[at : at + k], d.proposal.logq[at : at + k], d.proposal.finite)
+                        d.proposal.confidence[at : at + k], d.proposal.logq[at : at + k],
+                        None if d.proposal.finite is None else d.proposal.finite[at : at + k])
             at += k
 
     def _apply(self, st: RequestState, rows: Tensor, masked: Tensor, reveal: Tensor, tokens: Tensor, prob: Tensor,
@@ -208,14 +237,14 @@ class Engine:
         st.x[:, lo:hi] = torch.where(reveal_all, tokens_all, block)
         st.broken |= broken(masked, reveal)
         if finite is not None:
-            st.nonfinite |= ~finite
+            st.nonfinite |= ~finite.all()
         g = slice(lo - st.canvas.width, hi - st.canvas.width)
         st.recorder.record(st.block, g, masked_all, reveal_all, prob_all, logq_all)
         if st.request.listener is not None:
             st.request.listener.on_call(CallEvent(st.recorder.calls - 1, st.block, g.start, reveal_all, st.x[:, lo:hi]))
         st.call += 1
 
-    def _end_blocks(self) -> list[tuple[Request, GenerationOutput]]:
+    def _end_blocks(self) -> list[Finished]:
         """Blocks that are full end (one host read for every adaptive request); finished requests leave."""
         live = self.scheduler.running
         adaptive = [st for st in live if st.fixed is None]
@@ -224,11 +253,15 @@ class Engine:
             at = 0
             for st in adaptive:
                 st.has_masks, at = flags[at : at + st.n], at + st.n
-        done: list[tuple[Request, GenerationOutput]] = []
+        done: list[Finished] = []
         for st in list(live):
             if not st.block_complete():
                 continue
-            event = st.end_block()
+            try:
+                event = st.end_block()
+            except ValueError as err:  # this request's logits were not finite: it alone ends
+                done.append(self._drop(st, err))
+                continue
             if st.request.listener is not None:
                 st.request.listener.on_block(event)
             self.scheduler.release_rows(st, [i for i, d in enumerate(st.done_rows) if d])

@@ -75,6 +75,7 @@ class RequestState:
         self.call = 0  # within the block
         self.fixed = self.planner.calls_per_block(cfg.block_length, cfg.num_blocks)  # None: adaptive
         self.full = self.partial = 0
+        self.shared_rows = 0  # rows of every request summed over the calls this one was in
         self.skipped = 0
         self.slots: list[int] = []  # arena slots: the rows', then their guidance twins' (cached modes)
         self.prompt_lengths = self.canvas.prompt_mask.sum(-1, keepdim=True)  # [n, 1]
@@ -173,6 +174,7 @@ class RequestState:
             nfe=rec.calls, nfe_per_row=rec.nfe_rows, trace=trace, full_forwards=self.full,
             partial_forwards=self.partial, skipped_blocks=self.skipped,
             calls_saved=None if cpb is None else cpb * cfg.num_blocks - rec.calls, seconds=seconds,
+            rows_per_call=self.shared_rows / rec.calls if rec.calls else 0.0,
         )
         if self.request.tokenizer is not None:
             out.texts = decode_rows(self.request.tokenizer, self.x[:, c.width :], self.spec.eos_ids, cfg.stop)

@@ -1,13 +1,14 @@
-"""The FastAPI application: OpenAI's endpoints over the scheduler, the playground, health and metrics.
+"""The FastAPI application: OpenAI's endpoints over the engine's worker, the playground, health and metrics.
 
 ``create_app(served)`` builds it; ``unmask serve`` runs it under uvicorn.
 Requests are stateless (everything a generation needs is in its body, seeds
 included), so any number of servers can sit behind one HTTP load balancer.
 A request is parsed and checked (:mod:`.schemas`, :mod:`.prompts`,
-:mod:`.plan`) before it is queued; then its handler waits for its events:
-the final result, or for ``stream: true`` the server-sent chunks written by
-:mod:`.stream`. A non-streaming request whose client disconnects, or any
-request past ``timeout_s``, is cancelled and leaves its batch.
+:mod:`.plan`) before it is handed to the engine's worker (:mod:`.worker`);
+then its handler waits for its events: the final result, or for
+``stream: true`` the server-sent chunks written by :mod:`.stream`. A
+non-streaming request whose client disconnects, or any request past
+``timeout_s``, is cancelled and its rows leave the engine at the next step.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .engine import Engine, Job, Result, usage
+from .job import Job, Result, usage
 from .metrics import Metrics
 from .plan import Plan, Served, build_plan
 from .playground import playground_html
 from .prompts import chat_prompts, completion_prompts
-from .scheduler import QueueFull, Scheduler
 from .schemas import ApiError, ChatRequest, CompletionRequest, parse_request, read_json
 from .stream import event_stream
+from .worker import QueueFull, Worker
 
 ROUTES = frozenset({"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"})
 POLL_S = 0.25  # how often a waiting handler checks its deadline and its client
@@ -84,14 +85,14 @@ def response_body(plan: Plan, result: Result, rid: str, created: int, model: str
 class Handler:
     """The request path shared by both generation endpoints."""
 
-    def __init__(self, served: Served, scheduler: Scheduler, metrics: Metrics, engine: Engine) -> None:
-        self.served, self.scheduler, self.metrics, self.engine = served, scheduler, metrics, engine
+    def __init__(self, served: Served, worker: Worker, metrics: Metrics) -> None:
+        self.served, self.worker, self.metrics = served, worker, metrics
 
     async def next_event(self, job: Job, deadline: float) -> tuple[str, Any]:
         """The job's next event; ``("tick", None)`` every ``POLL_S``; ApiError 504 past the deadline."""
         left = deadline - time.monotonic()
         if left <= 0:
-            self.scheduler.cancel(job)
+            self.worker.cancel(job)
             raise ApiError(504, f"the request took longer than the server's timeout of {self.served.settings.timeout_s:g} s",
                            None, "timeout", type="server_error")
         try:
@@ -109,7 +110,7 @@ class Handler:
             plan = build_plan(req, self.served, lambda: completion_prompts(req, self.served))
         job = Job(plan, asyncio.get_running_loop())
         try:
-            self.scheduler.submit(job)
+            self.worker.submit(job)
         except QueueFull as full:
             raise ApiError(503, f"the server's queue is full ({self.served.settings.queue_limit} requests waiting): "
                            f"retry after {full.retry_after} s", None, "queue_full", type="server_error",
@@ -134,28 +135,27 @@ class Handler:
             if kind == "error":
                 raise data
             if kind == "tick" and await request.is_disconnected():
-                self.scheduler.cancel(job)
+                self.worker.cancel(job)
                 return None
 
 
 def create_app(served: Served) -> FastAPI:
-    """The server for one loaded model; the scheduler starts and stops with the app."""
+    """The server for one loaded model; the engine's worker starts and stops with the app."""
     metrics = Metrics()
-    engine = Engine(served)
-    scheduler = Scheduler(engine.run, served.settings, metrics)
-    handler = Handler(served, scheduler, metrics, engine)
+    worker = Worker(served, metrics)
+    handler = Handler(served, worker, metrics)
     started = int(time.time())
     name = served.settings.model_name
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        scheduler.start()
+        worker.start()
         yield
-        await scheduler.stop()
+        await worker.stop()
 
     app = FastAPI(title="unmask", summary="OpenAI-compatible masked diffusion server", docs_url=None, redoc_url=None,
                   lifespan=lifespan)
-    app.state.scheduler, app.state.metrics, app.state.served = scheduler, metrics, served
+    app.state.worker, app.state.metrics, app.state.served = worker, metrics, served
     app.add_middleware(CountRequests, metrics=metrics)
 
     @app.exception_handler(ApiError)
@@ -191,8 +191,7 @@ def create_app(served: Served) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": name, "queue_depth": len(scheduler.pending),
-                "running_rows": sum(len(j.plan.rows) for j in scheduler.running), "max_batch": served.settings.max_batch}
+        return {"status": "ok", "model": name, **worker.health()}
 
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:

@@ -1,9 +1,9 @@
 """The server's counters in Prometheus' text exposition format (``GET /metrics``), without a client library.
 
-Requests by endpoint and status, queue depth, batch sizes (rows per
-generate call), denoiser calls (NFE), generated tokens and tokens/s, and
-request latency, as counters, gauges and histograms. Updated from the event
-loop and the worker thread, hence the lock.
+Requests by endpoint and status, queue depth, live rows, denoiser calls and
+the rows they carried (rows per call is their ratio), generated tokens and
+tokens/s, and request latency, as counters, gauges and histograms. Updated
+from the event loop and the engine's thread, hence the lock.
 """
 
 from __future__ import annotations
@@ -42,13 +42,15 @@ class Metrics:
         self._lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = defaultdict(int)
         self.queue_depth = 0
+        self.live_rows = 0
         self.cancelled = 0
-        self.batch_rows = Histogram(BATCH_BUCKETS)
+        self.call_rows = Histogram(BATCH_BUCKETS)
         self.latency = Histogram(LATENCY_BUCKETS)
-        self.nfe = 0
+        self.calls = 0
+        self.row_calls = 0
         self.tokens = 0
-        self.batch_seconds = 0.0
-        self.last_tokens_per_second = 0.0
+        self.finished = 0
+        self.request_seconds = 0.0
 
     def request(self, endpoint: str, status: int) -> None:
         with self._lock:
@@ -66,45 +68,51 @@ class Metrics:
         with self._lock:
             self.latency.observe(seconds)
 
-    def batch_done(self, results: Sequence[Any], seconds: float) -> None:
-        """A generate call finished: ``results`` per job (None for cancelled ones), ``seconds`` of wall time."""
-        done = [r for r in results if r is not None]
-        tokens = sum(c.tokens for r in done for c in r.choices)
+    def step(self, calls: int, row_calls: int, live_rows: int, waiting: int) -> None:
+        """An engine step ran ``calls`` denoiser calls carrying ``row_calls`` rows in all."""
         with self._lock:
-            if done:
-                self.batch_rows.observe(done[0].batch_rows)
-                self.nfe += done[0].nfe
-            self.tokens += tokens
-            self.batch_seconds += seconds
-            self.last_tokens_per_second = tokens / seconds if seconds > 0 else 0.0
+            if calls:
+                self.call_rows.observe(row_calls / calls)
+            self.calls += calls
+            self.row_calls += row_calls
+            self.live_rows, self.queue_depth = live_rows, waiting
 
-    def mean_batch_seconds(self) -> float:
+    def request_done(self, result: Any) -> None:
+        """A request finished with ``result`` (its choices, calls and seconds)."""
         with self._lock:
-            return self.batch_seconds / self.batch_rows.total if self.batch_rows.total else 1.0
+            self.tokens += sum(c.tokens for c in result.choices)
+            self.finished += 1
+            self.request_seconds += result.seconds
 
-    def mean_batch_rows(self) -> float:
+    def mean_request_seconds(self) -> float:
         with self._lock:
-            return self.batch_rows.sum / self.batch_rows.total if self.batch_rows.total else 0.0
+            return self.request_seconds / self.finished if self.finished else 1.0
+
+    def rows_per_call(self) -> float:
+        with self._lock:
+            return self.row_calls / self.calls if self.calls else 0.0
 
     def render(self) -> str:
         with self._lock:
             out = ["# HELP unmask_requests_total HTTP requests answered, by endpoint and status code.",
                    "# TYPE unmask_requests_total counter"]
             out += [f'unmask_requests_total{{endpoint="{e}",code="{c}"}} {n}' for (e, c), n in sorted(self.requests.items())]
-            out += ["# HELP unmask_queue_depth Requests waiting for a batch.", "# TYPE unmask_queue_depth gauge",
-                    f"unmask_queue_depth {self.queue_depth}",
+            out += ["# HELP unmask_queue_depth Requests waiting to join the engine (rows or key/value slots full).",
+                    "# TYPE unmask_queue_depth gauge", f"unmask_queue_depth {self.queue_depth}",
+                    "# HELP unmask_live_rows Rows in the engine after the last step.", "# TYPE unmask_live_rows gauge",
+                    f"unmask_live_rows {self.live_rows}",
                     "# HELP unmask_cancelled_total Requests abandoned: client gone or past the timeout.",
                     "# TYPE unmask_cancelled_total counter", f"unmask_cancelled_total {self.cancelled}",
-                    "# HELP unmask_batch_rows Rows (prompts x n) per generate call.", "# TYPE unmask_batch_rows histogram",
-                    *self.batch_rows.lines("unmask_batch_rows"),
-                    "# HELP unmask_nfe_total Denoiser calls (one batched call counts once).", "# TYPE unmask_nfe_total counter",
-                    f"unmask_nfe_total {self.nfe}",
+                    "# HELP unmask_denoiser_calls_total Denoiser calls (one batched call counts once).",
+                    "# TYPE unmask_denoiser_calls_total counter", f"unmask_denoiser_calls_total {self.calls}",
+                    "# HELP unmask_denoiser_row_calls_total Rows summed over denoiser calls.",
+                    "# TYPE unmask_denoiser_row_calls_total counter", f"unmask_denoiser_row_calls_total {self.row_calls}",
+                    "# HELP unmask_nfe_total Denoiser calls (the same as unmask_denoiser_calls_total).",
+                    "# TYPE unmask_nfe_total counter", f"unmask_nfe_total {self.calls}",
+                    "# HELP unmask_step_rows Rows per denoiser call, one observation per engine step.",
+                    "# TYPE unmask_step_rows histogram", *self.call_rows.lines("unmask_step_rows"),
                     "# HELP unmask_generated_tokens_total Tokens returned to clients.",
                     "# TYPE unmask_generated_tokens_total counter", f"unmask_generated_tokens_total {self.tokens}",
-                    "# HELP unmask_generate_seconds_total Wall time spent in generate calls.",
-                    "# TYPE unmask_generate_seconds_total counter", f"unmask_generate_seconds_total {self.batch_seconds:.6f}",
-                    "# HELP unmask_tokens_per_second Tokens per second of the last generate call.",
-                    "# TYPE unmask_tokens_per_second gauge", f"unmask_tokens_per_second {self.last_tokens_per_second:.3f}",
                     "# HELP unmask_request_latency_seconds Time from arrival to the last byte of the answer.",
                     "# TYPE unmask_request_latency_seconds histogram", *self.latency.lines("unmask_request_latency_seconds")]
         return "\n".join(out) + "\n"

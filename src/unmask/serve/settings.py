@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..engine import EngineConfig
 from ..planners import parse_planner
 
 
@@ -17,33 +18,39 @@ def _positive_int(name: str, value: object) -> None:
 class ServeSettings:
     """How ``unmask serve`` batches and what a request gets when it leaves a field out.
 
-    ``max_batch`` rows share one :func:`unmask.generate` call; the scheduler
-    waits at most ``batch_wait_ms`` after a request arrives for compatible ones
-    to join it; at most ``queue_limit`` requests wait (more get 503); a request
-    not answered within ``timeout_s`` gets 504 and leaves its batch.
+    The engine runs at most ``max_batch`` rows per denoiser call, whatever
+    their settings; a request joins at the next step when its rows fit and,
+    for cached requests, key/value slots are free (the arena is sized from
+    ``kv_memory``: a fraction of free GPU memory or bytes, None for the
+    default, with slots of ``max_length`` columns, None for the model's
+    length up to 2048); at most ``queue_limit`` requests wait (more get 503);
+    a request not answered within ``timeout_s`` of its arrival gets 504 and
+    its rows leave the engine.
     ``max_tokens``, ``block_length`` and ``planner`` are the defaults of the
     request fields of the same names.
     """
 
     model_name: str = "tiny-arith"
     max_batch: int = 32
-    batch_wait_ms: float = 5.0
     queue_limit: int = 256
     timeout_s: float = 60.0
     max_tokens: int = 32
     block_length: int = 32
     planner: str = "dilated"
     compile: bool = False
+    kv_memory: float | int | None = None
+    max_length: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_name, str) or not self.model_name:
             raise ValueError(f"model_name must be a non-empty string, got {self.model_name!r}")
         for name in ("max_batch", "queue_limit", "max_tokens", "block_length"):
             _positive_int(name, getattr(self, name))
-        for name, low in (("batch_wait_ms", 0.0), ("timeout_s", 1e-3)):
+        for name, low in (("timeout_s", 1e-3),):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < math.inf:
                 raise ValueError(f"{name} must be a finite number >= {low:g}, got {value!r}")
         parse_planner(self.planner)  # a bad default planner is refused before the model is loaded
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile must be True or False, got {self.compile!r}")
+        EngineConfig(max_rows=self.max_batch, kv_memory=self.kv_memory, max_length=self.max_length)  # checks both

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..viz import call_colors
 from ..viz.html import replay_row
 from ..viz.terminal import text_color_for
-from .engine import Job, Result, usage
+from .job import Job, Result, usage
 from .schemas import ApiError
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def reveal_start(job: Job) -> dict[str, Any]:
 def reveal_done(handler: Handler, result: Result) -> dict[str, Any]:
     rows = []
     for c in result.choices:
-        row = replay_row(f"choice {c.index}", handler.engine.pieces(c.ids), c.reveal_call)
+        row = replay_row(f"choice {c.index}", handler.worker.display.pieces(c.ids), c.reveal_call)
         rows.append({"index": c.index, **{k: row[k] for k in ("calls", "num_calls", "colors", "fgs", "pieces")}})
     return {"type": "done", "rows": rows}
 
@@ -115,4 +115,4 @@ async def event_stream(handler: Handler, job: Job, rid: str, created: int) -> As
                 return
     finally:
         if not finished:
-            handler.scheduler.cancel(job)
+            handler.worker.cancel(job)
