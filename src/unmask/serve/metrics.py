@@ -1,9 +1,10 @@
 """The server's counters in Prometheus' text exposition format (``GET /metrics``), without a client library.
 
-Requests by endpoint and status, queue depth, batch sizes (rows per
-generate call), denoiser calls (NFE), generated tokens and tokens/s, and
-request latency, as counters, gauges and histograms. Updated from the event
-loop and the worker thread, hence the lock.
+Requests by endpoint and status (500s included), queue depth, batch sizes
+(rows per generate call), denoiser calls (NFE), generated tokens and
+tokens/s, request latency and connections the server closed, as counters,
+gauges and histograms. Updated from the event loop and the worker thread,
+hence the lock.
 """
 
 from __future__ import annotations
@@ -49,10 +50,16 @@ class Metrics:
         self.tokens = 0
         self.batch_seconds = 0.0
         self.last_tokens_per_second = 0.0
+        self.closed: dict[str, int] = defaultdict(int)
 
     def request(self, endpoint: str, status: int) -> None:
         with self._lock:
             self.requests[(endpoint, status)] += 1
+
+    def connection_closed(self, reason: str) -> None:
+        """A connection the server closed on its own: ``"limit"`` (over --max-connections) or ``"read_timeout"``."""
+        with self._lock:
+            self.closed[reason] += 1
 
     def set_queue(self, depth: int) -> None:
         with self._lock:
@@ -106,5 +113,8 @@ class Metrics:
                     "# HELP unmask_tokens_per_second Tokens per second of the last generate call.",
                     "# TYPE unmask_tokens_per_second gauge", f"unmask_tokens_per_second {self.last_tokens_per_second:.3f}",
                     "# HELP unmask_request_latency_seconds Time from arrival to the last byte of the answer.",
-                    "# TYPE unmask_request_latency_seconds histogram", *self.latency.lines("unmask_request_latency_seconds")]
+                    "# TYPE unmask_request_latency_seconds histogram", *self.latency.lines("unmask_request_latency_seconds"),
+                    "# HELP unmask_connections_closed_total Connections closed by the server: over the limit, or too slow "
+                    "to send a request.", "# TYPE unmask_connections_closed_total counter"]
+            out += [f'unmask_connections_closed_total{{reason="{r}"}} {self.closed.get(r, 0)}' for r in ("limit", "read_timeout")]
         return "\n".join(out) + "\n"
