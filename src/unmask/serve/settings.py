@@ -82,7 +82,8 @@ class ServeSettings:
             value = getattr(self, name)
             if value is None and name == "allowed_hosts":
                 continue
-            if isinstance(value, str) or not all(isinstance(v, str) and v.strip() for v in value):
-                raise ValueError(f"{name} must be a list of non-empty names, got {value!r}")
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value) \
+                    or (name == "allowed_hosts" and not value):
+                raise ValueError(f"{name} must be a list of non-empty names ('*' for any), got {value!r}")
             tidy = (v.strip().lower() for v in value)  # "[::1]" -> "::1"; "http://host:3000/" -> "http://host:3000"
             object.__setattr__(self, name, tuple(v.strip("[]") if name == "allowed_hosts" else v.rstrip("/") for v in tidy))
