@@ -220,14 +220,14 @@ def test_timeout_counts_from_arrival_and_covers_parsing(tiny, monkeypatch) -> No
     real = app_module.build_plan
 
     def slow(*a, **k):  # type: ignore[no-untyped-def]
-        time.sleep(0.6)
+        time.sleep(1.5)
         return real(*a, **k)
 
     monkeypatch.setattr(app_module, "build_plan", slow)
     with make_client(tiny, timeout_s=0.3) as c:
         t0 = time.monotonic()
         r = c.post(C, json={"prompt": PROMPT})
-        assert "0.3 s" in error(r, 504, "timeout") and time.monotonic() - t0 < 0.55  # not after the 0.6 s parse
+        assert "0.3 s" in error(r, 504, "timeout") and time.monotonic() - t0 < 1.2  # not after the 1.5 s parse
     with make_client(tiny, timeout_s=5.0) as c:
         assert c.post(C, json={"prompt": PROMPT}).status_code == 200
 
@@ -289,7 +289,7 @@ for (const res of cases) console.log(await errorText(res));
 
 # --- a live server: what only the HTTP layer sees ------------------------------------------------------------
 
-READ_TIMEOUT_S = 1.0
+READ_TIMEOUT_S = 2.0
 MAX_CONNECTIONS = 12
 
 

@@ -6,6 +6,8 @@
 - :mod:`.scheduler`: batches of compatible requests, one
   :func:`unmask.generate` call each, in a worker thread;
   :mod:`.engine`: that call and its listener (stream events, dropped rows);
+- :mod:`.guard`: limits on clients (host, origin, API key, body size and
+  deadlines, open connections);
 - :mod:`.app`: the FastAPI routes; :mod:`.stream`: server-sent events;
   :mod:`.metrics`: Prometheus text; :mod:`.playground`: the page at ``/``.
 """
