@@ -1,7 +1,9 @@
 """``unmask serve``: the OpenAI-compatible server (FastAPI + uvicorn) for one model.
 
     unmask serve [--model tiny-arith] [--host 127.0.0.1] [--port 8000] [--max-batch 32] \\
-        [--batch-wait-ms 5] [--queue-limit 256] [--timeout-s 60] [--device cuda] [--compile]
+        [--batch-wait-ms 5] [--queue-limit 256] [--timeout-s 60] [--device cuda] [--compile] \\
+        [--api-key KEY] [--allowed-hosts NAMES] [--allowed-origins ORIGINS] [--max-request-bytes 4194304] \\
+        [--max-connections 512] [--read-timeout-s 10] [--shutdown-timeout-s 30]
 
 With no ``--model`` it serves the bundled tiny-arith model, so it runs on any
 CPU. Settings are checked before the model is loaded. One server drives one
