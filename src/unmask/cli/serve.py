@@ -1,7 +1,9 @@
 """``unmask serve``: the OpenAI-compatible server (FastAPI + uvicorn) for one model.
 
     unmask serve [--model tiny-arith] [--host 127.0.0.1] [--port 8000] [--max-batch 32] \\
-        [--kv-memory 0.5] [--queue-limit 256] [--timeout-s 60] [--device cuda] [--compile]
+        [--kv-memory 0.5] [--queue-limit 256] [--timeout-s 60] [--device cuda] [--compile] \\
+        [--api-key KEY] [--allowed-hosts NAMES] [--allowed-origins ORIGINS] [--max-request-bytes 4194304] \\
+        [--max-connections 512] [--read-timeout-s 10] [--shutdown-timeout-s 30]
 
 With no ``--model`` it serves the bundled tiny-arith model, so it runs on any
 CPU. Settings are checked before the model is loaded. One server drives one
@@ -12,6 +14,7 @@ device; to scale out, run one per GPU (``--device cuda:0``, ``--port 8001``,
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--compile", action="store_true", help="static shapes, compiled (and on CUDA, graph-replayed) calls")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    add_limit_flags(p)
     p.set_defaults(func=run)
+
+
+def add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of the limits on clients (:mod:`unmask.serve.guard`)."""
+    p.add_argument("--max-request-bytes", type=int, default=4 * 1024 * 1024,
+                   help="largest request body; larger ones get 413 (default 4194304, 4 MiB)")
+    p.add_argument("--max-connections", type=int, default=512,
+                   help="most open connections; one more is answered 503 and closed (default 512)")
+    p.add_argument("--read-timeout-s", type=float, default=10.0,
+                   help="a connection that sends no complete headers, or no complete body, for this long is closed; "
+                   "also the keep-alive timeout (default 10)")
+    p.add_argument("--shutdown-timeout-s", type=float, default=30.0,
+                   help="on SIGTERM, the longest wait for requests in flight before they are cut (default 30)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on every route but /health and / (default: the "
+                   "UNMASK_API_KEY environment variable, else no key)")
+    p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
+                   help="comma-separated Host names to answer, '*' for any (default: localhost, 127.0.0.1 and ::1 "
+                   "when bound to loopback, any when bound to 0.0.0.0, else the --host name)")
+    p.add_argument("--allowed-origins", default="", metavar="ORIGINS",
+                   help="comma-separated web origins (e.g. http://localhost:3000) whose pages may call the API, "
+                   "'*' for any (default: none but the server's own playground)")
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(v for v in (part.strip() for part in value.split(",")) if v)
+
+
+def limit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~unmask.serve.ServeSettings` fields of the client-limit flags."""
+    from ..serve.guard import default_allowed_hosts
+
+    key = args.api_key if args.api_key is not None else os.environ.get("UNMASK_API_KEY") or None
+    hosts = default_allowed_hosts(args.host) if args.allowed_hosts is None else _names(args.allowed_hosts)
+    return {"max_request_bytes": args.max_request_bytes, "max_connections": args.max_connections,
+            "read_timeout_s": args.read_timeout_s, "shutdown_timeout_s": args.shutdown_timeout_s, "api_key": key,
+            "allowed_hosts": hosts, "allowed_origins": _names(args.allowed_origins)}
 
 
 def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -64,7 +105,8 @@ def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         return ServeSettings(model_name=args.served_model_name or args.model, max_batch=args.max_batch,
                              queue_limit=args.queue_limit, timeout_s=args.timeout_s,
                              max_tokens=max_tokens, block_length=args.block_length, planner=args.planner,
-                             compile=args.compile, kv_memory=kv_memory, max_length=args.max_model_len)
+                             compile=args.compile, kv_memory=kv_memory, max_length=args.max_model_len,
+                             **limit_settings(args))
     except ValueError as err:  # name the flag: max_batch -> --max-batch
         name = {"max_length": "max_model_len"}.get(str(err).split(" ", 1)[0], str(err).split(" ", 1)[0])
         raise ValueError(f"--{name.replace('_', '-')}: {err}") from None
@@ -94,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..models import load
     from ..serve import Served, create_app
+    from ..serve.guard import uvicorn_options
 
     settings = settings_from(args)
     if args.threads is not None:
@@ -113,5 +156,6 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"[bold]unmask serve[/]: {settings.model_name} on {denoiser.device}, up to {settings.max_batch} rows "
                   f"per call, {engine.slots} key/value slots of {engine.length} columns; OpenAI API at /v1, playground at / "
                   f"(http://{args.host}:{args.port}/)", soft_wrap=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                **uvicorn_options(settings, app.state.metrics))
     return 0

@@ -65,12 +65,36 @@ def _build(node: ast.AST, spec: str) -> Planner:
     raise ValueError(f"planner spec {spec!r} is not of the form name or name(key=value, ...)")
 
 
+MAX_SPEC_CHARS = 16_384  # room for a literal list of counts over a long canvas
+MAX_SPEC_DEPTH = 32  # nesting of calls, lists and operators; _build and literal_eval recurse
+
+
+def _depth(tree: ast.AST) -> int:
+    """The nesting depth of a syntax tree, walked without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def parse_planner(spec: str) -> Planner:
-    """Parse ``"dilated(base=2)"``, ``"topk(score='margin', counts='dilated')"``, ``"spaced(eb(gamma=2), start_stride=8)"``."""
+    """Parse ``"dilated(base=2)"``, ``"topk(score='margin', counts='dilated')"``, ``"spaced(eb(gamma=2), start_stride=8)"``.
+
+    Specs longer than ``MAX_SPEC_CHARS`` or nested deeper than ``MAX_SPEC_DEPTH``
+    are refused before they reach the recursive parts of the parser.
+    """
+    if len(spec) > MAX_SPEC_CHARS:
+        raise ValueError(f"planner spec is {len(spec)} characters long; at most {MAX_SPEC_CHARS} are allowed")
     try:
         tree = ast.parse(spec.strip(), mode="eval")
+    except (RecursionError, MemoryError):  # CPython's parser signals a too-deep expression with these
+        raise ValueError(f"planner spec nests deeper than {MAX_SPEC_DEPTH} levels") from None
     except SyntaxError:
         raise ValueError(f"planner spec {spec!r} is not of the form name or name(key=value, ...)") from None
+    if _depth(tree) > MAX_SPEC_DEPTH:
+        raise ValueError(f"planner spec nests deeper than {MAX_SPEC_DEPTH} levels")
     return _build(tree.body, spec)
 
 

@@ -7,6 +7,8 @@
   request's rows sharing its calls; :mod:`.job`: a request in flight on the
   asyncio side; :mod:`.listener`: the engine's events of one request turned
   into its job's events (stream chunks, reveal events, rows to drop);
+- :mod:`.guard`: limits on clients (host, origin, API key, body size and
+  deadlines, open connections);
 - :mod:`.app`: the FastAPI routes; :mod:`.stream`: server-sent events;
   :mod:`.metrics`: Prometheus text; :mod:`.playground`: the page at ``/``.
 """

@@ -3,12 +3,14 @@
 ``create_app(served)`` builds it; ``unmask serve`` runs it under uvicorn.
 Requests are stateless (everything a generation needs is in its body, seeds
 included), so any number of servers can sit behind one HTTP load balancer.
-A request is parsed and checked (:mod:`.schemas`, :mod:`.prompts`,
-:mod:`.plan`) before it is handed to the engine's worker (:mod:`.worker`);
-then its handler waits for its events: the final result, or for
+Every request first passes :mod:`.guard` (host, origin, API key, content
+type, body size and deadline). A request is parsed and checked
+(:mod:`.schemas`, :mod:`.prompts`, :mod:`.plan`) in a worker thread, so a
+long prompt's tokenisation does not hold up the event loop, before it is
+handed to the engine's worker (:mod:`.worker`); then its handler waits for its events: the final result, or for
 ``stream: true`` the server-sent chunks written by :mod:`.stream`. A
 non-streaming request whose client disconnects, or any request past
-``timeout_s``, is cancelled and its rows leave the engine at the next step.
+``timeout_s`` counted from its arrival, is cancelled and its rows leave the engine at the next step.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .guard import RequestGuard
 from .job import Job, Result, usage
 from .metrics import Metrics
 from .plan import Plan, Served, build_plan
@@ -46,7 +49,7 @@ def _label(path: str) -> str:
 
 
 class CountRequests:
-    """ASGI middleware: every HTTP answer counted by path and status code (streams included)."""
+    """ASGI middleware: every HTTP answer counted by path and status code (streams and unhandled errors included)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -56,12 +59,21 @@ class CountRequests:
             await self.app(scope, receive, send)
             return
 
+        started = False
+
         async def counting_send(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 self.metrics.request(_label(scope["path"]), int(message["status"]))
             await send(message)
 
-        await self.app(scope, receive, counting_send)
+        try:
+            await self.app(scope, receive, counting_send)
+        except Exception:
+            if not started:  # Starlette's outermost middleware answers it with a 500, outside this one
+                self.metrics.request(_label(scope["path"]), 500)
+            raise
 
 
 def _error_response(err: ApiError) -> JSONResponse:
@@ -93,22 +105,34 @@ class Handler:
         left = deadline - time.monotonic()
         if left <= 0:
             self.worker.cancel(job)
-            raise ApiError(504, f"the request took longer than the server's timeout of {self.served.settings.timeout_s:g} s",
-                           None, "timeout", type="server_error")
+            raise self.timeout()
         try:
             return await asyncio.wait_for(job.events.get(), min(left, POLL_S))
         except TimeoutError:
             return "tick", None
 
-    async def handle(self, request: Request, kind: str) -> Response:
-        data = read_json(await request.body())
+    def prepare(self, body: bytes, kind: str) -> Plan:
+        """Parse and check a body, tokenise its prompts: the request's :class:`Plan` (runs in a worker thread)."""
+        data = read_json(body)
         if kind == "chat":
             chat = parse_request(data, ChatRequest)
-            plan = build_plan(chat, self.served, lambda: chat_prompts(chat, self.served))
-        else:
-            req = parse_request(data, CompletionRequest)
-            plan = build_plan(req, self.served, lambda: completion_prompts(req, self.served))
-        job = Job(plan, asyncio.get_running_loop())
+            return build_plan(chat, self.served, lambda: chat_prompts(chat, self.served))
+        req = parse_request(data, CompletionRequest)
+        return build_plan(req, self.served, lambda: completion_prompts(req, self.served))
+
+    def timeout(self) -> ApiError:
+        return ApiError(504, f"the request took longer than the server's timeout of {self.served.settings.timeout_s:g} s",
+                        None, "timeout", type="server_error")
+
+    async def handle(self, request: Request, kind: str) -> Response:
+        arrived = getattr(request.state, "arrived", None) or time.monotonic()  # set by RequestGuard
+        deadline = arrived + self.served.settings.timeout_s
+        body = await request.body()
+        try:  # off the event loop; the thread finishes on its own after a timeout
+            plan = await asyncio.wait_for(asyncio.to_thread(self.prepare, body, kind), deadline - time.monotonic())
+        except TimeoutError:
+            raise self.timeout() from None
+        job = Job(plan, asyncio.get_running_loop(), arrived=arrived)
         try:
             self.worker.submit(job)
         except QueueFull as full:
@@ -156,7 +180,13 @@ def create_app(served: Served) -> FastAPI:
     app = FastAPI(title="unmask", summary="OpenAI-compatible masked diffusion server", docs_url=None, redoc_url=None,
                   lifespan=lifespan)
     app.state.worker, app.state.metrics, app.state.served = worker, metrics, served
-    app.add_middleware(CountRequests, metrics=metrics)
+    app.add_middleware(RequestGuard, settings=served.settings)
+    app.add_middleware(CountRequests, metrics=metrics)  # added last, so outermost: it counts the guard's refusals
+
+    @app.exception_handler(Exception)
+    async def internal_error(_: Request, err: Exception) -> JSONResponse:  # logged by Starlette, then re-raised
+        return _error_response(ApiError(500, f"internal server error ({type(err).__name__})", None, "internal_error",
+                                        type="server_error"))
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, err: ApiError) -> JSONResponse:

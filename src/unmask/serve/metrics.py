@@ -1,9 +1,10 @@
 """The server's counters in Prometheus' text exposition format (``GET /metrics``), without a client library.
 
-Requests by endpoint and status, queue depth, live rows, denoiser calls and
-the rows they carried (rows per call is their ratio), generated tokens and
-tokens/s, and request latency, as counters, gauges and histograms. Updated
-from the event loop and the engine's thread, hence the lock.
+Requests by endpoint and status (500s included), queue depth, live rows,
+denoiser calls and the rows they carried (rows per call is their ratio),
+generated tokens, request latency and connections the server closed, as
+counters, gauges and histograms. Updated from the event loop and the
+engine's thread, hence the lock.
 """
 
 from __future__ import annotations
@@ -51,10 +52,16 @@ class Metrics:
         self.tokens = 0
         self.finished = 0
         self.request_seconds = 0.0
+        self.closed: dict[str, int] = defaultdict(int)
 
     def request(self, endpoint: str, status: int) -> None:
         with self._lock:
             self.requests[(endpoint, status)] += 1
+
+    def connection_closed(self, reason: str) -> None:
+        """A connection the server closed on its own: ``"limit"`` (over --max-connections) or ``"read_timeout"``."""
+        with self._lock:
+            self.closed[reason] += 1
 
     def set_queue(self, depth: int) -> None:
         with self._lock:
@@ -114,5 +121,8 @@ class Metrics:
                     "# HELP unmask_generated_tokens_total Tokens returned to clients.",
                     "# TYPE unmask_generated_tokens_total counter", f"unmask_generated_tokens_total {self.tokens}",
                     "# HELP unmask_request_latency_seconds Time from arrival to the last byte of the answer.",
-                    "# TYPE unmask_request_latency_seconds histogram", *self.latency.lines("unmask_request_latency_seconds")]
+                    "# TYPE unmask_request_latency_seconds histogram", *self.latency.lines("unmask_request_latency_seconds"),
+                    "# HELP unmask_connections_closed_total Connections closed by the server: over the limit, or too slow "
+                    "to send a request.", "# TYPE unmask_connections_closed_total counter"]
+            out += [f'unmask_connections_closed_total{{reason="{r}"}} {self.closed.get(r, 0)}' for r in ("limit", "read_timeout")]
         return "\n".join(out) + "\n"

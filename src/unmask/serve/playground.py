@@ -9,6 +9,9 @@ script (its play/step buttons and slider) runs on the final reveal order, so
 the unmasking can be stepped through call by call. Query parameters fill the
 form (``prompt``, ``planner``, ``max_tokens``, ``block_length``,
 ``temperature``, ``n``, ``seed``) and ``autorun=1`` submits it on load.
+A server started with an API key gets an API key field. A failed request
+shows its status and its body's message, or the body's text when it is not
+JSON (a proxy's error page).
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ if (params.has('planner')) $('spec').value = params.get('planner');
 $('preset').addEventListener('change', () => { $('spec').value = $('preset').value; });
 let palette = null, lastNew = [];
 
+// errorText: the line shown for a failed response, whose body may not be JSON (a proxy's page, a plain 503)
+async function errorText(res) {
+  const text = await res.text();
+  try { const e = JSON.parse(text); if (e && e.error && e.error.message) return 'error ' + res.status + ': ' + e.error.message; } catch (_) {}
+  const shown = text.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 300);
+  return 'error ' + res.status + (res.statusText ? ' ' + res.statusText : '') + ': ' + (shown || '(empty body)');
+}
+// end errorText
 function status(text, err) { $('status').textContent = text; $('status').className = err ? 'err' : ''; }
 function setControls(on) { for (const id of ['first', 'back', 'play', 'fwd', 'last', 'slider']) $(id).disabled = !on; }
 function freshControls() {  // drop the listeners a previous replay attached (and stop its timer)
@@ -112,20 +123,26 @@ async function run() {
   const body = {prompt: $('prompt').value, planner: $('spec').value, stream: true, reveal_events: true};
   for (const k of ['max_tokens', 'block_length', 'n', 'seed']) if ($(k).value !== '') body[k] = Number($(k).value);
   if ($('temperature').value !== '') body.temperature = Number($('temperature').value);
+  const headers = {'Content-Type': 'application/json'};
+  if ($('api_key') && $('api_key').value) headers.Authorization = 'Bearer ' + $('api_key').value;
   const t0 = performance.now();
-  const res = await fetch('/v1/completions', {method: 'POST', headers: {'Content-Type': 'application/json'}, body: JSON.stringify(body)});
-  if (!res.ok) { const e = await res.json(); status('error ' + res.status + ': ' + e.error.message, true); return; }
-  const reader = res.body.getReader(), dec = new TextDecoder();
-  let buf = '';
-  for (;;) {
-    const {value, done} = await reader.read();
-    if (done) break;
-    buf += dec.decode(value, {stream: true});
-    let cut;
-    while ((cut = buf.indexOf('\n\n')) >= 0) {
-      const event = buf.slice(0, cut); buf = buf.slice(cut + 2);
-      for (const line of event.split('\n')) if (line.startsWith('data: ')) onData(line.slice(6), t0);
+  try {
+    const res = await fetch('/v1/completions', {method: 'POST', headers: headers, body: JSON.stringify(body)});
+    if (!res.ok) { status(await errorText(res), true); return; }
+    const reader = res.body.getReader(), dec = new TextDecoder();
+    let buf = '';
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      buf += dec.decode(value, {stream: true});
+      let cut;
+      while ((cut = buf.indexOf('\n\n')) >= 0) {
+        const event = buf.slice(0, cut); buf = buf.slice(cut + 2);
+        for (const line of event.split('\n')) if (line.startsWith('data: ')) onData(line.slice(6), t0);
+      }
     }
+  } catch (err) {  // the network, or a stream line that is not JSON
+    status('error: ' + err.message, true);
   }
 }
 $('form').addEventListener('submit', (e) => { e.preventDefault(); run(); });
@@ -161,7 +178,8 @@ def playground_html(served: Served) -> str:
         "<label>temperature<input id='temperature' class='num' type='number' min='0' step='0.1' value='0'></label>"
         f"<label>n<input id='n' class='num' type='number' min='1' max='{s.max_batch}' value='1'></label>"
         "<label>seed<input id='seed' class='num' type='number' min='0' placeholder='random'></label>"
-        "<button id='go' type='submit'>generate</button></form>\n"
+        + ("<label>API key<input id='api_key' class='num' type='password'></label>" if s.api_key is not None else "")
+        +         "<button id='go' type='submit'>generate</button></form>\n"
         "<div id='status'></div>\n"
         "<div class='controls'><button id='first'>|&lt;</button><button id='back'>&lt;</button>"
         "<button id='play'>play</button><button id='fwd'>&gt;</button><button id='last'>&gt;|</button>"

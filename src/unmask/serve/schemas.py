@@ -13,6 +13,7 @@ whose ``param`` names the field.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -117,18 +118,57 @@ UNIONS = {
 }
 
 
+MAX_DEPTH = 32  # OpenAI's bodies nest a few levels (messages[i].content[j].text); tools' schemas more
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _check_text(text: str, path: str) -> None:
+    match = _SURROGATE.search(text)
+    if match is not None:
+        raise bad_request(f"{path or 'the request body'} holds a lone UTF-16 surrogate ({ascii(match.group())} at "
+                          f"character {match.start()}): text must be valid Unicode", path or None)
+
+
+def _check_tree(data: Any) -> None:
+    """Refuse bodies nested deeper than ``MAX_DEPTH`` and strings holding lone surrogates, naming the field.
+
+    JSON may escape half of a UTF-16 pair (``"\\ud800"``); Python decodes it to a
+    lone surrogate, which no tokenizer can encode. The walk uses its own stack,
+    so no depth reaches Python's recursion limit.
+    """
+    stack: list[tuple[Any, str, int]] = [(data, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise bad_request(f"the request body nests deeper than {MAX_DEPTH} levels", None, "invalid_json")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, child in items:
+            if isinstance(key, str):
+                _check_text(key, path)
+                name = f"{path}.{key}" if path else key
+            else:
+                name = f"{path}[{key}]"
+            if isinstance(child, str):
+                _check_text(child, name)
+            elif isinstance(child, (dict, list)):
+                stack.append((child, name, depth + 1))
+
+
 def read_json(raw: bytes) -> dict[str, Any]:
-    """The JSON object of a request body; ``ApiError`` 400 for anything else."""
+    """The JSON object of a request body; ``ApiError`` 400 for anything else (too deep, lone surrogates too)."""
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise bad_request(f"the request body nests deeper than {MAX_DEPTH} levels", None, "invalid_json") from None
     except (ValueError, UnicodeDecodeError) as err:
         raise bad_request(f"the request body is not valid JSON: {err}", None, "invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request(f"the request body must be a JSON object, got {type(data).__name__}", None, "invalid_json")
+    _check_tree(data)
     return data
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..engine import EngineConfig
 from ..planners import parse_planner
@@ -28,6 +28,16 @@ class ServeSettings:
     its rows leave the engine.
     ``max_tokens``, ``block_length`` and ``planner`` are the defaults of the
     request fields of the same names.
+
+    Client limits (:mod:`.guard`): bodies over ``max_request_bytes`` get 413;
+    at most ``max_connections`` connections are open; a connection has
+    ``read_timeout_s`` to send a request's headers (and its body once the
+    headers are in), and is closed after that long idle; on SIGTERM the server
+    waits at most ``shutdown_timeout_s`` for requests in flight. ``api_key``:
+    requests need ``Authorization: Bearer <key>`` (all but ``/health`` and
+    ``/``). ``allowed_hosts``: the ``Host`` names answered (None or ``"*"``:
+    any); ``allowed_origins``: web origins allowed besides the page's own
+    (``"*"``: any).
     """
 
     model_name: str = "tiny-arith"
@@ -40,6 +50,14 @@ class ServeSettings:
     compile: bool = False
     kv_memory: float | int | None = None
     max_length: int | None = None
+    # limits on clients (enforced by .guard)
+    max_request_bytes: int = 4 * 1024 * 1024
+    max_connections: int = 512
+    read_timeout_s: float = 10.0
+    shutdown_timeout_s: float = 30.0
+    api_key: str | None = field(default=None, repr=False)
+    allowed_hosts: tuple[str, ...] | None = None
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_name, str) or not self.model_name:
@@ -54,3 +72,25 @@ class ServeSettings:
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile must be True or False, got {self.compile!r}")
         EngineConfig(max_rows=self.max_batch, kv_memory=self.kv_memory, max_length=self.max_length)  # checks both
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        for name in ("max_request_bytes", "max_connections"):
+            _positive_int(name, getattr(self, name))
+        for name in ("read_timeout_s", "shutdown_timeout_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        key = self.api_key
+        if key is not None and (not isinstance(key, str) or not key or not key.isascii() or not key.isprintable()
+                                or " " in key):
+            raise ValueError("api_key must be a non-empty string of printable ASCII without spaces")
+        for name in ("allowed_hosts", "allowed_origins"):
+            value = getattr(self, name)
+            if value is None and name == "allowed_hosts":
+                continue
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value) \
+                    or (name == "allowed_hosts" and not value):
+                raise ValueError(f"{name} must be a list of non-empty names ('*' for any), got {value!r}")
+            tidy = (v.strip().lower() for v in value)  # "[::1]" -> "::1"; "http://host:3000/" -> "http://host:3000"
+            object.__setattr__(self, name, tuple(v.strip("[]") if name == "allowed_hosts" else v.rstrip("/") for v in tidy))
