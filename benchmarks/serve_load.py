@@ -284,7 +284,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-tokens", default="16,24,32,48", help="--mixed: max_tokens classes (comma-separated)")
     p.add_argument("--seed", type=int, default=0, help="--mixed: seed of the mix and of the arrival times")
     p.add_argument("--max-batch", type=int, default=32)
-    p.add_argument("--batch-wait-ms", type=float, default=5.0)
     p.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: torch's choice)")
     p.add_argument("--out", default=None, help="default benchmarks/serve_load.md, or serve_load_mixed.md with --mixed")
     args = p.parse_args(argv)
@@ -316,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     arrivals = list(accumulate(rng.expovariate(args.rate) for _ in bodies)) if args.mixed else None
     print(f"offline reference: {len(bodies)} requests, one generate call each", flush=True)
     expected = offline(den, tok, bodies, ids)
-    server = ["--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms), "--log-level", "warning",
+    server = ["--max-batch", str(args.max_batch), "--log-level", "warning",
               "--queue-limit", str(max(256, args.requests))] + (["--threads", str(args.threads)] if args.threads else [])
     if args.mixed:
         server += ["--block-length", str(SERVER_BLOCK), "--timeout-s", "600"]
