@@ -34,6 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from ..config import GenerationConfig
 from ..loop import generate
@@ -42,8 +43,8 @@ from ..oracles import (
     path_kl_status, schedule_kl,
 )
 from ..oracles.pairs import exact_pair_marginals, pair_kl, sample_pair_marginals
-from ..oracles.search import canonical, exact_objective, sampled_objective, sampled_path_kl, search_schedule
-from ..planners import Planner, fixed_schedule, parse_planner
+from ..oracles.search import Levels, Objective, canonical, exact_objective, search_schedule
+from ..planners import Planner, Schedule, fixed_schedule, parse_planner
 from ..schedules import interleave_levels
 from ..tune import TuneConfig, default_candidates, tune
 from . import run_calls, write_report
@@ -52,6 +53,24 @@ BLOCK = 32
 BUDGETS = (2, 3, 4, 5, 6)
 ORACLES = ("markov1", "markov2", "hmm")
 MAX_DISTANCE = 8
+
+
+def sampled_path_kl(oracle: ChainOracle, levels: Levels, samples: int, seed: int) -> Tensor:
+    """Per-sample path KL ``[samples]`` of unconditional blocks generated with the fixed schedule ``levels``."""
+    b = sum(map(len, levels))
+    prompts: list[list[int]] = [[] for _ in range(samples)]
+    cfg = GenerationConfig(gen_length=b, block_length=b, planner=Schedule(levels), sampling={"temperature": 1.0},
+                           early_exit=False, seed=seed)
+    return path_kl(oracle, generate(oracle, prompts, cfg), prompts)
+
+
+def sampled_objective(oracle: ChainOracle, samples: int = 1024, seed: int = 0) -> Objective:
+    """Per-sample path KL per token ``[samples]`` of unconditional blocks generated with the schedule (temperature 1).
+
+    The same seeds for every schedule: common random numbers, so that
+    :func:`improves` compares schedules by their paired differences.
+    """
+    return lambda levels: sampled_path_kl(oracle, levels, samples, seed)
 
 
 @dataclass(frozen=True)

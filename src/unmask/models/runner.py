@@ -29,8 +29,10 @@ the same tokens up to the compiler's floating-point reassociation.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -55,6 +57,19 @@ def round_up(value: int, multiple: int) -> int:
 def query_bucket(q: int) -> int:
     """The padded length of a prefix segment: the next power of two (at least 8)."""
     return max(8, 1 << (q - 1).bit_length())
+
+
+def keep_compiled_code() -> str:
+    """Keep torch's compiled code across runs: inductor's cache in ``~/.cache/unmask/inductor`` (or
+    ``$XDG_CACHE_HOME``) unless ``TORCHINDUCTOR_CACHE_DIR`` names another; the second start of the same model
+    loads its kernels instead of generating and compiling them. Returns the folder."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(base / "unmask" / "inductor")
+    import torch._inductor.config as inductor
+
+    inductor.fx_graph_cache = True
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
 def _raise_recompile_limit(limit: int = 512) -> None:
@@ -132,6 +147,7 @@ class CompiledDenoiser(CachingDenoiser):
         self.add_bos = native.add_bos
         self.length_multiple = length_multiple
         self.graphs = native.device.type == "cuda" if graphs is None else graphs
+        self.cache_dir = keep_compiled_code()
         _raise_recompile_limit()
         model = native.model
         self._fn = torch.compile(

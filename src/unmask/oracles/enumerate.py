@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..config import GenerationConfig
 from ..noise import ORDER
 from ..planners import PlanStep, Planner
 from ..sampling import Proposal, SamplingParams, propose
@@ -172,8 +173,6 @@ def enumerate_sampler(
     branches of one call (``ValueError`` beyond it): the enumeration is for
     small vocabularies and blocks.
     """
-    from ..config import GenerationConfig
-
     config = GenerationConfig(gen_length=gen_length, block_length=block_length, planner=planner, early_exit=False)
     planner = config.planner  # type: ignore[assignment]  # spec strings parsed and checked
     prompt = [int(t) for t in prompt]

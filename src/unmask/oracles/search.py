@@ -17,11 +17,11 @@ as often as not. The objectives here:
 
 - :func:`exact_objective`: :func:`~unmask.oracles.schedule_kl`, exact, for
   first-order Markov chains;
-- :func:`sampled_objective`: the mean :func:`~unmask.oracles.path_kl` of
-  ``samples`` unconditional blocks generated with the schedule (exact in
-  expectation for a fixed schedule, common random numbers across schedules);
-  its minimum over a search is biased low, so re-measure the winner on fresh
-  seeds before quoting it.
+- any objective of the layers above that generate (the oracle benchmark's
+  ``sampled_objective``: the mean :func:`~unmask.oracles.path_kl` of samples
+  generated with the schedule, common random numbers across schedules); the
+  minimum of a sampled objective over a search is biased low, so re-measure
+  the winner on fresh seeds before quoting it.
 """
 
 from __future__ import annotations
@@ -146,25 +146,3 @@ def _top(cache: dict[Levels, Value], k: int = 4) -> tuple[tuple[Levels, float], 
 def exact_objective(oracle: MarkovOracle, context: str = "start") -> Objective:
     """Exact expected KL per token (:func:`~unmask.oracles.schedule_kl`) of a schedule on a first-order chain."""
     return lambda levels: schedule_kl(oracle, levels, context)
-
-
-def sampled_path_kl(oracle: ChainOracle, levels: Levels, samples: int, seed: int) -> Tensor:
-    """Per-sample path KL ``[samples]`` of unconditional blocks generated with the fixed schedule ``levels``."""
-    from ..config import GenerationConfig
-    from ..loop import generate
-    from ..planners import Schedule
-
-    b = sum(map(len, levels))
-    prompts: list[list[int]] = [[] for _ in range(samples)]
-    cfg = GenerationConfig(gen_length=b, block_length=b, planner=Schedule(levels), sampling={"temperature": 1.0},
-                           early_exit=False, seed=seed)
-    return path_kl(oracle, generate(oracle, prompts, cfg), prompts)
-
-
-def sampled_objective(oracle: ChainOracle, samples: int = 1024, seed: int = 0) -> Objective:
-    """Per-sample path KL per token ``[samples]`` of unconditional blocks generated with the schedule (temperature 1).
-
-    The same seeds for every schedule: common random numbers, so that
-    :func:`improves` compares schedules by their paired differences.
-    """
-    return lambda levels: sampled_path_kl(oracle, levels, samples, seed)
