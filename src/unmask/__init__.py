@@ -1,12 +1,13 @@
 """unmask: fast, correct sampling from masked diffusion language models.
 
 The Dilated Unmasking Scheduler (arXiv 2506.19037) and every planner it is
-compared with, on one batched generation loop, with exact oracle denoisers
-to measure a planner's error.
+compared with, on one engine that batches every live request into each
+denoiser call, with exact oracle denoisers to measure a planner's error.
 """
 
 from .config import CACHE_MODES, GenerationConfig
 from .denoiser import CachingDenoiser, Denoiser, TokenSpec
+from .engine import Engine, EngineConfig, Request
 from .loop import generate
 from .output import GenerationOutput, Trace
 from .planners import (
@@ -37,8 +38,8 @@ def __getattr__(name: str):  # load transformers only when a real model is asked
     raise AttributeError(f"module 'unmask' has no attribute {name!r}")
 
 __all__ = [
-    "CACHE_MODES", "EB", "PLANNERS", "Binary", "CachingDenoiser", "Denoiser", "Dilated", "Factor",
-    "GenerationConfig", "GenerationOutput", "Planner", "Spaced", "Threshold", "TokenSpec", "TopK", "Trace",
+    "CACHE_MODES", "EB", "PLANNERS", "Binary", "CachingDenoiser", "Denoiser", "Dilated", "Engine", "EngineConfig",
+    "Factor", "GenerationConfig", "Request", "GenerationOutput", "Planner", "Spaced", "Threshold", "TokenSpec", "TopK", "Trace",
     "binary_levels", "convert", "dilated_levels", "encode_prompts", "generate", "linear_counts", "load",
     "make_planner", "parse_planner",
 ]

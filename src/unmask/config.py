@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cache import CACHE_MODES
 from .planners import Dilated, Planner, parse_planner
 from .sampling import SamplingParams
 
-CACHE_MODES = ("none", "prefix", "dual")
 
 
 def _positive_int(name: str, value: object) -> None:
