@@ -137,7 +137,8 @@ def block_of(body: dict) -> int:
     return body.get("block_length", min(SERVER_BLOCK, body["max_tokens"]))
 
 
-def mixed_requests(prompts: list[str], lengths: list[int], classes: list[int], room: int, seed: int) -> list[dict]:
+def mixed_requests(prompts: list[str], lengths: list[int], classes: list[int], room: int, seed: int,
+                   cache: str = "none") -> list[dict]:
     """One request body per prompt; ``lengths`` are the prompts' token counts, ``room`` the model's length."""
     rng = random.Random(seed)
     bodies = []
@@ -158,6 +159,8 @@ def mixed_requests(prompts: list[str], lengths: list[int], classes: list[int], r
             body["stop"] = rng.choice(STOPS)
         if rng.random() < TWO:
             body["n"] = 2
+        if cache != "none":
+            body["cache"] = cache
         bodies.append(body)
     return bodies
 
@@ -169,7 +172,8 @@ def offline(den, tok, bodies: list[dict], ids: list[list[int]]) -> list[list[str
         block, max_tokens = block_of(body), body["max_tokens"]
         config = unmask.GenerationConfig(gen_length=canvas(max_tokens, block), block_length=block,
                                          planner=body.get("planner", "dilated"),
-                                         sampling={"temperature": body.get("temperature", 0.0)}, seed=body.get("seed", 0))
+                                         sampling={"temperature": body.get("temperature", 0.0)}, seed=body.get("seed", 0),
+                                         cache=body.get("cache", "none"))
         gen = unmask.generate(den, [row] * body.get("n", 1), config)
         stop = body.get("stop", [])
         stop = [stop] if isinstance(stop, str) else stop
@@ -242,7 +246,8 @@ def mixed_report(phases: list[Phase], bodies: list[dict], args: argparse.Namespa
         f"{sum(b.get('n', 1) == 2 for b in bodies)}; block_length "
         + ", ".join(f"{k} ({n})" if k else f"not given ({n}: the server's {SERVER_BLOCK}, or max_tokens when smaller)"
                     for k, n in blocks) + f"; {len(settings)} distinct "
-        "decoding settings (canvas, block, planner, temperature). Sequential: the requests one at a time, in order; "
+        f"decoding settings (canvas, block, planner, temperature); cache `{args.cache}` on every request. "
+        "Sequential: the requests one at a time, in order; "
         f"concurrent: {conc.clients} clients, Poisson arrivals at {args.rate:g}/s, a client sending its next request at "
         "its arrival time or when its previous answer came, whichever is later. Latency: from sending a request to "
         "its answer. Every request answered exactly once with status 200, and every answer (each of its n choices) "
@@ -283,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=100.0, help="--mixed: mean arrivals per second (Poisson)")
     p.add_argument("--max-tokens", default="16,24,32,48", help="--mixed: max_tokens classes (comma-separated)")
     p.add_argument("--seed", type=int, default=0, help="--mixed: seed of the mix and of the arrival times")
+    p.add_argument("--cache", default="none", choices=("none", "prefix", "dual"), help="--mixed: every request's cache")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: torch's choice)")
     p.add_argument("--out", default=None, help="default benchmarks/serve_load.md, or serve_load_mixed.md with --mixed")
@@ -306,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     ids = unmask.encode_prompts(tok, prompts, chat=False, add_bos=den.add_bos)
     if args.mixed:
         try:
-            bodies = mixed_requests(prompts, [len(r) for r in ids], classes, den.spec.max_length or 2**62, args.seed)
+            bodies = mixed_requests(prompts, [len(r) for r in ids], classes, den.spec.max_length or 2**62, args.seed,
+                                    args.cache)
         except ValueError as err:
             p.error(str(err))
     else:
