@@ -31,6 +31,10 @@ class PlanStep:
     block_length: int
     num_blocks: int
     noise: CallNoise | None = None  # uniforms for random choices (random top-k)
+    # offsets before ``lead`` were filled before the block's first call (a prompt ending mid-block, as
+    # SGLang lays blocks out): schedule-based planners plan offsets lead..Bl-1 exactly as a block of
+    # Bl - lead. unmask's own loop starts every block after the prompt, so it always passes 0.
+    lead: int = 0
 
 
 @dataclass(frozen=True)
