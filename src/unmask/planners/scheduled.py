@@ -8,6 +8,10 @@
   ``low_confidence`` / ``random`` remasking, Dream's ``maskgit_plus``
   (confidence), margin and entropy (lowest first), with LLaDA's linear counts or
   any explicit count schedule (``counts="dilated"`` = DUS's counts).
+
+A block whose first ``lead`` offsets were filled before its first call
+(``PlanStep.lead``) gets the levels, or the dilated / step counts, of a block
+of ``block_length - lead``, laid on offsets ``lead..``.
 """
 
 from __future__ import annotations
