@@ -105,4 +105,5 @@ def test_an_explicit_schedule_drops_the_filled_offsets_and_their_empty_groups() 
 def test_decide_refuses_a_lead_outside_the_block(lead: object) -> None:
     with pytest.raises(ValueError, match="lead must be an int in"):
         decide(torch.zeros(1, B, V), torch.ones(1, B, dtype=torch.bool), parse_planner("dilated"), SamplingParams(),
-               Noise.from_seeds([0]).at(0, torch.arange(B).unsqueeze(0)), 0, 1, MASK, lead=lead)  # type: ignore[arg-type]
+               Noise.from_seeds([0]).at(0, torch.arange(B).unsqueeze(0)), 0, 1, MASK,
+               lead=lead)  # type: ignore[arg-type]

@@ -157,7 +157,8 @@ class UnmaskAlgorithm(DllmAlgorithm):
 
     def _reveal(self, ids: Tensor, logits: Tensor, masked: Tensor, positions: Tensor, states: list[RequestState],
                 call: int, lead: int, rows: list[int], nonfinite: Tensor, bad: Tensor) -> tuple[Tensor, Tensor]:
-        """Run ``decide`` for the blocks ``rows`` (all at call ``call`` with lead ``lead``); write their reveals into ``ids``."""
+        """Run ``decide`` for the blocks ``rows`` (all at call ``call``, with lead ``lead``); write their reveals
+        into ``ids``."""
         whole = len(rows) == ids.shape[0]  # the common case: no gather, no scatter
         idx = None if whole else torch.tensor(rows, dtype=torch.long, device=ids.device)
         pick = (lambda t: t) if idx is None else (lambda t: t.index_select(0, idx))
