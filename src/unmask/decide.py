@@ -32,18 +32,27 @@ def decide(
     call: int,
     num_blocks: int,
     mask_id: int,
+    *,
+    lead: int = 0,
 ) -> Decision:
     """Sample and score every position of the block, and let ``planner`` pick what to reveal.
 
     ``logits [N, Bl, V]`` is modified in place: the mask id's logit is set to
     ``-inf``, so a revealed position never takes the mask. ``masked [N, Bl]``
     marks the positions still masked; ``call`` is the index of this call
-    within the block. Nothing is read back to the host: the caller checks
-    ``proposal.finite`` and :func:`broken` (with :func:`check`) when it syncs anyway.
+    within the block. ``lead``: the block's first offsets that were filled
+    before its first call (a prompt ending mid-block, as SGLang lays blocks
+    out; 0 in unmask's own loop): schedule-based planners plan the other
+    offsets as a block of ``Bl - lead`` (:class:`~unmask.planners.PlanStep`).
+    Nothing is read back to the host: the caller checks ``proposal.finite``
+    and :func:`broken` (with :func:`check`) when it syncs anyway.
     """
+    block_length = masked.shape[-1]
+    if not isinstance(lead, int) or isinstance(lead, bool) or not 0 <= lead < block_length:
+        raise ValueError(f"lead must be an int in [0, block length {block_length}), got {lead!r}")
     logits[..., mask_id] = float("-inf")
     proposal = propose(logits, params, noise, planner.needs)
-    step = PlanStep(masked, proposal, call, masked.shape[-1], num_blocks, noise)
+    step = PlanStep(masked, proposal, call, block_length, num_blocks, noise, lead)
     return Decision(planner.select(step).reveal, proposal)
 
 

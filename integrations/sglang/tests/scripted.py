@@ -10,7 +10,12 @@
 - :func:`serve_sync` and :func:`serve_fdfo` drive ``DllmAlgorithm.run``,
   SGLang's own code for one round, as its scheduler does: all blocks together,
   or first-done-first-out with requests joining at different rounds and the
-  batch order shuffled every round.
+  batch order shuffled every round. Blocks are laid out from position 0, as
+  SGLang's scheduler lays them (``ReqDllmMixin``): a prompt that ends
+  mid-block puts its last tokens at the first offsets of the first block to
+  generate, and only the offsets after them are output.
+- :func:`run_main`: one FDFO round as SGLang's main branch runs it, which
+  passes ``step`` the ``LogitsProcessorOutput`` instead of its ``full_logits``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+from sglang.srt.layers.logits_processor import LogitsProcessorOutput
 from torch import Tensor
 
 from unmask import Denoiser, TokenSpec
@@ -70,16 +76,29 @@ class Request:
     def prefix(self) -> list[int]:
         return self.prompt + self.tokens
 
+    def start(self, block_size: int) -> int:
+        """Position of the block to generate next: blocks are counted from position 0."""
+        return len(self.prefix) // block_size * block_size
+
+    def new_block(self, block_size: int, mask_id: int) -> list[int]:
+        """The next block as SGLang fills it: the committed tokens past its start, then masks."""
+        head = self.prefix[self.start(block_size):]
+        return head + [mask_id] * (block_size - len(head))
+
+    def target(self, block_size: int, num_blocks: int) -> int:
+        """Tokens to generate: to the end of the block the prompt ends in, then ``num_blocks - 1`` whole ones."""
+        return (len(self.prompt) // block_size + num_blocks) * block_size - len(self.prompt)
+
 
 def forward_batch(reqs: list[Request], blocks: list[list[int]], block_size: int, seeded: bool) -> SimpleNamespace:
     """What the algorithms read of SGLang's ForwardBatch (flat ids and positions, request ids, sampling seeds)."""
-    offsets = [len(r.prefix) for r in reqs]
+    offsets = [r.start(block_size) for r in reqs]
     positions = torch.tensor([[o + k for k in range(block_size)] for o in offsets], dtype=torch.int32)
     seeds = torch.tensor([r.seed for r in reqs], dtype=torch.int64) if seeded else None
     return SimpleNamespace(
         batch_size=len(reqs), input_ids=torch.tensor(blocks, dtype=torch.long).reshape(-1),
         positions=positions.reshape(-1), dllm_prompt_mask=None, rids=[r.rid for r in reqs],
-        sampling_info=SimpleNamespace(sampling_seed=seeds), prefixes=[r.prefix for r in reqs],
+        sampling_info=SimpleNamespace(sampling_seed=seeds), prefixes=[r.prefix[: o] for r, o in zip(reqs, offsets)],
     )
 
 
@@ -98,45 +117,67 @@ class FakeRunner:
         canvas = Canvas.build([p + b for p, b in zip(fb.prefixes, blocks)], 0, self.model.spec)
         t = canvas.ids.shape[1]
         logits = self.model(canvas.ids, canvas.attention_mask, canvas.positions, window=(t - bl, t))  # [n, bl, V]
-        return SimpleNamespace(logits_output=SimpleNamespace(full_logits=logits.reshape(n * bl, -1)),
-                               can_run_graph=False)
+        output = LogitsProcessorOutput(next_token_logits=None, full_logits=logits.reshape(n * bl, -1))
+        return SimpleNamespace(logits_output=output, can_run_graph=False)
 
-    def reveal_calls(self, rid: str, start: int, mask_id: int) -> list[int]:
-        """For each position of a block, the index of the call (within the block) that revealed it."""
+    def reveal_calls(self, rid: str, start: int, mask_id: int) -> list[int | None]:
+        """For each position of a block, the index of the call (within the block) that revealed it
+        (None for positions filled before the block's first call)."""
         snaps = self.snapshots[(rid, start)]
-        return [next(k for k, s in enumerate(snaps) if s[p] != mask_id) - 1 for p in range(self.block_size)]
+        calls = [next(k for k, s in enumerate(snaps) if s[p] != mask_id) - 1 for p in range(self.block_size)]
+        return [None if c < 0 else c for c in calls]
 
 
 def serve_sync(algo: Any, runner: FakeRunner, reqs: list[Request], num_blocks: int, seeded: bool) -> None:
     """Synchronous scheduling: every request's block runs to the end together, block after block."""
     bl = algo.block_size
     for _ in range(num_blocks):
-        fb = forward_batch(reqs, [[algo.mask_id] * bl for _ in reqs], bl, seeded)
+        fb = forward_batch(reqs, [r.new_block(bl, algo.mask_id) for r in reqs], bl, seeded)
         _, next_ids, _, _, _ = algo.run(runner, fb)
-        for r, ids in zip(reqs, next_ids):
+        for r, ids in zip(reqs, next_ids):  # SGLang returns each block from its first masked offset
             r.tokens += ids.tolist()
 
 
+def run_main(algo: Any, runner: FakeRunner, fb: Any, algo_states: list[Any]) -> tuple:
+    """One FDFO round as SGLang's main branch runs it (``DllmAlgorithm._run_fdfo``), where ``step`` gets
+    ``out.logits_output`` itself; 0.5.23 passes ``out.logits_output.full_logits``."""
+    fresh = algo.init_step_state(fb)
+    states = [f if s is None else s for s, f in zip(algo_states, fresh)]
+    algo.prepare_inputs(runner, fb, states)
+    out = runner.forward(fb, pp_proxy_tensors=None)
+    done = algo.step(fb, out.logits_output, states)
+    ids = fb.input_ids.view(fb.batch_size, algo.block_size).tolist()
+    return (out.logits_output, ids, [algo.block_size if d else 0 for d in done],
+            [None if d else s for d, s in zip(done, states)], out.can_run_graph)
+
+
 def serve_fdfo(algo: Any, runner: FakeRunner, reqs: list[Request], num_blocks: int, seeded: bool,
-               joins: list[int], shuffle_seed: int = 0) -> None:
-    """First-done-first-out: one forward per round; finished blocks commit, the rest carry ids and state."""
+               joins: list[int], shuffle_seed: int = 0, main: bool = False) -> None:
+    """First-done-first-out: one forward per round; finished blocks commit, the rest carry ids and state.
+
+    ``main``: run each round as SGLang's main branch does (:func:`run_main`) instead of the installed ``run``.
+    """
     assert algo.fdfo, "serve_fdfo needs an algorithm built with first_done_first_out_mode=True"
     bl, rng = algo.block_size, random.Random(shuffle_seed)
-    block = {r.rid: [algo.mask_id] * bl for r in reqs}
+    block = {r.rid: r.new_block(bl, algo.mask_id) for r in reqs}
     state: dict[str, Any] = {r.rid: None for r in reqs}
     for rnd in range(10 * num_blocks * (bl + 1) + max(joins)):
-        batch = [r for r, j in zip(reqs, joins) if j <= rnd and len(r.tokens) < num_blocks * bl]
+        batch = [r for r, j in zip(reqs, joins) if j <= rnd and len(r.tokens) < r.target(bl, num_blocks)]
         if not batch and rnd >= max(joins):
             return
         rng.shuffle(batch)
         if not batch:
             continue
         fb = forward_batch(batch, [block[r.rid] for r in batch], bl, seeded)
-        _, next_ids, accepted, states_out, _ = algo.run(runner, fb, [state[r.rid] for r in batch])
+        states_in = [state[r.rid] for r in batch]
+        if main:
+            _, next_ids, accepted, states_out, _ = run_main(algo, runner, fb, states_in)
+        else:
+            _, next_ids, accepted, states_out, _ = algo.run(runner, fb, states_in)
         for r, ids, acc, st in zip(batch, next_ids, accepted, states_out):
-            if acc:
-                r.tokens += ids
-                block[r.rid], state[r.rid] = [algo.mask_id] * bl, None
+            if acc:  # SGLang's scheduler outputs the block past the committed tokens it started with
+                r.tokens += ids[len(r.prefix) - r.start(bl):]
+                block[r.rid], state[r.rid] = r.new_block(bl, algo.mask_id), None
             else:
                 block[r.rid], state[r.rid] = ids, st
     raise AssertionError("serve_fdfo did not finish every request")

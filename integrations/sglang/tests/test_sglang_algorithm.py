@@ -99,6 +99,36 @@ def test_rows_at_different_calls_get_what_they_get_alone() -> None:
         assert states[i].call == calls[i] + 1
 
 
+def test_the_lead_is_read_at_the_first_call_and_kept() -> None:
+    a = algo("unmask-interleave", planner="interleave(k=2)")  # residues 0 then 1 of the offsets planned
+    fb = batch([[6, M, M, M], [M] * BL], [4, 0])
+    states = a.init_step_state(fb)
+    logits = peaked(2, [[0, 1, 2, 3], [1, 2, 3, 4]])
+    a.step(fb, logits.clone(), states)
+    assert [(s.call, s.lead) for s in states] == [(1, 1), (1, 0)]
+    # the 3 offsets after the prompt's token plan as a block of 3: {0, 2} shifted by 1; the whole block {0, 2}
+    assert fb.input_ids.view(2, BL).tolist() == [[6, 1, M, 3], [1, M, 3, M]]
+    a.step(fb, logits.clone(), states)  # offsets 0..1 are filled now, but the lead stays the block's own
+    assert [(s.call, s.lead) for s in states] == [(2, 1), (2, 0)]
+    assert fb.input_ids.view(2, BL).tolist() == [[6, 1, 2, 3], [1, 2, 3, 4]]
+
+
+def test_step_takes_the_logits_or_sglang_mains_logits_output() -> None:
+    from sglang.srt.layers.logits_processor import LogitsProcessorOutput
+
+    logits = torch.randn(2 * BL, V, generator=torch.Generator().manual_seed(2))
+    results = []
+    for wrap in (lambda t: t, lambda t: LogitsProcessorOutput(next_token_logits=None, full_logits=t)):
+        a, fb = algo("unmask-eb", temperature=1.0), batch([[M] * BL, [3, M, M, M]], [0, 4])
+        states = a.init_step_state(fb)
+        a.step(fb, wrap(logits.clone()), states)
+        results.append(fb.input_ids.tolist())
+    assert results[0] == results[1] and results[0] != [M] * BL + [3, M, M, M]
+    a, fb = algo(), batch([[M] * BL])
+    with pytest.raises(TypeError, match="full_logits is NoneType"):
+        a.step(fb, LogitsProcessorOutput(next_token_logits=None), a.init_step_state(fb))
+
+
 def test_every_rank_draws_the_same_numbers() -> None:
     """Two ranks: separate instances, different global RNG states; sampling comes out the same."""
     logits = torch.randn(2 * BL, V, generator=torch.Generator().manual_seed(1))

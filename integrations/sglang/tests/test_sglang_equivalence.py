@@ -3,9 +3,11 @@
 The same scripted model answers both: unmask's loop over a left-padded
 batch, and SGLang's ``DllmAlgorithm.run`` (synchronous, or first-done-first-out
 with requests joining at different rounds, so one batch holds blocks at
-different calls, in a shuffled order) through the plugin's adapters. Prompts
-are whole blocks long, so SGLang's blocks are unmask's blocks and both sides
-use the same position ids; both use the same per-request seeds. Compared:
+different calls, in a shuffled order; and first-done-first-out as SGLang's
+main branch runs it, passing ``step`` the ``LogitsProcessorOutput``) through
+the plugin's adapters. Prompts are whole blocks long, so SGLang's blocks are
+unmask's blocks and both sides use the same position ids (prompts that end
+mid-block: ``test_sglang_partial_blocks.py``); both use the same per-request seeds. Compared:
 every generated token and, for every position, the call within its block
 that revealed it; and SGLang's extra forward per block (the one that finds
 no masks and reports the block done) is checked to be exactly one.
@@ -62,18 +64,18 @@ def build(spec: str, sampling: dict, fdfo: bool):
     return ALGORITHMS[name](config)
 
 
-@pytest.mark.parametrize("mode", ["sync", "fdfo"])
+@pytest.mark.parametrize("mode", ["sync", "fdfo", "main"])
 @pytest.mark.parametrize("sampling", list(SAMPLING))
 @pytest.mark.parametrize(("spec", "loop_spec"), PLANNERS, ids=[p[0] for p in PLANNERS])
 def test_adapter_reveals_what_the_loop_reveals(spec: str, loop_spec: str | None, sampling: str, mode: str) -> None:
     model, reqs = ScriptedModel(BL, seed=3), make_requests()
-    algo, runner = build(spec, SAMPLING[sampling], fdfo=mode == "fdfo"), FakeRunner(model, BL)
-    # sync: seeds from the requests' sampling seeds; fdfo: derived from the config seed and the request ids
+    algo, runner = build(spec, SAMPLING[sampling], fdfo=mode != "sync"), FakeRunner(model, BL)
+    # sync: seeds from the requests' sampling seeds; fdfo, main: derived from the config seed and the request ids
     seeded = mode == "sync"
     if mode == "sync":
         serve_sync(algo, runner, reqs, BLOCKS, seeded)
     else:
-        serve_fdfo(algo, runner, reqs, BLOCKS, seeded, JOINS, shuffle_seed=11)
+        serve_fdfo(algo, runner, reqs, BLOCKS, seeded, JOINS, shuffle_seed=11, main=mode == "main")
     seeds = [r.seed if seeded else derive_seed(5, rid_key(r.rid)) for r in reqs]
 
     config = GenerationConfig(gen_length=BLOCKS * BL, block_length=BL, planner=loop_spec or spec,
@@ -89,7 +91,7 @@ def test_adapter_reveals_what_the_loop_reveals(spec: str, loop_spec: str | None,
             assert runner.reveal_calls(r.rid, start, MASK) == loop_calls, f"{r.rid} block {b}: reveal order differs"
             snaps = runner.snapshots[(r.rid, start)]
             assert sum(MASK in s for s in snaps) == max(loop_calls) + 1  # one forward per call of the loop
-            if mode == "fdfo":  # then one forward that finds no mask, after which the block is done and leaves
+            if mode != "sync":  # then one forward that finds no mask, after which the block is done and leaves
                 assert len(snaps) == max(loop_calls) + 2, f"{r.rid} block {b}: {len(snaps)} forwards"
     if mode == "sync":  # the batch runs until its slowest block is done, plus the forward that finds no mask
         for b in range(BLOCKS):

@@ -3,7 +3,9 @@
 A planner sees the still-masked positions of the current block, the
 proposals and scores for them, and the call index within the block, and
 returns the positions to reveal now. It keeps no hidden state: the masked set
-and the call index are the whole state, and the loop passes both in. Every
+and the call index (and, for a block whose first offsets were filled before
+its first call, their number ``lead``) are the whole state, and the caller
+passes them in. Every
 planner reveals at least one masked position per row that still has one, so
 every block finishes, whatever the scores.
 """
@@ -31,6 +33,10 @@ class PlanStep:
     block_length: int
     num_blocks: int
     noise: CallNoise | None = None  # uniforms for random choices (random top-k)
+    # offsets before ``lead`` were filled before the block's first call (a prompt ending mid-block, as
+    # SGLang lays blocks out): schedule-based planners plan offsets lead..Bl-1 exactly as a block of
+    # Bl - lead. unmask's own loop starts every block after the prompt, so it always passes 0.
+    lead: int = 0
 
 
 @dataclass(frozen=True)

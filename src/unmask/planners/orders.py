@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..schedules import check_levels, farthest_levels, interleave_levels
-from .scheduled import _check_threshold, _LevelPlanner
+from .scheduled import _check_threshold, _LevelPlanner, shift_levels
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -73,6 +73,13 @@ class Farthest(_LevelPlanner):
     def levels(self, block_length: int) -> list[list[int]]:
         return farthest_levels(block_length, self.calls, self.growth)
 
+    def planned_levels(self, block_length: int, lead: int = 0) -> list[list[int]]:
+        """As for any level planner, the levels of a block of ``block_length - lead``; a part shorter than
+        ``calls`` (only possible after a lead: ``check`` keeps whole blocks at least ``calls`` long)
+        takes one call per offset, since every call reveals at least one."""
+        n = block_length - lead
+        return shift_levels(farthest_levels(n, min(self.calls, n), self.growth), lead)
+
 
 @dataclass(frozen=True)
 class Schedule(_LevelPlanner):
@@ -107,3 +114,11 @@ class Schedule(_LevelPlanner):
 
     def levels(self, block_length: int) -> list[list[int]]:
         return [list(level) for level in self.groups]
+
+    def planned_levels(self, block_length: int, lead: int = 0) -> list[list[int]]:
+        """The groups restricted to offsets ``lead..``, in their order, empty ones dropped: an explicit
+        schedule has no version for a shorter block, so the offsets filled before the block began are
+        taken out of it and every call still reveals a scheduled group."""
+        if lead == 0:
+            return self.levels(block_length)
+        return [kept for level in self.groups if (kept := [i for i in level if i >= lead])]

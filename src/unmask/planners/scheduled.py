@@ -8,6 +8,10 @@
   ``low_confidence`` / ``random`` remasking, Dream's ``maskgit_plus``
   (confidence), margin and entropy (lowest first), with LLaDA's linear counts or
   any explicit count schedule (``counts="dilated"`` = DUS's counts).
+
+A block whose first ``lead`` offsets were filled before its first call
+(``PlanStep.lead``) gets the levels, or the dilated / step counts, of a block
+of ``block_length - lead``, laid on offsets ``lead..``.
 """
 
 from __future__ import annotations
@@ -43,8 +47,13 @@ class _LevelPlanner(Planner):
     def calls_per_block(self, block_length: int, num_blocks: int) -> int:
         return len(self.levels(block_length))
 
+    def planned_levels(self, block_length: int, lead: int = 0) -> list[list[int]]:
+        """The levels over offsets ``lead..block_length-1``: those of a block of ``block_length - lead``
+        (``self.levels``), shifted by ``lead``; offsets before ``lead`` were filled before the block began."""
+        return shift_levels(self.levels(block_length - lead), lead)
+
     def select(self, step: PlanStep) -> Selection:
-        levels = self.levels(step.block_length)
+        levels = self.planned_levels(step.block_length, step.lead)
         table = _cumulative_levels(tuple(map(tuple, levels)), step.block_length, step.masked.device)
         last = step.call >= len(levels) - 1
         scheduled = table[min(step.call, len(levels) - 1)]
@@ -55,6 +64,11 @@ class _LevelPlanner(Planner):
             reveal = candidates & confident(step.proposal, self.confidence_threshold)
         reveal = at_least_one(reveal, torch.where(candidates, priority, priority - 2.0), step.masked)
         return Selection(reveal=reveal, priority=priority)
+
+
+def shift_levels(levels: list[list[int]], lead: int) -> list[list[int]]:
+    """``levels`` of a block of B - lead offsets laid on offsets lead..B-1 of a block of B."""
+    return levels if lead == 0 else [[lead + i for i in level] for level in levels]
 
 
 def fixed_schedule(planner: Planner, block_length: int) -> list[list[int]] | None:
@@ -159,20 +173,28 @@ class TopK(Planner):
         elif isinstance(self.counts, tuple) and sum(self.counts) != block_length:
             raise ValueError(f"counts must sum to block_length={block_length}, got sum {sum(self.counts)}")
 
-    def schedule(self, block_length: int, num_blocks: int) -> list[int]:
-        """Per-call reveal counts for one block."""
+    def schedule(self, block_length: int, num_blocks: int, lead: int = 0) -> list[int]:
+        """Per-call reveal counts for one block.
+
+        With ``lead`` offsets filled before the block began, ``"dilated"`` and
+        ``steps`` count over the ``block_length - lead`` offsets left, exactly
+        as for a block of that length (more steps per block than offsets left
+        end in zero counts, so one offset per call); explicit ``counts`` are
+        used as given.
+        """
+        n = block_length - lead
         if self.counts == "dilated":
-            return level_sizes(dilated_levels(block_length, self.base))
+            return level_sizes(dilated_levels(n, self.base))
         if self.counts is not None:
             return list(self.counts)
         assert self.steps is not None
-        return linear_counts(block_length, self.steps // num_blocks)
+        return linear_counts(n, self.steps // num_blocks)
 
     def calls_per_block(self, block_length: int, num_blocks: int) -> int:
         return len(self.schedule(block_length, num_blocks))
 
     def select(self, step: PlanStep) -> Selection:
-        counts = self.schedule(step.block_length, step.num_blocks)
+        counts = self.schedule(step.block_length, step.num_blocks, step.lead)
         n = counts[step.call] if step.call < len(counts) - 1 else step.block_length
         priority = priority_of(step, self.score)
         reveal = at_least_one(top_n(priority, step.masked, n), priority, step.masked)

@@ -18,11 +18,25 @@ contract SGLang asks for:
   else the config seed and the request id), never from the rank or a
   generator.
 
-A request's state between steps is its seed and the index of its next call
-within the block (:class:`RequestState`); DUS's deferral needs nothing more
-(DESIGN.md, "Planner state"). With FDFO scheduling SGLang keeps that state on
-the request across rounds, so rows of one batch may sit at different calls:
-``step`` runs ``decide`` once per distinct call index.
+A request's state between steps is its seed, the index of its next call
+within the block and the block's lead (:class:`RequestState`); DUS's deferral
+needs nothing more (DESIGN.md, "Planner state"). With FDFO scheduling SGLang
+keeps that state on the request across rounds, so rows of one batch may sit
+at different calls: ``step`` runs ``decide`` once per group of rows with the
+same (call index, lead), on those rows' logits.
+
+SGLang lays blocks out from position 0, so a prompt that ends mid-block puts
+its last ``m`` tokens at the first offsets of the first block to generate.
+The number of such offsets, read at the block's first call, is the block's
+``lead``: every schedule-based planner (DUS, binary, interleave, farthest,
+top-k's dilated or step counts) plans the ``B - m`` offsets left exactly as
+it plans a block of ``B - m`` in ``unmask.generate``
+(:class:`unmask.planners.PlanStep`), instead of treating the prompt's offsets
+as already revealed levels.
+
+SGLang up to 0.5.23 passes ``step`` the dense logits tensor
+(``logits_output.full_logits``); its main branch passes the
+``LogitsProcessorOutput`` itself. ``step`` takes either (:func:`dense_logits`).
 """
 
 from __future__ import annotations
@@ -53,6 +67,7 @@ class RequestState:
 
     seed: int  # the request's noise seed (>= 0)
     call: int = 0  # index of the next call within the block
+    lead: int = 0  # offsets of the block filled before its first call (the prompt's tail)
 
 
 def rid_key(rid: str) -> int:
@@ -79,6 +94,18 @@ def request_seeds(forward_batch: Any, base: int) -> list[int]:
     return [derive_seed(base, rid_key(str(rid))) for rid in rids[:n]]
 
 
+def dense_logits(logits: Any) -> Tensor:
+    """The ``[tokens, V]`` logits ``step`` was given: the tensor itself (SGLang <= 0.5.23) or the
+    ``full_logits`` of the ``LogitsProcessorOutput`` that SGLang's main branch passes."""
+    if isinstance(logits, Tensor):
+        return logits
+    full = getattr(logits, "full_logits", None)
+    if isinstance(full, Tensor):
+        return full
+    raise TypeError(f"unmask's SGLang algorithms need the dense logits of every block position: step got a "
+                    f"{type(logits).__name__} whose full_logits is {type(full).__name__}, not a tensor")
+
+
 class UnmaskAlgorithm(DllmAlgorithm):
     """An unmask planner behind SGLang's dLLM algorithm interface (subclassed once per planner kind)."""
 
@@ -94,41 +121,51 @@ class UnmaskAlgorithm(DllmAlgorithm):
     def init_step_state(self, forward_batch: Any) -> list[RequestState]:
         return [RequestState(seed) for seed in request_seeds(forward_batch, self.settings.seed)]
 
-    def step(self, forward_batch: Any, full_logits: Tensor, states: list[RequestState]) -> list[bool]:
-        """Reveal this call's positions of every block that has masks; True for blocks that had none."""
+    def step(self, forward_batch: Any, logits: Any, states: list[RequestState]) -> list[bool]:
+        """Reveal this call's positions of every block that has masks; True for blocks that had none.
+
+        ``logits``: the ``[n * block, V]`` tensor (SGLang <= 0.5.23) or the
+        ``LogitsProcessorOutput`` holding it (SGLang's main branch).
+        """
         n, bl = forward_batch.batch_size, self.block_size
         ids = forward_batch.input_ids.view(n, bl)  # a view: writes land in input_ids itself
         masked = ids == self.mask_id  # [n, bl]
         prompt = getattr(forward_batch, "dllm_prompt_mask", None)  # committed tokens that are literally the mask id
         if prompt is not None:
             masked &= ~prompt.view(n, bl)
-        active = masked.any(-1).tolist()  # the one host read SGLang's own algorithms make too
-        groups: dict[int, list[int]] = {}
+        # per row: has masks, and the filled offsets before its first mask (the lead, read at call 0);
+        # one host read, as SGLang's own algorithms make
+        active, leads = torch.stack([masked.any(-1).long(), (~masked).long().cumprod(-1).sum(-1)]).tolist()
+        groups: dict[tuple[int, int], list[int]] = {}
         for i, has_masks in enumerate(active):
             if has_masks:
-                groups.setdefault(states[i].call, []).append(i)
+                if states[i].call == 0:
+                    states[i].lead = leads[i]
+                groups.setdefault((states[i].call, states[i].lead), []).append(i)
         if groups:
-            logits = full_logits.view(n, bl, -1)
+            full = dense_logits(logits).view(n, bl, -1)
             # position ids, counted from the request's first token (a graph-padded buffer is cut to the batch)
             positions = forward_batch.positions[: n * bl].view(n, bl).long()
             nonfinite = torch.zeros((), dtype=torch.bool, device=ids.device)
             bad = torch.zeros_like(nonfinite)
-            for call, rows in groups.items():
-                nonfinite, bad = self._reveal(ids, logits, masked, positions, states, call, rows, nonfinite, bad)
+            for (call, lead), rows in groups.items():
+                nonfinite, bad = self._reveal(ids, full, masked, positions, states, call, lead, rows, nonfinite, bad)
                 for i in rows:
                     states[i].call += 1
             check(nonfinite, bad, self.settings.planner)
         return [not has_masks for has_masks in active]
 
     def _reveal(self, ids: Tensor, logits: Tensor, masked: Tensor, positions: Tensor, states: list[RequestState],
-                call: int, rows: list[int], nonfinite: Tensor, bad: Tensor) -> tuple[Tensor, Tensor]:
-        """Run ``decide`` for the blocks ``rows`` (all at call ``call``) and write their reveals into ``ids``."""
+                call: int, lead: int, rows: list[int], nonfinite: Tensor, bad: Tensor) -> tuple[Tensor, Tensor]:
+        """Run ``decide`` for the blocks ``rows`` (all at call ``call``, with lead ``lead``); write their reveals
+        into ``ids``."""
         whole = len(rows) == ids.shape[0]  # the common case: no gather, no scatter
         idx = None if whole else torch.tensor(rows, dtype=torch.long, device=ids.device)
         pick = (lambda t: t) if idx is None else (lambda t: t.index_select(0, idx))
         m = pick(masked)
         noise = Noise.from_seeds([states[i].seed for i in rows], ids.device).at(call, pick(positions))
-        d = decide(pick(logits), m, self.settings.planner, self.settings.sampling, noise, call, 1, self.mask_id)
+        d = decide(pick(logits), m, self.settings.planner, self.settings.sampling, noise, call, 1, self.mask_id,
+                   lead=lead)
         new = torch.where(d.reveal, d.proposal.tokens, pick(ids))  # [k, bl]
         if idx is None:
             ids.copy_(new)
@@ -136,7 +173,7 @@ class UnmaskAlgorithm(DllmAlgorithm):
             ids.index_copy_(0, idx, new)
         finite = d.proposal.finite
         if finite is not None:
-            nonfinite = nonfinite | ~finite
+            nonfinite = nonfinite | ~finite.all()  # per row: any row of this group
         return nonfinite, bad | broken(m, d.reveal)
 
 

@@ -46,10 +46,10 @@ def count_steps(registry: dict[str, type]) -> None:
             continue
 
         @functools.wraps(step)
-        def counted(self: Any, forward_batch: Any, full_logits: Any, states: Any, _step: Any = step) -> Any:
+        def counted(self: Any, forward_batch: Any, logits: Any, states: Any, _step: Any = step) -> Any:
             totals["block_steps"] += _blocks_with_masks(self, forward_batch)  # before the step reveals
             totals["steps"] += 1
-            result = _step(self, forward_batch, full_logits, states)
+            result = _step(self, forward_batch, logits, states)
             out.write_text(json.dumps(totals))
             return result
 
