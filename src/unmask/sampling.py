@@ -247,17 +247,18 @@ def propose(
     else:
         if noise is None:
             raise ValueError("sampling with temperature > 0 needs noise (an unmask.noise.CallNoise)")
-        zq = z - peak.values.unsqueeze(-1)  # max 0 at the argmax; -inf stays -inf
-        if params.temperature != 1.0:
-            zq.div_(params.temperature)
-        zq = _truncate(zq, params.top_k, params.top_p)  # the argmax (0) is always kept
-        w = zq.exp()  # [N, L, V]: the sampling weights, 1 at the argmax
-        tokens, total = draw(w, noise.uniform64(TOKENS))
-        logq = (zq.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).double() - total.log()).float()
-        share = params.score_temperature or (params.temperature == 1.0 and not truncated)
-        scored = zq if params.score_temperature else z
-        top = (torch.zeros_like(peak.values), peak.indices) if scored is zq else (peak.values, peak.indices)
-        sc = scores(scored, tokens, need, top, w if share else None)
+        t = params.temperature
+        d = z - peak.values.unsqueeze(-1)  # [N, L, V]: max 0 at the argmax; -inf stays -inf
+        plain = t == 1.0 and not truncated
+        share = plain or params.score_temperature  # one exp pass serves the draw and the scores
+        if share:
+            w = (d if plain else _truncate(d.div_(t), params.top_k, params.top_p)).exp_()  # d is consumed
+        else:
+            w = _truncate(d / t, params.top_k, params.top_p).exp_()
+        tokens, total = draw(w, noise.uniform64(TOKENS))  # w: 1 at the argmax, 0 where truncated or -inf
+        picked = z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - peak.values
+        logq = (picked.double() / t - total.log()).float()
+        sc = scores(z, tokens, need, (peak.values, peak.indices), w if share else d.exp_())
     return Proposal(tokens=tokens, confidence=sc.confidence, logq=logq, margin=sc.margin, entropy=sc.entropy,
                     doubt=sc.doubt, margin_doubt=sc.margin_doubt, finite=finite,
                     entropy_reference=sc.entropy_reference)
