@@ -236,7 +236,8 @@ def propose(
     caller must check (:func:`unmask.decide.check` does, once per block).
     """
     z = logits.float()  # [N, L, V]; a copy only when the logits are half precision
-    peak = z.max(-1)  # [N, L] values and argmax; NaN propagates into the max
+    a = z.argmax(-1)  # [N, L]: the first maximum (NaN counts as the maximum); faster than max() with indices
+    peak = torch.return_types.max((z.gather(-1, a.unsqueeze(-1)).squeeze(-1), a))
     finite = torch.isfinite(peak.values).all()  # checked by the caller: no host synchronisation here
     truncated = params.top_k is not None or params.top_p < 1.0
     if params.temperature == 0.0:
@@ -251,14 +252,13 @@ def propose(
         d = z - peak.values.unsqueeze(-1)  # [N, L, V]: max 0 at the argmax; -inf stays -inf
         plain = t == 1.0 and not truncated
         share = plain or params.score_temperature  # one exp pass serves the draw and the scores
-        if share:
-            w = (d if plain else _truncate(d.div_(t), params.top_k, params.top_p)).exp_()  # d is consumed
-        else:
-            w = _truncate(d / t, params.top_k, params.top_p).exp_()
+        # in place where possible: a fresh [N, L, V] tensor costs about as much as a pass (page faults)
+        w = (d if plain else _truncate(d.div_(t), params.top_k, params.top_p)).exp_()
         tokens, total = draw(w, noise.uniform64(TOKENS))  # w: 1 at the argmax, 0 where truncated or -inf
         picked = z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - peak.values
         logq = (picked.double() / t - total.log()).float()
-        sc = scores(z, tokens, need, (peak.values, peak.indices), w if share else d.exp_())
+        e = w if share else torch.sub(z, peak.values.unsqueeze(-1), out=d).exp_()  # the clean exp(z - max)
+        sc = scores(z, tokens, need, (peak.values, peak.indices), e)
     return Proposal(tokens=tokens, confidence=sc.confidence, logq=logq, margin=sc.margin, entropy=sc.entropy,
                     doubt=sc.doubt, margin_doubt=sc.margin_doubt, finite=finite,
                     entropy_reference=sc.entropy_reference)
