@@ -1,9 +1,9 @@
 """Classifier-free guidance as a denoiser wrapper, so the loop never knows.
 
 The unconditional copy is the canvas with the prompt masked; both copies run
-in one batched call and combine as ``u + (s + 1) * (c - u)`` (LLaDA's rule).
-With a cache, the wrapped denoiser's cache holds 2N rows (conditional, then
-unconditional).
+in one batched call and combine by :func:`guide`: ``u + (s + 1) * (c - u)``
+(LLaDA's rule), extended to logits of ``-inf``. With a cache, the wrapped
+denoiser's cache holds 2N rows (conditional, then unconditional).
 """
 
 from __future__ import annotations
@@ -14,6 +14,28 @@ import torch
 from torch import Tensor
 
 from .denoiser import CachingDenoiser, Denoiser, Window
+
+NEG_INF = float("-inf")
+
+
+def guide(cond: Tensor, uncond: Tensor, scale: float | Tensor) -> Tensor:
+    """Classifier-free guidance ``u + (s + 1) * (c - u)`` (LLaDA's rule) that keeps ``-inf`` and never gives NaN.
+
+    ``cond``, ``uncond``: logits ``[N, L, V]``; ``scale``: a float or a per-row
+    tensor broadcastable against them (``[N, 1, 1]``), >= 0. Where either logit
+    is ``-inf`` the formula is ``-inf - -inf`` or ``-inf * 0`` style NaN, so:
+
+    - a token impossible under the conditional model (``c = -inf``) stays
+      impossible: ``-inf``;
+    - a token impossible only under the unconditional model (``u = -inf``,
+      ``c`` finite) gets its conditional logit ``c``: the unconditional model
+      says nothing about it, so guidance neither boosts it (the formula's
+      limit is ``+inf``, which would make it certain) nor removes it.
+
+    Everywhere else the rule is the formula, in the logits' dtype.
+    """
+    guided = torch.where(uncond == NEG_INF, cond, uncond + (scale + 1.0) * (cond - uncond))
+    return guided.masked_fill(cond == NEG_INF, NEG_INF)
 
 
 class Guided(CachingDenoiser):
@@ -36,9 +58,7 @@ class Guided(CachingDenoiser):
 
     def _combine(self, logits: Tensor) -> Tensor:
         cond, uncond = logits.chunk(2, dim=0)
-        guided = uncond + (self.scale + 1.0) * (cond - uncond)
-        # a token impossible given the prompt stays impossible (-inf - -inf would be NaN)
-        return guided.masked_fill(cond == float("-inf"), float("-inf"))
+        return guide(cond, uncond, self.scale)
 
     def _both(self, input_ids: Tensor, position_ids: Tensor) -> Tensor:
         """``[2N, q]``: the ids, then the same with the prompt masked.
