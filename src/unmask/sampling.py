@@ -147,7 +147,9 @@ def scores(z: Tensor, tokens: Tensor, need: frozenset[str] = frozenset(),
     if "entropy" in need:
         entropy = torch.log1p(s) + torch.special.entr(e).sum(-1) / total  # entr(e_j) = e_j (m - z_j), 0 at e_j = 0
     if "entropy_reference" in need:
-        p = e.double().scatter_(-1, a.unsqueeze(-1), 1.0).div_(total.double().unsqueeze(-1))
+        p = e.double()  # argmax dropped; its total in float64, so p near 1 keeps its precision in the log
+        p.scatter_(-1, a.unsqueeze(-1), 1.0)
+        p.div_(p.sum(-1, keepdim=True))
         reference = -(p * (p + REFERENCE_EPS).log2()).sum(-1)
     return Scores(e_tok / total, doubt, margin, margin_doubt, entropy, reference)
 
