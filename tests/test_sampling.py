@@ -9,7 +9,7 @@ from toy import ToyDenoiser
 
 from unmask import GenerationConfig, generate
 from unmask.noise import Noise
-from unmask.sampling import TEMPERATURE_MAX, TEMPERATURE_MIN, SamplingParams, propose
+from unmask.sampling import TEMPERATURE_MAX, TEMPERATURE_MIN, SamplingParams, _draw_candidates, _draw_full, propose
 
 LOGITS = torch.log(torch.tensor([0.5, 0.25, 0.15, 0.1]))
 
@@ -177,6 +177,8 @@ def chi2_critical(df: int, z: float = 4.753) -> float:
     SamplingParams(temperature=2.5, top_k=4),
     SamplingParams(temperature=1.0, top_p=0.8),
     SamplingParams(temperature=0.8, top_p=0.95, score_temperature=True),
+    SamplingParams(temperature=3.0, top_p=0.9),  # a nucleus wider than the candidates: the full path
+    SamplingParams(temperature=1.0, top_k=3, top_p=0.9),
 ])
 def test_draws_follow_the_exact_categorical(params):
     """Chi-square of 32,768 draws (one uniform each) against the exact law, bins of expectation >= 5 (the rest
@@ -245,3 +247,30 @@ def test_a_tiny_top_p_keeps_the_argmax():
     tiny = generate(den, [[1, 2, 3]], GenerationConfig(**cfg, sampling={"temperature": 1.0, "top_p": 1e-300}))
     greedy = generate(den, [[1, 2, 3]], GenerationConfig(**cfg))
     assert torch.equal(tiny.sequences, greedy.sequences)
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(temperature=0.7, top_k=5),
+    SamplingParams(temperature=1.0, top_p=0.9),
+    SamplingParams(temperature=1.3, top_k=40, top_p=0.95),
+])
+def test_the_candidate_draw_picks_the_full_draws_token(params):
+    """On CPU a truncated draw looks at the top candidates only; for the same uniform it picks the token the draw
+    over the whole vocabulary picks. Rows that it cannot decide alone (a tie at the k-th value, a nucleus wider
+    than the candidates) take the full path, decided per position, so a row draws the same alone."""
+    g = torch.Generator().manual_seed(11)
+    z = 4.0 * torch.randn(4, 256, 3000, generator=g)
+    z[0, :, :] = torch.randn(256, 3000, generator=g).round()  # flat, ties everywhere: the full path
+    z[1, ::3, 7] = INF
+    src = Noise.from_seeds([1, 2, 3, 4]).at(0, torch.arange(256).expand(4, -1))
+    p = propose(z, params, src)
+    m = z.max(-1).values
+    ok = _draw_candidates(z, m, params, src.uniform64(1))[2]
+    assert not bool(ok[0].all()) and bool(ok[1:].any())  # both paths are taken
+    full, logq, _ = _draw_full(z, m, params, src.uniform64(1))
+    assert torch.equal(p.tokens, full)
+    assert torch.allclose(p.logq, logq, atol=1e-5)
+    for i in range(4):
+        alone = propose(z[i : i + 1], params, Noise.from_seeds([i + 1]).at(0, torch.arange(256)[None]))
+        assert torch.equal(alone.tokens[0], p.tokens[i])
+

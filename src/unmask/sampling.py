@@ -219,6 +219,57 @@ def draw(w: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
     return (c * CHUNK + j).squeeze(-1), total
 
 
+CANDIDATES = 64  # tokens a top-p draw without top-k looks at before it sorts the whole vocabulary
+
+
+def _draw_candidates(z: Tensor, m: Tensor, params: SamplingParams, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A truncated draw among the top ``k + 1`` logits (``k`` = top-k, else ``CANDIDATES``): no sort of the vocabulary.
+
+    The weights are the full path's (``exp((z - m) / T)`` in float32), the
+    truncation rules are :func:`_truncate`'s, and the kept candidates are
+    taken in vocabulary order, so a uniform picks the token the full path
+    picks (up to the rounding of their cumulative sums). Returns tokens, logq
+    and ``ok [N, L]``: False where the candidates may not hold the truncated
+    support (a tie at the k-th value, or a nucleus wider than the candidates),
+    which the full path must then draw.
+    """
+    v, t = z.shape[-1], params.temperature
+    k = params.top_k if params.top_k is not None else CANDIDATES
+    vals, idx = z.topk(min(k + 1, v), dim=-1)  # [..., k + 1], descending
+    zq = (vals - m.unsqueeze(-1)).div_(t)
+    w = zq.exp().double()
+    ok = torch.ones_like(m, dtype=torch.bool)
+    if params.top_k is not None and k < v:
+        ok &= vals[..., k] < vals[..., k - 1]  # the full path keeps every token tied with the k-th
+        w[..., k] = 0.0
+    if params.top_p < 1.0:
+        if params.top_k is not None or k >= v:
+            total = w.sum(-1, keepdim=True)
+        else:  # the nucleus is a share of the whole tempered mass: one pass, as the full path's
+            total = torch.sub(z, m.unsqueeze(-1)).div_(t).exp_().sum(-1, keepdim=True).double()
+        drop = ((w.cumsum(-1) - w) / total >= params.top_p) & (vals < vals[..., :1])
+        if params.top_k is None and k < v:
+            ok &= drop[..., k]  # the (k + 1)-th is out, so is everything after it
+        w = w.masked_fill(drop, 0.0)
+    order = idx.argsort(-1)  # vocabulary order
+    cum = w.gather(-1, order).cumsum(-1)
+    j = order.gather(-1, _first_above(cum, (u * cum[..., -1]).unsqueeze(-1)))
+    logq = (zq.gather(-1, j).squeeze(-1).double() - cum[..., -1].log()).float()
+    return idx.gather(-1, j).squeeze(-1), logq, ok
+
+
+def _draw_full(z: Tensor, m: Tensor, params: SamplingParams, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Tokens, logq and the weights ``w`` of a draw over the whole vocabulary: ``w = exp(truncate((z - m) / T))``,
+    a fresh tensor the caller may reuse (at temperature 1 without truncation it is the scores' ``exp(z - m)``)."""
+    t = params.temperature
+    d = z - m.unsqueeze(-1)  # [..., V]: max 0 at the argmax; -inf stays -inf
+    # in place where possible: a fresh [N, L, V] tensor costs about as much as a pass (page faults)
+    w = _truncate(d if t == 1.0 else d.div_(t), params.top_k, params.top_p).exp_()
+    tokens, total = draw(w, u)  # w: 1 at the argmax, 0 where truncated or -inf
+    picked = z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - m
+    return tokens, (picked.double() / t - total.log()).float(), w
+
+
 def propose(
     logits: Tensor,
     params: SamplingParams,
@@ -233,34 +284,40 @@ def propose(
     and is required when ``params.temperature > 0``: the token is drawn from
     ``softmax(truncate((logits - max) / T))`` by :func:`draw`. When the scores
     are taken on that same distribution (temperature 1 without truncation, or
-    ``score_temperature``) its ``exp`` pass is shared. Logits holding NaN or
-    +inf (or only -inf at a position) give ``finite = False``, which the
-    caller must check (:func:`unmask.decide.check` does, once per block).
+    ``score_temperature``) its ``exp`` pass is shared. On CPU a truncated draw
+    looks at the top candidates first (:func:`_draw_candidates`; positions it
+    cannot decide alone take the full path, so a position's path depends on
+    its own logits only). Logits holding NaN or +inf (or only -inf at a
+    position) give ``finite = False``, which the caller must check
+    (:func:`unmask.decide.check` does, once per block).
     """
     z = logits.float()  # [N, L, V]; a copy only when the logits are half precision
     a = z.argmax(-1)  # [N, L]: the first maximum (NaN counts as the maximum); faster than max() with indices
-    peak = torch.return_types.max((z.gather(-1, a.unsqueeze(-1)).squeeze(-1), a))
-    finite = torch.isfinite(peak.values).all()  # checked by the caller: no host synchronisation here
+    m = z.gather(-1, a.unsqueeze(-1)).squeeze(-1)
+    finite = torch.isfinite(m).all()  # checked by the caller: no host synchronisation here
     truncated = params.top_k is not None or params.top_p < 1.0
+    e = None  # exp(z - m), when a draw computed it
     if params.temperature == 0.0:
-        tokens = peak.indices
-        logq = torch.zeros_like(peak.values)
-        scored = _truncate(z, params.top_k, params.top_p) if params.score_temperature and truncated else z
-        sc = scores(scored, tokens, need, (peak.values, peak.indices) if scored is z else None)
+        tokens = a
+        logq = torch.zeros_like(m)
+        if params.score_temperature and truncated:  # scores on the truncated distribution, max at a
+            e = _truncate(z - m.unsqueeze(-1), params.top_k, params.top_p).exp_()
     else:
         if noise is None:
             raise ValueError("sampling with temperature > 0 needs noise (an unmask.noise.CallNoise)")
-        t = params.temperature
-        d = z - peak.values.unsqueeze(-1)  # [N, L, V]: max 0 at the argmax; -inf stays -inf
-        plain = t == 1.0 and not truncated
-        share = plain or params.score_temperature  # one exp pass serves the draw and the scores
-        # in place where possible: a fresh [N, L, V] tensor costs about as much as a pass (page faults)
-        w = (d if plain else _truncate(d.div_(t), params.top_k, params.top_p)).exp_()
-        tokens, total = draw(w, noise.uniform64(TOKENS))  # w: 1 at the argmax, 0 where truncated or -inf
-        picked = z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - peak.values
-        logq = (picked.double() / t - total.log()).float()
-        e = w if share else torch.sub(z, peak.values.unsqueeze(-1), out=d).exp_()  # the clean exp(z - max)
-        sc = scores(z, tokens, need, (peak.values, peak.indices), e)
+        u = noise.uniform64(TOKENS)
+        if truncated and not params.score_temperature and z.device.type == "cpu":
+            tokens, logq, ok = _draw_candidates(z, m, params, u)
+            if not bool(ok.all()):  # a host read, free on CPU
+                slow = ~ok
+                tokens[slow], logq[slow], _ = _draw_full(z[slow], m[slow], params, u[slow])
+        else:
+            tokens, logq, w = _draw_full(z, m, params, u)
+            if (params.temperature == 1.0 and not truncated) or params.score_temperature:
+                e = w  # one exp pass serves the draw and the scores
+            else:  # the clean exp(z - m), in the draw's buffer
+                e = torch.sub(z, m.unsqueeze(-1), out=w).exp_()
+    sc = scores(z, tokens, need, (m, a), e)
     return Proposal(tokens=tokens, confidence=sc.confidence, logq=logq, margin=sc.margin, entropy=sc.entropy,
                     doubt=sc.doubt, margin_doubt=sc.margin_doubt, finite=finite,
                     entropy_reference=sc.entropy_reference)
