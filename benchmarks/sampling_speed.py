@@ -5,7 +5,8 @@
     python benchmarks/sampling_speed.py --generate              # also generate() on a random LLaDA shape
 
 ``propose`` is timed on random logits ``3 * N(0, 1)`` of shape ``[N, block,
-V]`` (float32), greedy (temperature 0) against sampled settings, one thread;
+V]`` (float32; with ``--peaked`` 16 is added to 8 random logits per position,
+so the top-p nucleus lies within the few tokens a trained model favours), greedy (temperature 0) against sampled settings, one thread;
 each cell is the median of ``--reps`` calls after one warm-up call, and the
 ratio divides by the greedy median of the same N. ``--generate`` times a whole
 generation (random LLaDA-shape model: hidden 64, one layer, V = 126,464; 8 rows,
@@ -50,9 +51,12 @@ def median_seconds(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
-def time_propose(rows: int, block: int, vocab: int, settings: dict, reps: int) -> dict[str, float]:
+def time_propose(rows: int, block: int, vocab: int, settings: dict, reps: int, peaked: bool) -> dict[str, float]:
     g = torch.Generator().manual_seed(rows)
     logits = 3.0 * torch.randn(rows, block, vocab, generator=g)
+    if peaked:  # 8 likely tokens per position, as a trained model's: the nucleus lies within them
+        top = torch.randint(0, vocab, (rows, block, 8), generator=g)
+        logits.scatter_add_(-1, top, torch.full(top.shape, 16.0))
     noise = Noise.from_seeds(list(range(rows))).at(0, torch.arange(block).expand(rows, -1))
     return {name: median_seconds(lambda p=p: propose(logits, p, noise), reps) for name, p in settings.items()}
 
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=5, help="timed calls per cell (median), after one warm-up call")
     p.add_argument("--truncation", action="store_true", help="also time top-k 50 and top-p 0.9 (a full sort)")
     p.add_argument("--generate", action="store_true", help="also time a whole generate() greedy and sampled")
+    p.add_argument("--peaked", action="store_true", help="add 16 to 8 random logits per position (a narrow nucleus)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     settings = dict(SETTINGS, **(TRUNCATED if args.truncation else {}))
@@ -86,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| N | " + " | ".join(f"{n} (ms)" for n in names) + " | " + " | ".join(f"{n} / greedy" for n in names[1:]) + " |")
     print("|---" * (2 * len(names)) + "|")
     for rows in args.rows:
-        t = time_propose(rows, args.block, args.vocab, settings, args.reps)
+        t = time_propose(rows, args.block, args.vocab, settings, args.reps, args.peaked)
         cells = [f"{1e3 * t[n]:.1f}" for n in names] + [f"{t[n] / t['greedy']:.2f}x" for n in names[1:]]
         print(f"| {rows} | " + " | ".join(cells) + " |", flush=True)
     if args.generate:
