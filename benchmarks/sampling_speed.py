@@ -3,6 +3,7 @@
     python benchmarks/sampling_speed.py                        # V=126,464, N in {1, 8, 64} x block 32
     python benchmarks/sampling_speed.py --rows 1 8 --truncation  # add top-k 50 and top-p 0.9 rows
     python benchmarks/sampling_speed.py --generate              # also generate() on a random LLaDA shape
+    python benchmarks/sampling_speed.py --device cuda --reps 20  # propose on a GPU (not run yet)
 
 ``propose`` is timed on random logits ``3 * N(0, 1)`` of shape ``[N, block,
 V]`` (float32; with ``--peaked`` 16 is added to 8 random logits per position,
@@ -41,24 +42,29 @@ TRUNCATED = {
 }
 
 
-def median_seconds(fn, reps: int) -> float:  # type: ignore[no-untyped-def]
+def median_seconds(fn, reps: int, device: str = "cpu") -> float:  # type: ignore[no-untyped-def]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     fn()  # warm-up
     times = []
     for _ in range(reps):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def time_propose(rows: int, block: int, vocab: int, settings: dict, reps: int, peaked: bool) -> dict[str, float]:
+def time_propose(rows: int, block: int, vocab: int, settings: dict, reps: int, peaked: bool,
+                 device: str = "cpu") -> dict[str, float]:
     g = torch.Generator().manual_seed(rows)
     logits = 3.0 * torch.randn(rows, block, vocab, generator=g)
     if peaked:  # 8 likely tokens per position, as a trained model's: the nucleus lies within them
         top = torch.randint(0, vocab, (rows, block, 8), generator=g)
         logits.scatter_add_(-1, top, torch.full(top.shape, 16.0))
-    noise = Noise.from_seeds(list(range(rows))).at(0, torch.arange(block).expand(rows, -1))
-    return {name: median_seconds(lambda p=p: propose(logits, p, noise), reps) for name, p in settings.items()}
+    logits = logits.to(device)
+    noise = Noise.from_seeds(list(range(rows)), device).at(0, torch.arange(block, device=device).expand(rows, -1))
+    return {name: median_seconds(lambda p=p: propose(logits, p, noise), reps, device) for name, p in settings.items()}
 
 
 def time_generate(reps: int) -> dict[str, float]:
@@ -82,16 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--truncation", action="store_true", help="also time top-k 50 and top-p 0.9 (a full sort)")
     p.add_argument("--generate", action="store_true", help="also time a whole generate() greedy and sampled")
     p.add_argument("--peaked", action="store_true", help="add 16 to 8 random logits per position (a narrow nucleus)")
+    p.add_argument("--device", default="cpu", help="where propose runs (cuda: timed with synchronisation)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     settings = dict(SETTINGS, **(TRUNCATED if args.truncation else {}))
     names = list(settings)
     print(f"command: python benchmarks/sampling_speed.py {shlex.join(sys.argv[1:] if argv is None else argv)}")
-    print(f"machine: {platform.machine()}, torch {torch.__version__}, 1 thread; V={args.vocab}, block {args.block}\n")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.machine()}, 1 thread"
+    print(f"machine: {where}, torch {torch.__version__}; V={args.vocab}, block {args.block}\n")
     print("| N | " + " | ".join(f"{n} (ms)" for n in names) + " | " + " | ".join(f"{n} / greedy" for n in names[1:]) + " |")
     print("|---" * (2 * len(names)) + "|")
     for rows in args.rows:
-        t = time_propose(rows, args.block, args.vocab, settings, args.reps, args.peaked)
+        t = time_propose(rows, args.block, args.vocab, settings, args.reps, args.peaked, args.device)
         cells = [f"{1e3 * t[n]:.1f}" for n in names] + [f"{t[n] / t['greedy']:.2f}x" for n in names[1:]]
         print(f"| {rows} | " + " | ".join(cells) + " |", flush=True)
     if args.generate:
