@@ -7,7 +7,7 @@ import torch
 
 from unmask.planners import EB, Binary, Dilated, Factor, PlanStep, Spaced, Threshold, TopK, make_planner, parse_planner
 from unmask.noise import Noise
-from unmask.sampling import Proposal
+from unmask.sampling import Proposal, SamplingParams, propose
 
 
 def step(conf, masked=None, call=0, entropy=None, margin=None, block_length=None, num_blocks=1, seed=0):
@@ -157,8 +157,73 @@ def test_registry_and_spec_language():
         (lambda: TopK(), "exactly one of steps"),
         (lambda: Factor(factor=0), "factor must be"),
         (lambda: Spaced(Threshold(), start_stride=0), "start_stride"),
+        (lambda: EB(entropy="bits"), "entropy must be one of"),
+        (lambda: TopK(counts=(0, 4, 4)), "counts must be positive.*leave the 0s out"),
+        (lambda: TopK(counts=(True, 7)), "counts must be a non-empty tuple of positive ints"),
     ],
 )
 def test_planner_errors_name_the_argument(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def two_positions(p_top: tuple[float, float], vocab: int = 1000) -> torch.Tensor:
+    """``[1, 2, vocab]`` float32 logits whose argmax has probability ``p_top[i]`` over a flat rest at 0."""
+    z = torch.zeros(2, vocab, dtype=torch.float64)
+    for i, p in enumerate(p_top):
+        z[i, 0] = math.log(p * (vocab - 1) / (1 - p))
+    return z.float().unsqueeze(0)
+
+
+def hand_step(conf, doubt=None, margin=None):
+    """One row of two positions; ``doubt`` defaults to float32 ``1 - conf``, as a hand-built Proposal's does."""
+    conf = torch.tensor([conf], dtype=torch.float32)
+    prop = Proposal(tokens=torch.zeros(1, 2, dtype=torch.long), confidence=conf, logq=torch.zeros(1, 2),
+                    doubt=None if doubt is None else torch.tensor([doubt], dtype=torch.float32),
+                    margin=None if margin is None else torch.tensor([margin], dtype=torch.float32))
+    return PlanStep(torch.ones(1, 2, dtype=torch.bool), prop, 0, 2, 1, None)
+
+
+def test_confidence_ranks_exactly_near_zero():
+    """issue 22: p 0.0059566195 < 0.0059566492 both give float32 1 - p = 0.99404335, so ranking on the complement
+    revealed position 0 where LLaDA's and Fast-dLLM's references (float64 p) reveal position 1."""
+    st = hand_step([0.0059566195, 0.0059566492], doubt=[0.99404335, 0.99404335])  # the complement alone ties
+    assert picked(TopK(steps=2), st) == [1]
+    assert picked(Threshold(tau=0.5), st) == [1]  # nobody passes: the best one is revealed
+    assert picked(Factor(factor=0.1), st) == [1]
+
+
+def test_confidence_ranks_exactly_near_one():
+    """Near 1 it is p that rounds (to 1.0 in float32) and the complement that separates."""
+    st = hand_step([1 - 1.01e-8, 1 - 1.00e-8], doubt=[1.01e-8, 1.00e-8])
+    assert st.proposal.confidence[0, 0] == st.proposal.confidence[0, 1] == 1.0
+    assert picked(TopK(steps=2), st) == [1]
+
+
+def test_confidence_ranks_like_float64_through_propose():
+    for p_top in ((0.0059566195, 0.0059566492), (1 - 1.01e-8, 1 - 1.00e-8), (0.3, 0.7), (0.5, 0.5000001)):
+        z = two_positions(p_top)
+        ref = z.double().softmax(-1)[0, :, 0]  # the references' float64 probabilities of the float32 logits
+        st = PlanStep(torch.ones(1, 2, dtype=torch.bool), propose(z, SamplingParams()), 0, 2, 1, None)
+        assert picked(TopK(steps=2), st) == [int(ref.argmax())], p_top
+
+
+def test_margin_ranks_exactly_near_zero():
+    """Top two nearly tied: margins 1.0e-4 and 1.0e-4 + 3e-9 have the same float32 1 - margin."""
+    st = hand_step([0.3, 0.3], margin=[1.0e-4, 1.0e-4 + 3e-9])
+    assert st.proposal.margin_doubt[0, 0] == st.proposal.margin_doubt[0, 1]
+    assert picked(TopK(score="margin", steps=2), st) == [1]
+
+
+def test_eb_reference_entropy_is_an_option():
+    assert EB(gamma=1e-4).needs == frozenset({"entropy"})
+    assert EB(gamma=1e-4, entropy="reference").needs == frozenset({"entropy_reference"})
+    assert parse_planner("eb(gamma=0.0001, entropy='reference')") == EB(gamma=1e-4, entropy="reference")
+    # with the reference's +1e-10 a flat tail of tiny probabilities counts less: never more entropy than exact
+    z = two_positions((0.99, 0.999999), vocab=126464)
+    prop = propose(z, SamplingParams(), need=frozenset({"entropy", "entropy_reference"}))
+    p = z.double().softmax(-1)
+    exact_bits = -torch.xlogy(p, p).sum(-1) / math.log(2)
+    assert torch.allclose(prop.entropy.double() / math.log(2), exact_bits, rtol=1e-5)
+    assert torch.allclose(prop.entropy_reference, -(p * (p + 1e-10).log2()).sum(-1), rtol=1e-6)
+    assert bool((prop.entropy_reference < exact_bits).all())

@@ -33,6 +33,7 @@ from functools import lru_cache
 
 import pytest
 import torch
+from toy import ToyDenoiser
 
 from unmask import Denoiser, GenerationConfig, TokenSpec, generate
 from unmask.denoiser import select_window
@@ -302,3 +303,105 @@ def test_binary_levels_equal_the_references():
     for b in range(1, 129):
         assert binary_levels(b) == merge_smaller_last(ref_binary_levels(b)), b
     assert binary_levels(8) == [[3], [1, 5], [0, 2, 4, 6, 7]]
+
+
+# ---- EB's reference entropy on a large vocabulary with a flat tail ----
+
+BIG_V = 126464  # LLaDA's vocabulary
+
+
+class FlatTail(Denoiser):
+    """Each position: one top token and a flat tail of ``BIG_V - 2`` tokens at p ~ 2e-12 (the gap varies by position
+    and call), so the entropy is ~1e-5 bits, most of it in the tail, where the reference's +1e-10 counts less."""
+
+    def __init__(self) -> None:
+        self.spec = TokenSpec(mask_id=BIG_V - 1, eos_ids=(BIG_V - 2,), pad_id=0, vocab_size=BIG_V)
+        self.calls = 0
+
+    def logits(self, call: int, length: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(call)
+        gap = 26.9 + torch.rand(length, generator=g, dtype=torch.float64)  # tail logit = top - gap
+        z = (-gap).unsqueeze(-1).expand(length, BIG_V).clone()
+        z[torch.arange(length), (torch.arange(length) * 7 + call) % 100] = 0.0
+        z[:, BIG_V - 1] = -math.inf
+        return z.float()
+
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, window=None):
+        z = self.logits(self.calls, input_ids.shape[1])
+        self.calls += 1
+        return select_window(z.unsqueeze(0).expand(input_ids.shape[0], -1, -1), window)
+
+
+def eb_reference_counts(den: FlatTail, prompt_length: int, gamma: float, reference: bool) -> list[int]:
+    """The EB rule restated on float64 probabilities, with the reference's ``-sum p log2(p + 1e-10)`` or the exact
+    entropy, over one block of ``BL`` tokens; the counts per call."""
+    masked, counts, call = torch.ones(BL, dtype=torch.bool), [], 0
+    while masked.any():
+        p = den.logits(call, prompt_length + BL)[prompt_length:].double().softmax(-1)
+        bits = -(p * (p + 1e-10).log2()).sum(-1) if reference else -torch.xlogy(p, p).sum(-1) / math.log(2)
+        ranked = best_first(-bits, masked)
+        h = bits[ranked]
+        n = max(1, int(((h.cumsum(0) - h.cummax(0).values) <= gamma).sum()))
+        masked[ranked[:n]] = False
+        counts.append(n)
+        call += 1
+    return counts
+
+
+def test_eb_reference_entropy_gives_the_reference_counts_on_a_flat_tail():
+    """issue 22: with a 126,464 vocabulary and a flat tail the reference reveals more per call than the exact
+    entropy allows; eb(entropy='reference') reproduces the reference's counts, eb() keeps the exact rule."""
+    prompt, gamma = [5, 9], 1e-4
+    counts = {}
+    for entropy in ("reference", "exact"):
+        den = FlatTail()
+        cfg = GenerationConfig(gen_length=BL, block_length=BL, planner=f"eb(gamma={gamma}, entropy='{entropy}')",
+                               early_exit=False)
+        out = generate(den, [prompt], cfg)
+        rc = out.trace.reveal_call[0]
+        counts[entropy] = [int((rc == c).sum()) for c in range(out.nfe)]
+        assert counts[entropy] == eb_reference_counts(FlatTail(), len(prompt), gamma, entropy == "reference")
+    assert counts["reference"] != counts["exact"]  # the two rules differ on this model
+    assert counts["reference"][0] > counts["exact"][0]
+
+
+# ---- Dream's schedule with steps == gen_length: a first count of 0 ----
+
+
+def dream_counts(length: int, steps: int, eps: float = 1e-3) -> list[int]:
+    """Dream's per-step reveal counts: ``int(masked * (1 - s / t))`` on ``linspace(1, eps, steps + 1)``, the
+    rest at the last step."""
+    t = torch.linspace(1, eps, steps + 1)
+    masked, out = length, []
+    for i in range(steps):
+        n = int(masked * (1 - t[i + 1] / t[i])) if i < steps - 1 else masked
+        out.append(n)
+        masked -= n
+    return out
+
+
+def test_dream_schedule_with_steps_equal_to_gen_length_starts_with_a_call_that_reveals_nothing():
+    """Dream spends a call that reveals nothing; unmask refuses a count of 0 and, given the same schedule without
+    it, reveals the same tokens in the same order with one call fewer (the skipped call saw the same canvas)."""
+    counts = dream_counts(BL, BL)
+    assert counts[0] == 0 and sum(counts) == BL and counts.count(0) == 1
+    with pytest.raises(ValueError, match="leave the 0s out"):
+        GenerationConfig(gen_length=BL, block_length=BL, planner=f"topk(counts={tuple(counts)})")
+    den, prompt = ToyDenoiser(seed=2), [3, 4, 5]
+    mask = den.spec.mask_id
+    x, order = torch.tensor(prompt + [mask] * BL), []
+    for n in counts:  # Dream's loop, maskgit_plus at temperature 0 (confidence = the clean probability)
+        z = den(x[None], torch.ones(1, x.numel(), dtype=torch.bool), torch.arange(x.numel())[None])[0].double()
+        z[:, mask] = -math.inf
+        z = z[len(prompt):]
+        masked = x[len(prompt):] == mask
+        reveal = pick(best_first(z.softmax(-1).max(-1).values, masked)[:n])
+        x[len(prompt):] = torch.where(reveal, z.argmax(-1), x[len(prompt):])
+        order.append(set(torch.nonzero(reveal)[:, 0].tolist()))
+    nonzero = tuple(c for c in counts if c)
+    cfg = GenerationConfig(gen_length=BL, block_length=BL, planner=f"topk(counts={nonzero})", early_exit=False)
+    out = generate(den, [prompt], cfg)
+    rc = out.trace.reveal_call[0]
+    assert out.nfe == len(counts) - 1
+    assert [set(torch.nonzero(rc == c)[:, 0].tolist()) for c in range(out.nfe)] == [o for o in order if o]
+    assert torch.equal(out.generated[0], x[len(prompt):])

@@ -14,6 +14,28 @@ from torch import Tensor
 
 from .denoiser import Denoiser, Window
 
+NEG_INF = float("-inf")
+
+
+def guide(cond: Tensor, uncond: Tensor, scale: float | Tensor) -> Tensor:
+    """Classifier-free guidance ``u + (s + 1) * (c - u)`` (LLaDA's rule) that keeps ``-inf`` and never gives NaN.
+
+    ``cond``, ``uncond``: logits ``[N, L, V]``; ``scale``: a float or a per-row
+    tensor broadcastable against them (``[N, 1, 1]``), >= 0. Where either logit
+    is ``-inf`` the formula is ``-inf - -inf`` or ``-inf * 0`` style NaN, so:
+
+    - a token impossible under the conditional model (``c = -inf``) stays
+      impossible: ``-inf``;
+    - a token impossible only under the unconditional model (``u = -inf``,
+      ``c`` finite) gets its conditional logit ``c``: the unconditional model
+      says nothing about it, so guidance neither boosts it (the formula's
+      limit is ``+inf``, which would make it certain) nor removes it.
+
+    Everywhere else the rule is the formula, in the logits' dtype.
+    """
+    guided = torch.where(uncond == NEG_INF, cond, uncond + (scale + 1.0) * (cond - uncond))
+    return guided.masked_fill(cond == NEG_INF, NEG_INF)
+
 
 def guide(cond: Tensor, uncond: Tensor, scale: float | Tensor) -> Tensor:
     """Guided logits ``u + (s + 1) * (c - u)``; ``scale`` a float or per-row ``[N, 1, 1]``.

@@ -3,9 +3,10 @@
 A ``torch.Generator`` hands out numbers in the order they are asked for, so a
 row's draws would depend on the rows beside it in the batch, on the number of
 calls before, and on the device. Here the uniform number for row ``n``,
-stream ``s`` (token draws, random orders), call ``c`` within the block,
-canvas position ``p`` and index ``v`` (the vocabulary id for token draws) is a
-hash of ``(seed_n, s, c, p, v)``. So:
+stream ``s`` (token draws, random orders), call ``c`` within the block and
+canvas position ``p`` is a hash of ``(seed_n, s, c, p)``: one number per
+position, whatever the vocabulary size (token draws invert the cumulative
+distribution, :func:`unmask.sampling.propose`). So:
 
 - a prompt with the same seed gets the same tokens alone or in any batch, in
   any row, with any left padding (positions count from the row's first real
@@ -15,10 +16,14 @@ hash of ``(seed_n, s, c, p, v)``. So:
   arithmetic is exact on CPU and CUDA);
 - drawing needs no generator state, so it can run inside a captured graph.
 
-The hash is two rounds of a 32-bit integer mixer (odd multipliers below 2^31,
-so every product of a 32-bit value fits in int64), applied to a Weyl sequence
-over ``v`` offset by a per-position key. Uniforms take the top 24 bits:
-``(x + 0.5) / 2^24``, exact in float32 and strictly inside (0, 1).
+Row keys are 64 bits, held as two 32-bit lanes. The hash is a Feistel network
+on the lane pair whose round function is a 32-bit integer mixer (odd
+multipliers below 2^31, so every product of a 32-bit value fits in int64).
+Each Feistel round is a bijection of the pair, so two seeds below 2^64 have
+distinct keys, and two keys give distinct states at every (stream, call,
+position): streams of different seeds never coincide. Uniforms are
+``(k + 0.5) / 2^52`` for a 52-bit ``k`` (float64, exact, strictly inside
+(0, 1)), or ``(k + 0.5) / 2^24`` for a 24-bit ``k`` (float32, for orders).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from torch import Tensor
 
 MASK32 = 0xFFFFFFFF
 GOLDEN = 0x61C88647  # 2^32 / phi, odd and below 2^31
+ROUND_KEYS = (0x2545F491, 0x3C6EF372, 0x68E31DA4, 0x1B873593, 0x5851F42D, 0x4C957F2D)
 TOKENS = 1  # stream of the token draws (sampling)
 ORDER = 2  # stream of random position orders (random top-k)
 
@@ -45,6 +51,13 @@ def mix32(x):  # type: ignore[no-untyped-def]
     return x ^ (x >> 15)
 
 
+def feistel(a, b, rounds: int = 4):  # type: ignore[no-untyped-def]
+    """A bijection of the lane pair ``(a, b)`` (32-bit values, Python ints or int64 tensors)."""
+    for r in range(rounds):
+        a, b = b, a ^ mix32((b + ROUND_KEYS[r % len(ROUND_KEYS)]) & MASK32)
+    return a, b
+
+
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers, e.g. ``(base seed, request, repeat)``: stable across runs and machines."""
     if not parts or any(not isinstance(p, int) or isinstance(p, bool) for p in parts):
@@ -53,9 +66,17 @@ def derive_seed(*parts: int) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
-def seed_key(seed: int) -> int:
-    """The 32-bit key of a (64-bit) seed."""
-    return mix32(mix32((seed & MASK32) ^ 0x2545F491) ^ ((seed >> 32) & MASK32))
+def seed_key(seed: int) -> tuple[int, int]:
+    """The 64-bit key of a seed as two 32-bit lanes: a bijection of seeds below 2^64.
+
+    Bits above 64 (seeds are any int >= 0) are folded in 64 at a time between rounds.
+    """
+    a, b = feistel(seed & MASK32, (seed >> 32) & MASK32)
+    rest = seed >> 64
+    while rest:
+        a, b = feistel(a ^ (rest & MASK32), b ^ ((rest >> 32) & MASK32))
+        rest >>= 64
+    return a, b
 
 
 ONE_BELOW = 1.0 - 2.0**-24  # the largest float32 below 1
@@ -65,25 +86,34 @@ def to_unit(x: Tensor) -> Tensor:
     """float32 uniforms strictly inside (0, 1) from 32-bit hashes (top 24 bits, centred in their cell).
 
     The top cell's centre, 1 - 2^-25, rounds to 1.0 in float32; it is held at
-    the largest float32 below 1, because a uniform of exactly 1 makes the
-    exponential race of :func:`unmask.sampling.propose` pick its token
-    whatever its probability, even one at -inf (the mask, a truncated token).
+    the largest float32 below 1, so a uniform is never exactly 1.
     """
     return (((x >> 8).to(torch.float32) + 0.5) * (2.0**-24)).clamp_max(ONE_BELOW)
 
 
+def to_unit64(hi: Tensor, lo: Tensor) -> Tensor:
+    """float64 uniforms ``(k + 0.5) / 2^52`` from two 32-bit hashes, ``k`` = 32 bits of ``hi``, 20 of ``lo``.
+
+    ``k + 0.5`` has at most 53 significant bits, so every value is exact and
+    lies in ``[2^-53, 1 - 2^-53]``.
+    """
+    k = (hi << 20) | (lo >> 12)  # [0, 2^52)
+    return (k.to(torch.float64) + 0.5) * 2.0**-52
+
+
 @dataclass(frozen=True)
 class Noise:
-    """The random source of one generation: one key per row."""
+    """The random source of one generation: one 64-bit key per row."""
 
-    keys: Tensor  # [N] int64, 32-bit row keys
+    keys: Tensor  # [N, 2] int64: the two 32-bit lanes of each row's key
 
     @classmethod
     def from_seeds(cls, seeds: Sequence[int], device: torch.device | str = "cpu") -> Noise:
         for i, s in enumerate(seeds):
             if not isinstance(s, int) or isinstance(s, bool) or s < 0:
                 raise ValueError(f"seeds[{i}] must be an int >= 0, got {s!r}")
-        return cls(torch.tensor([seed_key(int(s)) for s in seeds], dtype=torch.long, device=device))
+        keys = [seed_key(int(s)) for s in seeds]
+        return cls(torch.tensor(keys, dtype=torch.long, device=device).reshape(len(keys), 2))
 
     def at(self, call: int, positions: Tensor) -> CallNoise:
         """The source for call ``call`` (within its block) over canvas positions ``[N, L]``."""
@@ -92,17 +122,24 @@ class Noise:
 
 @dataclass(frozen=True)
 class CallNoise:
-    """Uniforms for one call: ``uniform(stream)`` is ``[N, L]``, ``uniform(stream, width)`` ``[N, L, width]``."""
+    """Uniforms for one call, one per (row, position): ``uniform(stream)`` float32, ``uniform64(stream)`` float64."""
 
-    keys: Tensor  # [N]
+    keys: Tensor  # [N, 2]
     call: int
     positions: Tensor  # [N, L] long: canvas positions (count from each row's first real token)
 
-    def uniform(self, stream: int, width: int | None = None) -> Tensor:
-        k = mix32(self.keys ^ mix32(mix32(stream * 0x10001 + 0x3C6EF372) ^ self.call))  # [N]
-        kp = mix32((self.positions.long() * GOLDEN + k.unsqueeze(-1)) & MASK32)  # [N, L]
-        if width is None:
-            return to_unit(mix32(kp ^ 0x68E31DA4))
-        v = torch.arange(width, dtype=torch.long, device=kp.device) * GOLDEN  # [V]
-        x = mix32((v + kp.unsqueeze(-1)) & MASK32)  # [N, L, V]
-        return to_unit(mix32(x ^ kp.unsqueeze(-1)))
+    def _hash(self, stream: int) -> tuple[Tensor, Tensor]:
+        """Two 32-bit lanes ``[N, L]``: a bijection of the row key for each (stream, call, position)."""
+        tag = mix32(mix32((stream * 0x10001 + 0x3C6EF372) & MASK32) ^ (self.call & MASK32))
+        a, b = feistel(self.keys[:, 0] ^ tag, self.keys[:, 1], rounds=2)  # [N]
+        p = mix32((self.positions.long() * GOLDEN) & MASK32)  # [N, L]; a bijection of the position mod 2^32
+        return feistel(a.unsqueeze(-1) ^ p, b.unsqueeze(-1).expand_as(p), rounds=4)
+
+    def uniform(self, stream: int) -> Tensor:
+        """``[N, L]`` float32 uniforms in (0, 1) on a 2^-24 grid (random orders)."""
+        return to_unit(self._hash(stream)[0])
+
+    def uniform64(self, stream: int) -> Tensor:
+        """``[N, L]`` float64 uniforms in (0, 1) on a 2^-52 grid (token draws)."""
+        hi, lo = self._hash(stream)
+        return to_unit64(hi, lo)

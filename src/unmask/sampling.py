@@ -4,8 +4,10 @@ Scores (confidence, margin, entropy) come from the model's clean distribution
 ``softmax(logits)`` (or, with ``SamplingParams.score_temperature``, from the
 tempered and truncated sampling distribution, as Dream's ``maskgit_plus``
 does), never from noise-perturbed values; tokens are drawn from the sampling
-distribution (temperature, top-k, top-p) with counter-based noise
-(:mod:`unmask.noise`), so a row's draws do not depend on its batch.
+distribution (temperature, top-k, top-p) by inverting its cumulative
+distribution at one counter-based uniform per position (:mod:`unmask.noise`),
+so a row's draws do not depend on its batch and cost one pass over the
+vocabulary beyond the scores (:func:`draw`).
 
 Scores rank exactly to the precision of the logits. A float32 confidence near
 1 is coarse (spacing 6e-8 below 1, and ``exp(max - logsumexp)`` loses the
@@ -46,12 +48,19 @@ class Proposal:
     doubt: Tensor = None  # type: ignore[assignment]  # float: 1 - confidence, full relative precision
     margin_doubt: Tensor | None = None  # float: 1 - margin, full relative precision
     finite: Tensor | None = None  # [N] bool: False for a row where some position's logits held NaN, +inf, or only -inf
+    entropy_reference: Tensor | None = None  # float64 bits, the EB reference's -sum p log2(p + 1e-10)
 
     def __post_init__(self) -> None:
         if self.doubt is None:
             object.__setattr__(self, "doubt", 1.0 - self.confidence)
         if self.margin is not None and self.margin_doubt is None:
             object.__setattr__(self, "margin_doubt", 1.0 - self.margin)
+
+
+# Logits are divided by the temperature in float32: a value outside the normal float32 range
+# would round to 0 or inf there, and (z - max) / T would give NaN.
+TEMPERATURE_MIN = float(torch.finfo(torch.float32).tiny)  # 2^-126
+TEMPERATURE_MAX = float(torch.finfo(torch.float32).max)
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,11 @@ class SamplingParams:
     score_temperature: bool = False
 
     def __post_init__(self) -> None:
-        if not _is_number(self.temperature) or not 0.0 <= self.temperature < math.inf:
-            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
+        if not _is_number(self.temperature) or not (
+                self.temperature == 0.0 or TEMPERATURE_MIN <= self.temperature <= TEMPERATURE_MAX):
+            raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy) and, when > 0, in "
+                             f"[{TEMPERATURE_MIN:.3g}, {TEMPERATURE_MAX:.3g}] (logits are divided by it in float32), "
+                             f"got {self.temperature!r}")
         if not _is_number(self.top_p) or not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1):
@@ -96,10 +108,14 @@ class Scores:
     margin: Tensor | None = None
     margin_doubt: Tensor | None = None
     entropy: Tensor | None = None
+    entropy_reference: Tensor | None = None  # float64, bits: -sum p log2(p + 1e-10)
+
+
+REFERENCE_EPS = 1e-10  # the EB / DUS reference code's entropy: -sum p log2(p + 1e-10), in float64
 
 
 def scores(z: Tensor, tokens: Tensor, need: frozenset[str] = frozenset(),
-           peak: tuple[Tensor, Tensor] | None = None) -> Scores:
+           peak: tuple[Tensor, Tensor] | None = None, e: Tensor | None = None) -> Scores:
     """Score ``tokens [N, L]`` under ``softmax(z)``, ``z [N, L, V]`` float32 (``-inf`` allowed).
 
     With ``m = max z`` at index ``a``, ``e_j = exp(z_j - m)`` and
@@ -108,41 +124,150 @@ def scores(z: Tensor, tokens: Tensor, need: frozenset[str] = frozenset(),
     other token; ``1 - margin = (s + e_2) / T`` with ``e_2`` the runner-up;
     entropy ``= log1p(s) + sum_j e_j (m - z_j) / T``. Every sum has positive
     terms, so each score keeps the relative precision of a float32 sum (about
-    ``log2(V) * 2^-24``) however close p is to 1. ``need`` names the optional
-    scores (``"margin"``, ``"entropy"``); ``peak = (m, a)`` reuses a max the
-    caller already has. One exp pass over the vocabulary, plus one for the
-    entropy and one for the margin when asked.
+    ``log2(V) * 2^-24``) however close p is to 1, and p itself keeps it near 0.
+    ``need`` names the optional scores (``"margin"``, ``"entropy"``,
+    ``"entropy_reference"``: the EB reference's ``-sum p log2(p + 1e-10)`` in
+    float64 bits); ``peak = (m, a)`` reuses a max the caller already has, and
+    ``e`` the tensor ``exp(z - m)`` (it is overwritten). One exp pass over the
+    vocabulary, plus one for the entropy and one for the margin when asked.
     """
     m, a = z.max(-1) if peak is None else peak  # [N, L]
-    e = (z - m.unsqueeze(-1)).exp_()  # [N, L, V]; e_a = 1
+    if e is None:
+        e = (z - m.unsqueeze(-1)).exp_()  # [N, L, V]; e_a = 1
     e.scatter_(-1, a.unsqueeze(-1), 0.0)  # drop the argmax so the sums below exclude it exactly
     s = e.sum(-1)  # [N, L]
     total = 1.0 + s
     is_top = tokens == a
     e_tok = torch.where(is_top, 1.0, e.gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
     doubt = torch.where(is_top, s, (1.0 - e_tok) + s) / total
-    margin = margin_doubt = entropy = None
+    margin = margin_doubt = entropy = reference = None
     if "margin" in need:
         e2 = e.max(-1).values  # the runner-up, argmax dropped
         margin, margin_doubt = (1.0 - e2) / total, (s + e2) / total
     if "entropy" in need:
         entropy = torch.log1p(s) + torch.special.entr(e).sum(-1) / total  # entr(e_j) = e_j (m - z_j), 0 at e_j = 0
-    return Scores(e_tok / total, doubt, margin, margin_doubt, entropy)
+    if "entropy_reference" in need:
+        p = e.double()  # argmax dropped; its total in float64, so p near 1 keeps its precision in the log
+        p.scatter_(-1, a.unsqueeze(-1), 1.0)
+        p.div_(p.sum(-1, keepdim=True))
+        reference = -(p * (p + REFERENCE_EPS).log2()).sum(-1)
+    return Scores(e_tok / total, doubt, margin, margin_doubt, entropy, reference)
 
 
 def _truncate(z: Tensor, top_k: int | None, top_p: float) -> Tensor:
-    """Set logits outside the top-k / nucleus to -inf; ``z`` is ``[..., V]`` float32."""
+    """Set logits outside the top-k / nucleus to -inf; ``z`` is ``[..., V]`` float32 whose max is kept.
+
+    The nucleus keeps a token while the mass before it (in descending order)
+    is below ``top_p``, compared in float64, and always keeps the tokens tied
+    at the max, so any ``top_p`` in (0, 1] leaves the argmax.
+    """
     if top_k is not None and top_k < z.shape[-1]:
         kth = torch.topk(z, top_k, dim=-1).values[..., -1:]
         z = z.masked_fill(z < kth, float("-inf"))
     if top_p < 1.0:
         sorted_z, order = torch.sort(z, dim=-1, descending=True)
-        cum = sorted_z.softmax(-1).cumsum(-1)
-        # drop a token when the mass before it already reaches top_p (the first always stays)
-        drop_sorted = (cum - sorted_z.softmax(-1)) >= top_p
+        probs = sorted_z.softmax(-1)
+        before = probs.cumsum(-1).sub_(probs)  # mass strictly before each sorted token
+        drop_sorted = (before.double() >= top_p) & (sorted_z < sorted_z[..., :1])  # tokens tied at the max stay
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         z = z.masked_fill(drop, float("-inf"))
     return z
+
+
+CHUNK = 512  # vocabulary entries per chunk of the two-level inverse CDF
+BELOW_ONE = 1.0 - 2.0**-53  # the largest float64 below 1
+
+
+def _first_above(cum: Tensor, target: Tensor) -> Tensor:
+    """Index of the first entry of the non-decreasing ``cum [..., K]`` above ``target [..., 1]``.
+
+    Capped at the first entry equal to the last (the last with positive weight),
+    so rounding at the top end can never pick an entry of weight 0; an entry
+    picked below the cap has ``cum[j - 1] <= target < cum[j]``, so positive weight.
+    """
+    above = torch.searchsorted(cum, target, right=True)
+    return torch.minimum(above, (cum < cum[..., -1:]).sum(-1, keepdim=True))
+
+
+def draw(w: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+    """Inverse-CDF draw of one index per row of unnormalised weights ``w [..., V]`` at uniforms ``u [...]``.
+
+    Returns the indices and the total weight (float64). Two levels: ``t = u *
+    total`` picks the chunk of ``CHUNK`` entries whose cumulative sums bracket
+    it (chunk sums in float32, accumulated in float64), then the rescaled
+    fraction of ``t`` inside that chunk is inverted on the chunk's float64
+    cumulative sum. Given the chunk the fraction is uniform, so an entry is
+    drawn with probability ``w_j / total`` up to the float32 rounding of the
+    chunk sums, and an entry of weight 0 never is (:func:`_first_above`), for
+    any ``u`` in [0, 1). Cost: one summing pass over ``w`` plus ``O(V / CHUNK
+    + CHUNK)`` per row.
+    """
+    v = w.shape[-1]
+    full = v // CHUNK
+    sums = w[..., : full * CHUNK].unflatten(-1, (full, CHUNK)).sum(-1)
+    if full * CHUNK < v:
+        sums = torch.cat([sums, w[..., full * CHUNK :].sum(-1, keepdim=True)], -1)
+    cum = sums.double().cumsum(-1)  # [..., C]
+    total = cum[..., -1]
+    t = (u * total).unsqueeze(-1)
+    c = _first_above(cum, t)  # [..., 1]
+    before = torch.where(c > 0, cum.gather(-1, (c - 1).clamp_min(0)), 0.0)
+    frac = ((t - before) / (cum.gather(-1, c) - before)).clamp(0.0, BELOW_ONE)
+    idx = c * CHUNK + torch.arange(CHUNK, device=w.device)  # [..., CHUNK]
+    inner = w.gather(-1, idx.clamp_max(v - 1)).double().masked_fill_(idx >= v, 0.0).cumsum_(-1)
+    j = _first_above(inner, frac * inner[..., -1:])
+    return (c * CHUNK + j).squeeze(-1), total
+
+
+CANDIDATES = 64  # tokens a top-p draw without top-k looks at before it sorts the whole vocabulary
+
+
+def _draw_candidates(z: Tensor, m: Tensor, params: SamplingParams, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """A truncated draw among the top ``k + 1`` logits (``k`` = top-k, else ``CANDIDATES``): no sort of the vocabulary.
+
+    The weights are the full path's (``exp((z - m) / T)`` in float32), the
+    truncation rules are :func:`_truncate`'s, and the kept candidates are
+    taken in vocabulary order, so a uniform picks the token the full path
+    picks (up to the rounding of their cumulative sums). Returns tokens, logq
+    and ``ok [N, L]``: False where the candidates may not hold the truncated
+    support (a tie at the k-th value, or a nucleus wider than the candidates),
+    which the full path must then draw.
+    """
+    v, t = z.shape[-1], params.temperature
+    k = params.top_k if params.top_k is not None else CANDIDATES
+    vals, idx = z.topk(min(k + 1, v), dim=-1)  # [..., k + 1], descending
+    zq = (vals - m.unsqueeze(-1)).div_(t)
+    w = zq.exp().double()
+    ok = torch.ones_like(m, dtype=torch.bool)
+    if params.top_k is not None and k < v:
+        ok &= vals[..., k] < vals[..., k - 1]  # the full path keeps every token tied with the k-th
+        w[..., k] = 0.0
+    if params.top_p < 1.0:
+        if params.top_k is not None or k >= v:
+            total = w.sum(-1, keepdim=True)
+        else:  # the nucleus is a share of the whole tempered mass: one pass, as the full path's
+            total = torch.sub(z, m.unsqueeze(-1)).div_(t).exp_().sum(-1, keepdim=True).double()
+        drop = ((w.cumsum(-1) - w) / total >= params.top_p) & (vals < vals[..., :1])
+        if params.top_k is None and k < v:
+            ok &= drop[..., k]  # the (k + 1)-th is out, so is everything after it
+        w = w.masked_fill(drop, 0.0)
+    order = idx.argsort(-1)  # vocabulary order
+    cum = w.gather(-1, order).cumsum(-1)
+    j = order.gather(-1, _first_above(cum, (u * cum[..., -1]).unsqueeze(-1)))
+    logq = (zq.gather(-1, j).squeeze(-1).double() - cum[..., -1].log()).float()
+    return idx.gather(-1, j).squeeze(-1), logq, ok
+
+
+def _draw_full(z: Tensor, m: Tensor, params: SamplingParams, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Tokens, logq and the weights ``w`` of a draw over the whole vocabulary: ``w = exp(truncate((z - m) / T))``,
+    a fresh tensor the caller may reuse (at temperature 1 without truncation it is the scores' ``exp(z - m)``)."""
+    t = params.temperature
+    d = z - m.unsqueeze(-1)  # [..., V]: max 0 at the argmax; -inf stays -inf
+    # in place where possible: a fresh [N, L, V] tensor costs about as much as a pass (page faults)
+    w = _truncate(d if t == 1.0 else d.div_(t), params.top_k, params.top_p).exp_()
+    tokens, total = draw(w, u)  # w: 1 at the argmax, 0 where truncated or -inf
+    picked = z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - m
+    return tokens, (picked.double() / t - total.log()).float(), w
 
 
 def propose(
@@ -155,30 +280,44 @@ def propose(
 
     ``logits``: ``[N, L, V]`` (any float dtype). ``need`` names the optional
     scores to compute (``"margin"``, ``"entropy"``); confidence, its doubt
-    and logq are always computed. ``noise`` supplies the uniforms of the
-    draws and is required when ``params.temperature > 0``. Logits holding
-    NaN or +inf (or only -inf at a position) give ``finite = False``, which
-    the caller must check (:func:`unmask.decide.check` does, once per block).
+    and logq are always computed. ``noise`` supplies one uniform per position
+    and is required when ``params.temperature > 0``: the token is drawn from
+    ``softmax(truncate((logits - max) / T))`` by :func:`draw`. When the scores
+    are taken on that same distribution (temperature 1 without truncation, or
+    ``score_temperature``) its ``exp`` pass is shared. On CPU a truncated draw
+    looks at the top candidates first (:func:`_draw_candidates`; positions it
+    cannot decide alone take the full path, so a position's path depends on
+    its own logits only). Logits holding NaN or +inf (or only -inf at a
+    position) give ``finite = False``, which the caller must check
+    (:func:`unmask.decide.check` does, once per block).
     """
     z = logits.float()  # [N, L, V]; a copy only when the logits are half precision
-    peak = z.max(-1)  # [N, L] values and argmax; NaN propagates into the max
-    finite = torch.isfinite(peak.values).all(-1)  # [N], per row: checked by the caller, no host synchronisation here
-    scored = z
+    a = z.argmax(-1)  # [N, L]: the first maximum (NaN counts as the maximum); faster than max() with indices
+    m = z.gather(-1, a.unsqueeze(-1)).squeeze(-1)
+    finite = torch.isfinite(m).all(-1)  # [N], per row: checked by the caller, no host synchronisation here
+    truncated = params.top_k is not None or params.top_p < 1.0
+    e = None  # exp(z - m), when a draw computed it
     if params.temperature == 0.0:
-        tokens = peak.indices
-        logq = torch.zeros_like(peak.values)
-        if params.score_temperature and (params.top_k is not None or params.top_p < 1.0):
-            scored = _truncate(z, params.top_k, params.top_p)
+        tokens = a
+        logq = torch.zeros_like(m)
+        if params.score_temperature and truncated:  # scores on the truncated distribution, max at a
+            e = _truncate(z - m.unsqueeze(-1), params.top_k, params.top_p).exp_()
     else:
-        zq = _truncate(z / params.temperature, params.top_k, params.top_p)
-        logq_all = torch.log_softmax(zq, dim=-1)
         if noise is None:
             raise ValueError("sampling with temperature > 0 needs noise (an unmask.noise.CallNoise)")
-        # Gumbel-max via exponential races: argmax(q / E), E = -log(U) ~ Exp(1)
-        races = -torch.log(noise.uniform(TOKENS, z.shape[-1]))  # [N, L, V]
-        tokens = (logq_all - races.log()).argmax(-1)
-        logq = logq_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        scored = zq if params.score_temperature else z
-    sc = scores(scored, tokens, need, (peak.values, peak.indices) if scored is z else None)
+        u = noise.uniform64(TOKENS)
+        if truncated and not params.score_temperature and z.device.type == "cpu":
+            tokens, logq, ok = _draw_candidates(z, m, params, u)
+            if not bool(ok.all()):  # a host read, free on CPU
+                slow = ~ok
+                tokens[slow], logq[slow], _ = _draw_full(z[slow], m[slow], params, u[slow])
+        else:
+            tokens, logq, w = _draw_full(z, m, params, u)
+            if (params.temperature == 1.0 and not truncated) or params.score_temperature:
+                e = w  # one exp pass serves the draw and the scores
+            else:  # the clean exp(z - m), in the draw's buffer
+                e = torch.sub(z, m.unsqueeze(-1), out=w).exp_()
+    sc = scores(z, tokens, need, (m, a), e)
     return Proposal(tokens=tokens, confidence=sc.confidence, logq=logq, margin=sc.margin, entropy=sc.entropy,
-                    doubt=sc.doubt, margin_doubt=sc.margin_doubt, finite=finite)
+                    doubt=sc.doubt, margin_doubt=sc.margin_doubt, finite=finite,
+                    entropy_reference=sc.entropy_reference)

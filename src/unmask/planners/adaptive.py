@@ -26,21 +26,41 @@ def _sorted_masked(values: torch.Tensor, masked: torch.Tensor, descending: bool)
     return torch.sort(torch.where(masked, values, pad), dim=-1, descending=descending).values
 
 
+EB_ENTROPIES = ("exact", "reference")
+
+
 @dataclass(frozen=True)
 class EB(Planner):
-    """Reveal the largest lowest-entropy prefix whose entropy sum minus its maximum is <= gamma bits."""
+    """Reveal the largest lowest-entropy prefix whose entropy sum minus its maximum is <= gamma bits.
+
+    ``entropy="exact"``: the entropy of the model's distribution.
+    ``entropy="reference"``: the EB / DUS reference code's ``-sum p log2(p +
+    1e-10)`` in float64, which undercounts tokens of probability below about
+    1e-10: with a large vocabulary and a flat tail it reveals more per call
+    (docs/reference.md).
+    """
 
     gamma: float = 1.0
+    entropy: str = "exact"
     name: ClassVar[str] = "eb"
-    needs: ClassVar[frozenset[str]] = frozenset({"entropy"})
 
     def __post_init__(self) -> None:
         if not isinstance(self.gamma, (int, float)) or not self.gamma >= 0 or math.isinf(self.gamma):
             raise ValueError(f"gamma must be a finite number >= 0 (bits), got {self.gamma!r}")
+        if self.entropy not in EB_ENTROPIES:
+            raise ValueError(f"entropy must be one of {EB_ENTROPIES}, got {self.entropy!r}")
+
+    @property
+    def needs(self) -> frozenset[str]:  # type: ignore[override]
+        return frozenset({"entropy" if self.entropy == "exact" else "entropy_reference"})
 
     def select(self, step: PlanStep) -> Selection:
-        assert step.proposal.entropy is not None
-        bits = step.proposal.entropy / math.log(2.0)  # [N, Bl]
+        if self.entropy == "reference":
+            assert step.proposal.entropy_reference is not None, "entropy_reference requested but not computed"
+            bits = step.proposal.entropy_reference  # [N, Bl] float64
+        else:
+            assert step.proposal.entropy is not None, "entropy requested but not computed"
+            bits = step.proposal.entropy / math.log(2.0)  # [N, Bl]
         h = _sorted_masked(bits, step.masked, descending=False)  # ascending, inf padded
         # prefix k (1-based) costs sum(h[:k]) - max(h[:k]) = sum(h[:k-1]) (ascending order)
         before = torch.cumsum(torch.nan_to_num(h, posinf=0.0), -1) - torch.nan_to_num(h, posinf=0.0)

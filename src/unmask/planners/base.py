@@ -71,7 +71,7 @@ def masked_ranks(priority: Tensor, masked: Tensor) -> Tensor:
     Unmasked positions get ranks after every masked one, so ``rank < n`` picks
     the top-n masked positions.
     """
-    key = torch.where(masked, torch.nan_to_num(priority.float(), nan=-1e30, neginf=-1e30), -float("inf"))
+    key = torch.where(masked, torch.nan_to_num(priority.double(), nan=-1e30, neginf=-1e30), -float("inf"))
     order = torch.argsort(key, dim=-1, descending=True, stable=True)
     ranks = torch.empty_like(order)
     ranks.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
@@ -97,14 +97,27 @@ def confident(proposal: Proposal, tau: float) -> Tensor:
     return proposal.doubt.double() <= 1.0 - tau
 
 
+def two_ended(value: Tensor, complement: Tensor) -> Tensor:
+    """A float64 key in [-1, 0] increasing with ``value`` in [0, 1], exact at both ends.
+
+    ``value - 1`` below 1/2 (float32 ``value`` keeps its relative precision
+    near 0, and subtracting 1 in float64 is exact for ``value >= 2^-30``),
+    ``-complement`` above (the complement keeps it near 1). Ranking on
+    ``1 - value`` alone cannot tell p = 0.0059566195 from 0.0059566492
+    (both 0.99404335 in float32); ranking on ``value`` alone cannot tell
+    1 - 1.00e-8 from 1 - 1.01e-8.
+    """
+    return torch.where(value < 0.5, value.double() - 1.0, -complement.double())
+
+
 def priority_of(step: PlanStep, score: str) -> Tensor:
-    """Per-position priority for a named score (higher = reveal first), exact as p -> 1."""
+    """Per-position priority for a named score (higher = reveal first), exact as p -> 1 and as p -> 0."""
     p = step.proposal
     if score == "confidence":
-        return -p.doubt
+        return two_ended(p.confidence, p.doubt)
     if score == "margin":
-        assert p.margin_doubt is not None, "margin requested but not computed"
-        return -p.margin_doubt
+        assert p.margin is not None and p.margin_doubt is not None, "margin requested but not computed"
+        return two_ended(p.margin, p.margin_doubt)
     if score == "entropy":
         assert p.entropy is not None, "entropy requested but not computed"
         return -p.entropy  # lowest entropy first

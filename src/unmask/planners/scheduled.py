@@ -148,8 +148,14 @@ class TopK(Planner):
         if isinstance(self.counts, str) and self.counts != "dilated":
             raise ValueError(f"counts must be a tuple of positive ints or 'dilated', got {self.counts!r}")
         if isinstance(self.counts, (list, tuple)):
-            if not self.counts or any(not isinstance(c, int) or c < 1 for c in self.counts):
+            if not self.counts or any(not isinstance(c, int) or isinstance(c, bool) for c in self.counts) \
+                    or any(c < 0 for c in self.counts):
                 raise ValueError(f"counts must be a non-empty tuple of positive ints, got {self.counts!r}")
+            if 0 in self.counts:  # Dream's schedule with steps == gen_length starts with int(0.999) = 0
+                raise ValueError(
+                    f"counts must be positive, got {self.counts!r}: a call that reveals nothing changes nothing (the "
+                    "next call sees the same canvas), so leave the 0s out; Dream spends that call, so its NFE is one "
+                    "more per 0 (docs/reference.md)")
             object.__setattr__(self, "counts", tuple(self.counts))
         if not isinstance(self.base, int) or self.base < 2:
             raise ValueError(f"base must be an int >= 2, got {self.base!r}")
