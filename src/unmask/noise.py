@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .names import SEED_LIMIT
+
 MASK32 = 0xFFFFFFFF
 GOLDEN = 0x61C88647  # 2^32 / phi, odd and below 2^31
 TOKENS = 1  # stream of the token draws (sampling)
@@ -81,8 +83,8 @@ class Noise:
     @classmethod
     def from_seeds(cls, seeds: Sequence[int], device: torch.device | str = "cpu") -> Noise:
         for i, s in enumerate(seeds):
-            if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-                raise ValueError(f"seeds[{i}] must be an int >= 0, got {s!r}")
+            if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < SEED_LIMIT:
+                raise ValueError(f"seeds[{i}] must be an int in [0, 2^63), got {s!r}")
         return cls(torch.tensor([seed_key(int(s)) for s in seeds], dtype=torch.long, device=device))
 
     def at(self, call: int, positions: Tensor) -> CallNoise:

@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..config import GenerationConfig
-from ..loop import generate
-from ..output import FILLED
-from ..planners import EB, Dilated, Planner, Threshold, TopK
-from ..viz import EOS_GLYPH, render_reveal, reveal_legend, reveal_text, token_pieces
 from . import HTML_SUFFIXES, check_output
+
+if TYPE_CHECKING:  # torch, the loop and the planners are imported when the command runs, not for --help
+    from ..planners import Planner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
 
 def tiny_planners(gen_length: int) -> list[tuple[str, Planner]]:
     """The demo's planners: fixed 5 calls (DUS, confidence top-k), adaptive (threshold, EB), the reference."""
+    from ..planners import EB, Dilated, Threshold, TopK
+
     return [
         ("DUS (dilated)", Dilated()),
         ("confidence top-k, DUS counts", TopK(score="confidence", counts="dilated")),
@@ -72,6 +71,9 @@ def answer_mark(text: str, value: int) -> tuple[bool, Text]:
 
 def show_rows(console: Console, name: str, items: list[Any], res: dict[str, Any], tok: Any, show: int) -> list[tuple]:
     """Print the reveal order of the first ``show`` problems, answers marked; return their HTML rows."""
+    from ..output import FILLED
+    from ..viz import EOS_GLYPH, reveal_legend, reveal_text, token_pieces
+
     width = max((len(p.prompt) for p in items[:show]), default=0)
     rows, longest = [], 1
     for i in range(show):
@@ -101,7 +103,9 @@ def best_line(results: list[tuple[str, dict[str, Any]]]) -> str:
 
 def run_tiny(args: argparse.Namespace) -> int:
     """Held-out problems on the bundled model: reveal views, a table and the best planner."""
+    from ..config import GenerationConfig
     from ..tiny import GEN_LENGTH, heldout, load_tiny, solve
+    from ..viz import EOS_GLYPH
 
     if not isinstance(args.problems, int) or args.problems < 1:
         raise ValueError(f"--problems must be a positive int, got {args.problems}")
@@ -148,7 +152,13 @@ def run_tiny(args: argparse.Namespace) -> int:
 
 def run_oracle(args: argparse.Namespace) -> int:
     """The same planners on an exact first-order Markov chain: path KL per token."""
+    import torch
+
+    from ..config import GenerationConfig
+    from ..loop import generate
     from ..oracles import MarkovOracle, path_kl, path_kl_status
+    from ..planners import Dilated, TopK
+    from ..viz import render_reveal
 
     if args.samples < 1:
         raise ValueError(f"--samples must be a positive int, got {args.samples}")

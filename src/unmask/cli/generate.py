@@ -17,13 +17,16 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ..config import CACHE_MODES, GenerationConfig
-from ..loop import generate
-from ..output import GenerationOutput
+from ..names import CACHE_MODES
 from . import FIGURE_SUFFIXES, HTML_SUFFIXES, check_output
+
+if TYPE_CHECKING:  # torch and the models are imported when the command runs, not for --help
+    from ..config import GenerationConfig
+    from ..output import GenerationOutput
 
 DEFAULT_GEN_LENGTH = 128
 
@@ -161,6 +164,8 @@ def print_output(console: Console, args: argparse.Namespace, texts: list[str], t
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import GenerationConfig
+    from ..loop import generate
     from ..models import encode_prompts, has_chat_template, load
 
     # everything a user can get wrong is checked before the model is read
