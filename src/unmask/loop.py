@@ -26,7 +26,7 @@ from .guidance import Guided
 from .noise import Noise, derive_seed
 from .output import PENDING, BlockEvent, CallEvent, GenerationOutput, Listener, Recorder
 from .progress import block_progress
-from .text import decode_rows
+from .text import check_tokenizer, decode_rows
 
 PromptsLike = Sequence[Sequence[int]] | Sequence[Tensor] | Tensor
 
@@ -61,6 +61,7 @@ def generate(
     config = GenerationConfig.coerce(config)
     if not isinstance(denoiser, Denoiser):
         raise ValueError(f"denoiser must be an unmask.Denoiser (subclass it), got {type(denoiser).__name__}")
+    check_tokenizer(tokenizer, config.stop)
     rows = as_rows(prompts)
     check_prompts(rows, config, denoiser.spec)
     canvas = Canvas.build(rows, config.gen_length, denoiser.spec, denoiser.device)

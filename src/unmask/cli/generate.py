@@ -169,8 +169,10 @@ def run(args: argparse.Namespace) -> int:
     from ..models import encode_prompts, has_chat_template, load
 
     # everything a user can get wrong is checked before the model is read
+    if args.gen_length is not None and args.gen_length < 1:
+        raise ValueError(f"--gen-length must be a positive int, got {args.gen_length}")
     cfg = GenerationConfig(
-        gen_length=args.gen_length or DEFAULT_GEN_LENGTH, block_length=args.block_length, planner=args.planner,
+        gen_length=DEFAULT_GEN_LENGTH if args.gen_length is None else args.gen_length, block_length=args.block_length, planner=args.planner,
         cfg_scale=args.cfg_scale, cache=args.cache,
         sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
                   "score_temperature": args.score_temperature},
