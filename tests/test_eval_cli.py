@@ -28,6 +28,7 @@ def test_eval_command_forwards_to_lm_eval_and_writes_speed(tmp_path: Path, capsy
     assert data["config"]["unmask"]["block_length"] == 16
     printed = capsys.readouterr().out
     assert "unmask speed" in printed and "exact_match" in printed
+    assert "batch_size: 4" in printed  # lm-eval's summary line names the batch size that ran (model_args)
 
 
 def test_eval_output_holds_no_stray_lines(tmp_path: Path, capfd: pytest.CaptureFixture[str],

@@ -160,3 +160,67 @@ def test_help_imports_neither_torch_nor_transformers(argv: list[str]) -> None:
     done = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, env=env, check=True)
     assert "usage: unmask" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+# ------------------------------------------------------------------ python -m unmask.serve.browser
+
+
+def test_browser_timeout_is_one_line_with_the_reason(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from unmask.serve import browser
+
+    class NeverDone:  # a page whose status never reads 'done' (no generation was started)
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def __enter__(self) -> NeverDone:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def open(self, url: str) -> None:
+            pass
+
+        def wait_for(self, expression: str, timeout: float) -> None:
+            raise TimeoutError(f"the page did not reach {expression!r} within {timeout} s; errors: []")
+
+    monkeypatch.setattr(browser, "Chromium", NeverDone)
+    assert browser.main(["http://127.0.0.1:8000/", "out.png", "--timeout", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "within 0.5 s" in err and "open the playground with ?autorun=1" in err
+    assert browser.main(["http://127.0.0.1:8000/?autorun=1", "out.png"]) == 1
+    assert "autorun=1, e.g." not in capsys.readouterr().err  # the hint only where it applies
+
+
+# ------------------------------------------------------------------ tiny-arith's prompt format
+
+
+@pytest.mark.parametrize("prompt", ["Q:26+34-6+33;", "Q:86*2+89;", "Q:15*8-3;", "Q:5+15*8;", "Q:99-1+5;"])
+def test_trained_prompt_kinds_match(prompt: str) -> None:
+    from unmask.tiny.data import matches_format
+
+    assert matches_format(prompt)
+
+
+@pytest.mark.parametrize("prompt", ["Q:1+2;", "Q:1+2+3+4+5;", "Q:05+3+4;", "Q:8*2+1;", "Q:26*10+1;", "1+2+3", "Q:1+2+3"])
+def test_other_prompts_do_not(prompt: str) -> None:
+    from unmask.tiny.data import matches_format
+
+    assert not matches_format(prompt)
+
+
+def test_every_drawn_problem_matches_the_format() -> None:
+    import random
+
+    from unmask.tiny.data import KINDS, make_problem, matches_format
+
+    rng = random.Random(0)
+    assert all(matches_format(make_problem(rng, kind).prompt) for kind in KINDS for _ in range(300))
+
+
+def test_generate_warns_about_a_prompt_out_of_format(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--model", "tiny-arith", "--gen-length", "32", "Q:1+2;", "Q:86*2+89;"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: prompts[0] 'Q:1+2;' is not of the form tiny-arith was trained on" in err
+    assert "prompts[1]" not in err

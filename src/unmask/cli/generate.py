@@ -126,6 +126,19 @@ def write_views(args: argparse.Namespace, texts: list[str], tokenizer: object, o
     return files
 
 
+def warn_tiny_format(model: str, texts: list[str]) -> None:
+    """The bundled tiny-arith model answers only prompts of the kinds it was trained on: say so for others."""
+    if model != "tiny-arith":
+        return
+    from ..tiny.data import FORMAT_HELP, matches_format
+
+    for i, text in enumerate(texts):
+        if not matches_format(text):
+            Console(stderr=True, highlight=False).print(
+                f"warning: prompts[{i}] {text!r} is not of the form tiny-arith was trained on, so its answer means "
+                f"nothing: {FORMAT_HELP}", markup=False, soft_wrap=True)
+
+
 def fit_gen_length(config: GenerationConfig, given: bool, longest: int,
                    max_length: int | None) -> tuple[GenerationConfig, str | None]:
     """The config with the default gen length shortened to whole blocks that fit, and a note saying so.
@@ -179,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
         early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed, compile=args.compile,
     )
     texts = read_prompts(args)
+    warn_tiny_format(args.model, texts)
     check_output("--html", args.html, HTML_SUFFIXES)
     check_output("--png", args.png, FIGURE_SUFFIXES)
     console = Console(highlight=False)
