@@ -256,3 +256,13 @@ def test_frontier_smoke(tmp_path):
     text = (tmp_path / "oracle_frontier.md").read_text()
     assert "best fixed schedule (limit)" in text and "unmask tune's pick" in text
     assert (tmp_path / "oracle_frontier.png").stat().st_size > 10_000
+    from io import StringIO
+
+    from rich.console import Console
+
+    from unmask.bench.oracle_report import print_frontier
+
+    buf = StringIO()
+    print_frontier(result, Console(file=buf, width=200))
+    shown = buf.getvalue()
+    assert "† = not shown" in shown and "≤ = an upper bound" in shown  # every mark of the tables has its legend

@@ -224,3 +224,66 @@ def test_generate_warns_about_a_prompt_out_of_format(capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert "warning: prompts[0] 'Q:1+2;' is not of the form tiny-arith was trained on" in err
     assert "prompts[1]" not in err
+
+
+# ------------------------------------------------------------------ unmask eval offline
+
+
+def test_a_task_whose_data_cannot_be_fetched_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("lm_eval", reason="needs the eval extra")
+    import lm_eval.__main__
+
+    def offline() -> None:  # what datasets raises for a Hub task without a network
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(lm_eval.__main__, "cli_evaluate", offline)
+    assert main(["eval", "--model_args", "factory=eval_tasks.scripted:factory", "--tasks", "gsm8k"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "a task's data could not be fetched: Couldn't reach 'openai/gsm8k' on the Hub" in err
+    assert "--include_path DIR (see examples/eval/tiny_arith" in err
+
+
+README_LOCAL_TASK = ["eval", "--model_args", "pretrained=tiny-arith,planner=dilated,gen_length=32,block_length=32,"
+                     "batch_size=50", "--include_path", "examples/eval/tiny_arith", "--tasks", "tiny_arith"]
+
+
+def test_readme_local_task_command_is_the_one_tested() -> None:
+    readme = (SRC.parent / "README.md").read_text()
+    assert "unmask " + " ".join(README_LOCAL_TASK[:3]) + " \\\n    " + " ".join(README_LOCAL_TASK[3:]) in readme
+
+
+@pytest.mark.slow
+def test_readme_local_task_runs_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's offline eval example, as written (from the repository root), with the network off."""
+    pytest.importorskip("lm_eval", reason="needs the eval extra")
+    import json
+
+    monkeypatch.chdir(SRC.parent)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main([*README_LOCAL_TASK, "--output_path", str(tmp_path)]) == 0
+    (path,) = tmp_path.rglob("results_*.json")
+    data = json.loads(path.read_text())
+    assert data["unmask_speed"]["tiny_arith"]["requests"] == 50
+    # the task is the first 50 held-out test problems: lm-eval's score is the library's own accuracy on them
+    from unmask import GenerationConfig
+    from unmask.tiny import heldout, load_tiny, solve
+
+    denoiser, tok = load_tiny()
+    own = solve(denoiser, heldout(50, "test"), GenerationConfig(gen_length=32, block_length=32, planner="dilated"),
+                tokenizer=tok)
+    assert data["results"]["tiny_arith"]["exact_match,answer"] == pytest.approx(own["answer_acc"])
+
+
+def test_eval_summarize_never_cuts_a_cell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_eval_cli import _results_file
+
+    long = "spaced(inner=eb(gamma=2.0), start_stride=8)"
+    _results_file(tmp_path / "runs" / "a" / "results_1.json", long, 32, 0.7, 40.0)
+    _results_file(tmp_path / "runs" / "b" / "results_2.json", "topk(score='confidence', counts='dilated')", 32, 0.6, 40.0)
+    assert main(["eval", "summarize", str(tmp_path / "runs"), "--out", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert long in out and "topk(score='confidence', counts='dilated')" in out and "exact_match,flexible-extract" in out
+    assert "…" not in out
