@@ -237,6 +237,7 @@ def test_path_kl_refuses_early_exit_and_wrong_prompts():
         path_kl(oracle, out, [[1]])
 
 
+@pytest.mark.slow  # every candidate on two oracles, searches, the report and its plot
 def test_frontier_smoke(tmp_path):
     result = run_oracle_frontier(samples=16, budgets=(2,), oracles=("markov1", "hmm"), search_evals=3,
                                  tune_samples=8, out_dir=tmp_path, progress=False)

@@ -136,10 +136,14 @@ def test_reports_go_to_a_fresh_folder_unless_out_names_one(tmp_path: Path, monke
 def test_bench_tiny_default_run_writes_no_committed_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """``unmask bench tiny --quick`` from a checkout's root: the report lands in runs/bench/, benchmarks/ is untouched."""
+    import unmask.bench.tiny as tiny
+
     (tmp_path / "benchmarks").mkdir()
     committed = tmp_path / "benchmarks" / "tiny_accuracy.md"
     committed.write_text("committed\n")
     monkeypatch.chdir(tmp_path)
+    full = tiny.tiny_settings
+    monkeypatch.setattr(tiny, "tiny_settings", lambda quick: full(quick)[1:2])  # one setting: where files go is tested
     assert main(["bench", "tiny", "--quick", "--n", "4", "--batch-size", "4"]) == 0
     assert committed.read_text() == "committed\n"
     [folder] = (tmp_path / "runs" / "bench").iterdir()
