@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", choices=CACHE_MODES, default="none", help="KV cache mode (default none: exact)")
     p.add_argument("--compile", action="store_true",
                    help="static shapes, torch.compile and (on CUDA) CUDA graphs: the first call of each shape "
-                        "compiles (tens of seconds), later ones replay (native checkpoints only)")
+                        "compiles once (the time is reported), later ones replay (native checkpoints only)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
