@@ -192,7 +192,6 @@ def run(args: argparse.Namespace) -> int:
         early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed, compile=args.compile,
     )
     texts = read_prompts(args)
-    warn_tiny_format(args.model, texts)
     check_output("--html", args.html, HTML_SUFFIXES)
     check_output("--png", args.png, FIGURE_SUFFIXES)
     console = Console(highlight=False)
@@ -202,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, note = fit_gen_length(cfg, args.gen_length is not None, max(map(len, prompts)), denoiser.spec.max_length)
     if note:
         console.print(f"[dim]{note}[/]", soft_wrap=True)
+    warn_tiny_format(args.model, texts)  # once every input is known to be good: the answers will be printed
     out = generate(denoiser, prompts, cfg, tokenizer=tokenizer)
     print_output(console, args, texts, tokenizer, out, cfg, denoiser.spec.eos_ids)
     if cfg.compile:  # the time includes compiling each new shape once; say how much
