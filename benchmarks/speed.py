@@ -1,7 +1,7 @@
 """CPU speed benchmark: planners x cache modes x batch sizes on a LLaDA-shaped random model.
 
     python benchmarks/speed.py                 # hidden 512, 8 layers, vocab 32k; prompt 128, gen 256, block 32
-    python benchmarks/speed.py --quick         # tiny shapes, a few seconds
+    python benchmarks/speed.py --quick         # tiny shapes (a smoke run)
     python benchmarks/speed.py --planners dilated "threshold(tau=0.9)" --batches 1 8 --runs 3
     python benchmarks/speed.py --planners "topk(steps={gen})" --batches 1 --append   # add cells to speed.md
 

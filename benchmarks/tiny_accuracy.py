@@ -1,7 +1,7 @@
 """Answer accuracy against NFE for every planner on the bundled tiny-arith model; writes tiny_accuracy.md and .png.
 
-    python benchmarks/tiny_accuracy.py              # 1,000 held-out problems, a few minutes on 2 CPU cores
-    python benchmarks/tiny_accuracy.py --quick --n 200
+    python benchmarks/tiny_accuracy.py --out benchmarks   # 1,000 held-out problems; replaces the committed report
+    python benchmarks/tiny_accuracy.py --quick             # a handful of planners on 100 problems, into runs/bench/
 
 Same as ``unmask bench tiny``; see :mod:`unmask.bench.tiny`.
 """

@@ -60,9 +60,51 @@ BAD_INPUTS: dict[str, Bad] = {
                              "argument --seed: invalid int value: 'abc'", before_load=True),
     "--temperature not a number": Bad(["generate", "--model", "tiny-arith", "--temperature", "hot", "Q:1+2;"],
                                       "argument --temperature: invalid float value: 'hot'", before_load=True),
+    "--gen-length 0": Bad(["generate", "--model", "tiny-arith", "--gen-length", "0", "Q:1+2;"],
+                          "--gen-length must be a positive int, got 0", before_load=True),
+    "--seed 2^63": Bad(["generate", "--model", "tiny-arith", "--seed", str(2**63), "Q:1+2;"],
+                       "seed must be an int in [0, 2^63) or None, got 9223372036854775808", before_load=True),
+    "planner value a bare name": Bad(["generate", "--model", "tiny-arith", "--planner", "topk(score=margin)", "Q:1+2;"],
+                                     "score=margin is not a literal; settings are numbers, quoted strings, tuples, "
+                                     "None/True/False or planners; quote a string: score='margin'", before_load=True),
+    "planner value a call": Bad(["generate", "--model", "tiny-arith", "--planner", "threshold(tau=float('nan'))", "Q"],
+                                "tau=float('nan') is not a literal", before_load=True),
+    "interleave k over the block": Bad(["generate", "--model", "tiny-arith", "--planner", "interleave(k=64)", "Q:1+2;"],
+                                       "k must be <= block_length=32 (one call per position at most), got 64"),
+    "--model a file": Bad(["generate", "--model", "{a_file}", "Q:1+2;"],
+                          "is a file; give the checkpoint directory that holds config.json"),
+    "--device meta": Bad(["generate", "--model", "tiny-arith", "--device", "meta", "Q:1+2;"],
+                         "device 'meta' holds no data (shapes only) and cannot run a model; use 'cpu' or 'cuda'"),
+    "no tokenizer.json": Bad(["generate", "--model", "{no_tokenizer}", "Q:1+2;"],
+                             "has no tokenizer file: expected tokenizer.json (or one of tokenizer.model, vocab.json"),
+    "tokenizer.json not JSON": Bad(["generate", "--model", "{bad_tokenizer}", "Q:1+2;"],
+                                   "tokenizer.json' is not valid JSON (Expecting"),
     # unmask demo
     "demo --html with another suffix": Bad(["demo", "--html", "demo.txt"],
                                            "--html 'demo.txt': the file name must end in .html or .htm", before_load=True),
+    "demo --gen-length without --oracle": Bad(["demo", "--gen-length", "64"],
+                                              "--gen-length cannot be used without --oracle", before_load=True),
+    "demo --oracle --show": Bad(["demo", "--oracle", "--show", "2", "--problems", "5"],
+                                "--problems, --show cannot be used with --oracle (options of the tiny-arith demo)", before_load=True),
+    # unmask bench
+    "bench oracle --quick --budgets 0": Bad(["bench", "oracle", "--quick", "--budgets", "0"],
+                                            "budgets must be ints in [2, 32], got (0,)", before_load=True),
+    "bench tiny --quick --n 0": Bad(["bench", "tiny", "--quick", "--n", "0"], "n must be a positive int, got 0",
+                                    before_load=True),
+    # unmask serve (checked before the banner; uvicorn never starts)
+    "serve --served-model-name ''": Bad(["serve", "--served-model-name", ""],
+                                        "--served-model-name must be a non-empty name, got ''", before_load=True),
+    "serve --max-tokens over the model": Bad(["serve", "--max-tokens", "1000", "--port", "0"],
+                                             "--max-tokens: the default 1000 needs a canvas of 1024 (whole blocks of "
+                                             "32), which leaves no room for a prompt of 1 token(s) within the model's "
+                                             "maximum length 64; the most that fits is 32"),
+    "serve broken --chat-template": Bad(["serve", "--chat-template", "{bad_template}", "--port", "0"],
+                                        "does not compile: unexpected '}' (line 1)", before_load=True),
+    "serve template failing on a chat": Bad(["serve", "--chat-template", "{failing_template}", "--port", "0"],
+                                            "fails on a one-message chat: No filter named 'nofilter'"),
+    "serve default planner over the block": Bad(["serve", "--planner", "interleave(k=64)"],
+                                                "--planner: planner 'interleave(k=64)' cannot run the default request",
+                                                before_load=True),
     # unmask eval
     "eval without lm-eval": Bad(["eval", "--tasks", "gsm8k"], 'not installed: pip install -e ".[eval]"',
                                 before_load=True, needs="hide_lm_eval"),
@@ -83,9 +125,17 @@ def broken(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Copies of the bundled checkpoint, each broken in one way."""
     root = tmp_path_factory.mktemp("broken")
     paths = {}
-    for name in ("bad_json", "corrupt", "unknown_type"):
+    for name in ("bad_json", "corrupt", "unknown_type", "no_tokenizer", "bad_tokenizer"):
         paths[name] = root / name
         shutil.copytree(BUNDLED["tiny-arith"], paths[name])
+    (paths["no_tokenizer"] / "tokenizer.json").unlink()
+    tokenizer = paths["bad_tokenizer"] / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text()[:200])
+    paths["a_file"] = paths["bad_json"] / "config.json"
+    paths["bad_template"] = root / "bad.jinja"
+    paths["bad_template"].write_text("{% for m in messages %}{{ m.content }\n")
+    paths["failing_template"] = root / "failing.jinja"
+    paths["failing_template"].write_text("{{ messages[0].content | nofilter }}")
     (paths["bad_json"] / "config.json").write_text('{"model_type": "llama",\n  "vocab_size": 22,,\n}')
     weights = paths["corrupt"] / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: 1000])
@@ -105,14 +155,18 @@ def _forbid(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, what: str) 
 
 def _guard(monkeypatch: pytest.MonkeyPatch, row: Bad) -> None:
     """Make any compute (and, for ``before_load`` rows, any model reading) fail the test."""
-    import unmask.cli.demo
-    import unmask.cli.generate
-    import unmask.models
-    import unmask.tiny
+    import uvicorn
 
-    _forbid(monkeypatch, unmask.cli.generate, "generate", "generation must not start")
-    _forbid(monkeypatch, unmask.cli.demo, "generate", "generation must not start")
-    _forbid(monkeypatch, unmask.tiny, "solve", "generation must not start")
+    import unmask.bench.oracle
+    import unmask.bench.tiny
+    import unmask.engine.engine
+    import unmask.models
+
+    # on the class, so every caller of the loop is covered, however and whenever it imported generate
+    _forbid(monkeypatch, unmask.engine.engine.Engine, "step", "generation must not start")
+    _forbid(monkeypatch, unmask.bench.oracle, "run_calls", "a benchmark must not start")
+    _forbid(monkeypatch, unmask.bench.tiny, "measure", "a benchmark must not start")
+    _forbid(monkeypatch, uvicorn, "run", "the server must not start")
     if HAS_LM_EVAL:
         import lm_eval.__main__
 

@@ -29,8 +29,10 @@ from unmask import GenerationConfig, TokenSpec, generate
         (dict(sampling=0.5), "sampling must be a SamplingParams or a dict"),
         (dict(early_exit="no"), "early_exit must be True or False"),
         (dict(compile=1), "compile must be True or False"),
-        (dict(seed="abc"), "seed must be an int >= 0 or None"),
-        (dict(seed=-1), "seed must be an int >= 0 or None"),
+        (dict(seed="abc"), r"seed must be an int in \[0, 2\^63\) or None"),
+        (dict(seed=-1), r"seed must be an int in \[0, 2\^63\) or None"),
+        (dict(seed=2**63), r"seed must be an int in \[0, 2\^63\) or None, got 9223372036854775808"),
+        (dict(seed=2**200), r"seed must be an int in \[0, 2\^63\) or None"),
         (dict(cfg_scale=True), "cfg_scale must be"),
         (dict(stop=""), "stop must be a sequence of non-empty strings"),
         (dict(stop=(1,)), "stop must be a sequence of non-empty strings"),
@@ -157,3 +159,103 @@ def test_guidance_on_an_exact_oracle_keeps_impossible_tokens_impossible():
     out = generate(oracle, [[1, 2, 3]], GenerationConfig(gen_length=8, block_length=8, cfg_scale=1.5))
     assert not (out.generated == oracle.spec.mask_id).any()
     assert ((out.generated >= 0) & (out.generated < 6)).all()  # never the dedicated EOS, which has probability zero
+
+
+# ---------------------------------------------------------------- a new user's pass (issue 19), API side
+
+
+def test_seed_rule_is_one_bound_for_the_config_the_seeds_and_the_server():
+    from unmask.names import SEED_LIMIT
+    from unmask.serve import plan
+
+    assert SEED_LIMIT == 2**63 and plan.SEED_LIMIT is SEED_LIMIT
+    GenerationConfig(seed=2**63 - 1)  # the largest seed is accepted
+    with pytest.raises(ValueError, match=r"seeds\[1\] must be an int in \[0, 2\^63\), got 9223372036854775808"):
+        generate(Counting(), [[1], [2]], GenerationConfig(gen_length=8, block_length=8), seeds=[0, 2**63])
+    out = generate(ToyDenoiser(), [[1]], GenerationConfig(gen_length=8, block_length=8), seeds=[2**63 - 1])
+    assert out.generated.shape == (1, 8)
+
+
+def test_stop_without_a_tokenizer_is_refused_before_compute():
+    with pytest.raises(ValueError, match=r"stop=\('\\n',\) needs a tokenizer: stop strings are matched in decoded text"):
+        generate(Counting(), [[1]], GenerationConfig(gen_length=8, block_length=8, stop=("\n",)))
+
+
+@pytest.mark.parametrize("tokenizer", ["x", 3, object()])
+def test_a_tokenizer_that_cannot_decode_is_refused_before_compute(tokenizer):
+    with pytest.raises(ValueError, match="tokenizer must have a decode"):
+        generate(Counting(), [[1]], GenerationConfig(gen_length=8, block_length=8), tokenizer=tokenizer)
+
+
+@pytest.mark.parametrize("spec, name", [("interleave(k=64)", "k"), ("farthest(calls=100)", "calls")])
+def test_fixed_schedules_take_at_most_one_call_per_position(spec, name):
+    """interleave's k and farthest's calls follow one rule: at most block_length calls."""
+    with pytest.raises(ValueError, match=rf"{name} must be <= block_length=32 \(one call per position at most\)"):
+        GenerationConfig(gen_length=32, block_length=32, planner=spec)
+    GenerationConfig(gen_length=32, block_length=32, planner=spec.replace("64", "32").replace("100", "32"))
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ("topk(score=margin)", r"topk\(score=margin\)'?: score=margin is not a literal; .* quote a string: score='margin'"),
+        ("threshold(tau=float('nan'))", r"tau=float\('nan'\) is not a literal; settings are numbers, quoted strings"),
+        ("dilated(base=2**3)", r"base=2 \*\* 3 is not a literal"),
+        ("spaced(inner=greedy)", "inner=greedy is not a literal"),
+    ],
+)
+def test_planner_values_must_be_literals_and_the_argument_is_quoted(spec, match):
+    from unmask import parse_planner
+
+    with pytest.raises(ValueError, match=match):
+        parse_planner(spec)
+    assert parse_planner("spaced(inner=eb)").inner.name == "eb"  # a planner name is a value
+
+
+def test_planner_spec_must_be_a_string():
+    from unmask import parse_planner
+
+    with pytest.raises(ValueError, match="planner spec must be a string such as 'dilated\\(base=2\\)', got None"):
+        parse_planner(None)
+
+
+@pytest.mark.parametrize("bad", [None, 3, ""])
+def test_load_names_what_it_takes(bad):
+    import unmask
+
+    with pytest.raises(ValueError, match="name_or_path must be a checkpoint directory, a Hugging Face Hub id or a "
+                                         "bundled name \\(tiny-arith\\), got"):
+        unmask.load(bad)
+
+
+def test_load_of_a_file_says_it_is_a_file(tmp_path):
+    import unmask
+
+    file = tmp_path / "afile.txt"
+    file.write_text("x")
+    with pytest.raises(ValueError, match="is a file; give the checkpoint directory that holds config.json"):
+        unmask.load(file)
+
+
+def test_device_meta_is_refused():
+    from unmask.models.loading import default_device
+
+    with pytest.raises(ValueError, match="device 'meta' holds no data"):
+        default_device("meta")
+
+
+def test_oracle_tables_are_bounded_before_allocation():
+    from unmask.oracles import HMMOracle, MarkovOracle
+    from unmask.oracles.markov import MAX_TABLE, check_table
+
+    check_table("x", MAX_TABLE, "")  # the bound itself fits
+    with pytest.raises(ValueError, match=r"MarkovOracle\(vocab_size=1000000, order=1\): its exact tables need 1e\+12 "
+                                         r"float64 entries \(7.45e\+03 GiB\); the exact oracles hold at most 2\^26"):
+        MarkovOracle(vocab_size=10**6)
+    with pytest.raises(ValueError, match="vocab_size <= 8192 for order 1, <= 406 for order 2"):
+        MarkovOracle(vocab_size=8193)
+    with pytest.raises(ValueError, match="order=2"):
+        MarkovOracle(vocab_size=407, order=2)
+    assert 407 * 408 * 407 > MAX_TABLE >= 406 * 407 * 406  # the limits quoted in the message
+    with pytest.raises(ValueError, match=r"HMMOracle\(num_states=8, vocab_size=10000000\)"):
+        HMMOracle(8, 10**7)

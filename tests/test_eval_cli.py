@@ -14,6 +14,7 @@ from unmask.eval.recipes import RECIPES, commands, sweep, variant_args
 from unmask.eval.summarize import load_rows, summarize
 
 
+@pytest.mark.slow  # a full lm-eval run
 def test_eval_command_forwards_to_lm_eval_and_writes_speed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("lm_eval", reason="needs the eval extra")
     task_dir = scripted.write_tasks(tmp_path / "tasks")
@@ -28,8 +29,10 @@ def test_eval_command_forwards_to_lm_eval_and_writes_speed(tmp_path: Path, capsy
     assert data["config"]["unmask"]["block_length"] == 16
     printed = capsys.readouterr().out
     assert "unmask speed" in printed and "exact_match" in printed
+    assert "batch_size: 4" in printed  # lm-eval's summary line names the batch size that ran (model_args)
 
 
+@pytest.mark.slow  # a full lm-eval run (imports, task index): the slowest of the default run before
 def test_eval_output_holds_no_stray_lines(tmp_path: Path, capfd: pytest.CaptureFixture[str],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """Outside a git repository and without --device or --batch_size: no git complaint, no device or batch line."""

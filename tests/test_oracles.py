@@ -237,6 +237,7 @@ def test_path_kl_refuses_early_exit_and_wrong_prompts():
         path_kl(oracle, out, [[1]])
 
 
+@pytest.mark.slow  # every candidate on two oracles, searches, the report and its plot
 def test_frontier_smoke(tmp_path):
     result = run_oracle_frontier(samples=16, budgets=(2,), oracles=("markov1", "hmm"), search_evals=3,
                                  tune_samples=8, out_dir=tmp_path, progress=False)
@@ -256,3 +257,13 @@ def test_frontier_smoke(tmp_path):
     text = (tmp_path / "oracle_frontier.md").read_text()
     assert "best fixed schedule (limit)" in text and "unmask tune's pick" in text
     assert (tmp_path / "oracle_frontier.png").stat().st_size > 10_000
+    from io import StringIO
+
+    from rich.console import Console
+
+    from unmask.bench.oracle_report import print_frontier
+
+    buf = StringIO()
+    print_frontier(result, Console(file=buf, width=200))
+    shown = buf.getvalue()
+    assert "† = not shown" in shown and "≤ = an upper bound" in shown  # every mark of the tables has its legend

@@ -37,6 +37,7 @@ def test_register_tiny_adds_the_subcommand() -> None:
     assert (args.n, args.quick, args.out) == (10, True, "x") and callable(args.func)
 
 
+@pytest.mark.slow  # every quick setting, the report and its plot
 def test_miniature_run_writes_the_report(tmp_path: Path) -> None:
     result = run_tiny_bench(n=8, out_dir=tmp_path, batch_size=8, quick=True, progress=False)
     assert len(result.rows) == len(tiny_settings(quick=True))

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .denoiser import Denoiser
+from .names import CACHE_MODES
 
-CACHE_MODES = ("none", "prefix", "dual")
 KINDS = ("full", "start", "segment")
 REFRESH: int | None = None  # also rerun the whole canvas every REFRESH calls of a block (1 = exact; for tests)
 

@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cache import CACHE_MODES
+from .names import CACHE_MODES, SEED_LIMIT
 from .planners import Dilated, Planner, parse_planner
 from .sampling import SamplingParams
-
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -77,8 +76,9 @@ class GenerationConfig:
         if not isinstance(self.stop, (list, tuple)) or any(not isinstance(s, str) or not s for s in self.stop):
             raise ValueError(f"stop must be a sequence of non-empty strings, got {self.stop!r}")
         object.__setattr__(self, "stop", tuple(self.stop))
-        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
-            raise ValueError(f"seed must be an int >= 0 or None, got {self.seed!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)
+                                      or not 0 <= self.seed < SEED_LIMIT):
+            raise ValueError(f"seed must be an int in [0, 2^63) or None, got {self.seed!r}")
 
     @property
     def num_blocks(self) -> int:

@@ -25,6 +25,7 @@ from .engine import Engine, EngineConfig, Request
 from .noise import derive_seed
 from .output import BlockEvent, CallEvent, GenerationOutput, Listener
 from .progress import block_progress
+from .text import check_tokenizer
 
 PromptsLike = Sequence[Sequence[int]] | Sequence[Tensor] | Tensor
 _COMPILED_ENGINES: weakref.WeakKeyDictionary[Denoiser, Engine] = weakref.WeakKeyDictionary()  # compiled model -> its engine
@@ -65,6 +66,7 @@ def generate(
     config = GenerationConfig.coerce(config)
     if not isinstance(denoiser, Denoiser):
         raise ValueError(f"denoiser must be an unmask.Denoiser (subclass it), got {type(denoiser).__name__}")
+    check_tokenizer(tokenizer, config.stop)
     rows = as_rows(prompts)
     check_prompts(rows, config, denoiser.spec)
     check_cache(config.cache, denoiser)

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .names import SEED_LIMIT
+
 MASK32 = 0xFFFFFFFF
 GOLDEN = 0x61C88647  # 2^32 / phi, odd and below 2^31
 ROUND_KEYS = (0x2545F491, 0x3C6EF372, 0x68E31DA4, 0x1B873593, 0x5851F42D, 0x4C957F2D)
@@ -110,8 +112,8 @@ class Noise:
     @classmethod
     def from_seeds(cls, seeds: Sequence[int], device: torch.device | str = "cpu") -> Noise:
         for i, s in enumerate(seeds):
-            if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-                raise ValueError(f"seeds[{i}] must be an int >= 0, got {s!r}")
+            if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s < SEED_LIMIT:
+                raise ValueError(f"seeds[{i}] must be an int in [0, 2^63), got {s!r}")
         keys = [seed_key(int(s)) for s in seeds]
         return cls(torch.tensor(keys, dtype=torch.long, device=device).reshape(len(keys), 2))
 

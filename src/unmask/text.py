@@ -19,6 +19,18 @@ def trim_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+def check_tokenizer(tokenizer: Any, stop: Sequence[str]) -> None:
+    """Refuse, before any compute, a ``tokenizer`` that cannot decode, and ``stop`` strings with no tokenizer."""
+    if tokenizer is None:
+        if stop:
+            raise ValueError(f"stop={tuple(stop)!r} needs a tokenizer: stop strings are matched in decoded text "
+                             "(pass tokenizer=..., or cut generated ids yourself)")
+        return
+    if not callable(getattr(tokenizer, "decode", None)):
+        raise ValueError("tokenizer must have a decode(ids, skip_special_tokens=...) method (a Hugging Face "
+                         f"tokenizer, as unmask.load returns), got {type(tokenizer).__name__}")
+
+
 def decode_rows(tokenizer: Any, generated: Tensor, eos_ids: Sequence[int], stop: Sequence[str]) -> list[str]:
     """Decode each row of ``generated [N, G]`` up to its first EOS id and trim stop strings."""
     eos = set(int(e) for e in eos_ids)

@@ -1,14 +1,13 @@
-"""Benchmarks behind ``unmask bench``: each module runs one study and writes its report."""
+"""Benchmarks behind ``unmask bench``: each module runs one study and writes its report.
+
+This package's own imports stay light: ``unmask bench --help`` reads :mod:`unmask.bench.args` through it.
+"""
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
-
-from ..progress import make_progress
 
 
 def write_report(out_dir: str | Path, stem: str, markdown: str, plot: Callable[[Path], None]) -> list[Path]:
@@ -28,6 +27,11 @@ def run_calls(calls: Sequence[tuple[Callable[..., Any], tuple[Any, ...]]], jobs:
     The functions must be importable module-level functions (they are sent to
     the worker processes by name).
     """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from ..progress import make_progress
+
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     results: list[Any] = [None] * len(calls)

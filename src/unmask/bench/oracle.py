@@ -48,10 +48,9 @@ from ..planners import Planner, Schedule, fixed_schedule, parse_planner
 from ..schedules import interleave_levels
 from ..tune import TuneConfig, default_candidates, tune
 from . import run_calls, write_report
-
-BLOCK = 32
-BUDGETS = (2, 3, 4, 5, 6)
-ORACLES = ("markov1", "markov2", "hmm")
+from .args import BLOCK, ORACLE_FULL, ORACLE_QUICK, ORACLES, output_dir, quick_defaults
+from .args import ORACLE_BUDGETS as BUDGETS
+from .args import add_oracle_arguments as add_arguments
 MAX_DISTANCE = 8
 
 
@@ -258,7 +257,7 @@ def _units(oracles: tuple[str, ...], budgets: tuple[int, ...]) -> list[tuple[str
 
 def run_oracle_frontier(samples: int = 2048, seed: int = 0, budgets: tuple[int, ...] = BUDGETS,
                         oracles: tuple[str, ...] = ORACLES, search_evals: int = 300, tune_samples: int = 1024,
-                        out_dir: str | Path | None = "benchmarks", progress: bool = True, jobs: int = 1) -> FrontierResult:
+                        out_dir: str | Path | None = None, progress: bool = True, jobs: int = 1) -> FrontierResult:
     """Run the frontier (``jobs`` processes); write ``oracle_frontier.md`` and ``.png`` into ``out_dir`` (None: no files)."""
     if not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an int >= 2, got {samples!r}")
@@ -309,30 +308,16 @@ def best_known(limit: Limit, measures: Iterable[Measure]) -> Limit:
     return best
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options shared by ``unmask bench oracle`` and ``benchmarks/oracle_frontier.py``."""
-    parser.add_argument("--samples", type=int, default=2048, help="blocks per planner (default 2048)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS), help="calls per 32-token block")
-    parser.add_argument("--oracles", nargs="+", default=list(ORACLES), choices=ORACLES)
-    parser.add_argument("--search-evals", type=int, default=300, help="schedules scored per limit search")
-    parser.add_argument("--tune-samples", type=int, default=1024,
-                        help="samples per set for the tuner's picks (it searches --search-evals schedules too)")
-    parser.add_argument("--quick", action="store_true", help="budgets 2 and 4, 256 samples, short searches")
-    parser.add_argument("--jobs", type=int, default=1, help="processes to run the pieces in (default 1)")
-    parser.add_argument("--out", default="benchmarks", help="folder for oracle_frontier.md and .png")
-
-
 def main(args: argparse.Namespace) -> int:
     """Run the frontier from parsed arguments and print it."""
     from .oracle_report import print_frontier
 
-    if args.quick:
-        args.samples, args.budgets, args.search_evals, args.tune_samples = 256, [2, 4], 40, 128
+    quick_defaults(args, ORACLE_FULL, ORACLE_QUICK)
     result = run_oracle_frontier(args.samples, args.seed, tuple(args.budgets), tuple(args.oracles), args.search_evals,
-                                 args.tune_samples, args.out, jobs=args.jobs)
+                                 args.tune_samples, output_dir(args.out, "oracle"), jobs=args.jobs)
     print_frontier(result)
     return 0
 
 
-__all__ = ["Check", "FrontierResult", "Limit", "Measure", "OracleFrontier", "check_path_kl", "run_oracle_frontier"]
+__all__ = ["Check", "FrontierResult", "Limit", "Measure", "OracleFrontier", "add_arguments", "check_path_kl", "main",
+           "run_oracle_frontier"]

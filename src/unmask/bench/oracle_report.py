@@ -141,8 +141,16 @@ def levels_str(levels: tuple[tuple[int, ...], ...]) -> str:
     return " ".join("{" + ",".join(map(str, level)) + "}" for level in levels)
 
 
+TERMINAL_LEGEND = (
+    "KL per token, nats (lower is better): plain = exact; x ± se = mean of path KL over the samples; "
+    "≤ = an upper bound (random order); † = not shown: the planner chooses by the tokens just drawn, where path KL "
+    "is biased (see its pair KL in the report); over budget = no setting fits the calls"
+)
+
+
 def print_frontier(result: FrontierResult, console: Console | None = None) -> None:
     console = console or Console()
+    console.print(TERMINAL_LEGEND, highlight=False, soft_wrap=True)
     for o in result.oracles:
         table = Table(title=f"{o.name}: KL per token at each budget (calls per {BLOCK}-token block)")
         table.add_column("planner", overflow="fold")

@@ -28,6 +28,8 @@ from ..planners import EB, TOPK_SCORES, Dilated, Planner, Spaced, Threshold, Top
 from ..progress import make_progress
 from ..tiny import GEN_LENGTH, heldout, load_tiny, solve
 from . import write_report
+from .args import TINY_FULL, TINY_QUICK, output_dir, quick_defaults
+from .args import add_tiny_arguments as add_arguments
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ def measure(denoiser, problems, s: Setting, batch_size: int) -> Row:
                res["mean_nfe"], res["tokens_per_s"], call, last)
 
 
-def run_tiny_bench(n: int = 1000, out_dir: str | Path | None = "benchmarks", batch_size: int = 250,
+def run_tiny_bench(n: int = 1000, out_dir: str | Path | None = None, batch_size: int = 250,
                    quick: bool = False, progress: bool = True) -> TinyResult:
     """Run every setting on the first ``n`` held-out test problems; write the report into ``out_dir``.
 
@@ -159,22 +161,14 @@ def print_tiny(result: TinyResult, console: Console | None = None) -> None:
         console.print("wrote " + ", ".join(map(str, result.files)))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options shared by ``unmask bench tiny`` and ``benchmarks/tiny_accuracy.py``."""
-    parser.add_argument("--n", type=int, default=1000, help="held-out problems (default 1000)")
-    parser.add_argument("--batch-size", type=int, default=250, help="problems per generate call")
-    parser.add_argument("--quick", action="store_true", help="a handful of planners")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", default="benchmarks", help="folder for tiny_accuracy.md and .png")
-
-
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark from parsed arguments and print it."""
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be a positive int, got {args.threads}")
         torch.set_num_threads(args.threads)
-    print_tiny(run_tiny_bench(args.n, args.out, args.batch_size, args.quick))
+    quick_defaults(args, TINY_FULL, TINY_QUICK)
+    print_tiny(run_tiny_bench(args.n, output_dir(args.out, "tiny"), args.batch_size, args.quick))
     return 0
 
 

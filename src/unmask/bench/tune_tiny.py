@@ -28,8 +28,9 @@ from ..tune import TuneConfig, default_candidates, tune
 from . import run_calls
 from .tiny import wilson
 
-PROMPTS = Path(__file__).resolve().parents[3] / "examples" / "tune" / "tiny_val.txt"
-BUDGETS = (2, 3, 5, 8)
+from .args import TUNE_TINY_BUDGETS as BUDGETS
+from .args import TUNE_TINY_PROMPTS as PROMPTS
+from .args import add_tune_tiny_arguments as add_arguments
 
 
 @dataclass(frozen=True)
@@ -157,15 +158,6 @@ def print_tune_tiny(result: TuneTinyResult, console: Console | None = None) -> N
                                                         for h in sorted(r.held, key=lambda h: -h.acc)), highlight=False)
     if result.files:
         console.print("wrote " + ", ".join(map(str, result.files)))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=1000, help="held-out test problems scored with labels")
-    parser.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS))
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads of each tuner run (default 2)")
-    parser.add_argument("--jobs", type=int, default=1, help="processes (tuner runs and scoring at once)")
-    parser.add_argument("--prompts", default=str(PROMPTS), help="unlabelled prompts, one per line (halves: calibration, report)")
-    parser.add_argument("--out", default=None, help="write tune_tiny.md here")
 
 
 def main(args: argparse.Namespace) -> int:

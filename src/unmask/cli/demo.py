@@ -14,42 +14,60 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..config import GenerationConfig
-from ..loop import generate
-from ..output import FILLED
-from ..planners import EB, Dilated, Planner, Threshold, TopK
-from ..viz import EOS_GLYPH, render_reveal, reveal_legend, reveal_text, token_pieces
 from . import HTML_SUFFIXES, check_output
+
+if TYPE_CHECKING:  # torch, the loop and the planners are imported when the command runs, not for --help
+    from ..planners import Planner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="DUS vs confidence top-k, adaptive planners and one token per call, on the bundled "
                                     "tiny model (or --oracle)")
-    p.add_argument("--problems", type=int, default=200, help="held-out problems per planner for the table (default 200)")
-    p.add_argument("--show", type=int, default=3, help="problems whose reveal order is shown per planner (default 3)")
+    p.add_argument("--problems", type=int, default=None, help="held-out problems per planner for the table (default 200)")
+    p.add_argument("--show", type=int, default=None, help="problems whose reveal order is shown per planner (default 3)")
     p.add_argument("--html", metavar="PATH", default=None,
                    help="also write a self-contained page replaying the shown problems call by call")
     p.add_argument("--oracle", action="store_true", help="run on an exact Markov oracle and report path KL instead")
-    p.add_argument("--samples", type=int, default=128, help="--oracle: sequences per planner (default 128)")
-    p.add_argument("--gen-length", type=int, default=64, help="--oracle: generated tokens (default 64)")
-    p.add_argument("--block-length", type=int, default=32, help="--oracle: block length (default 32)")
+    p.add_argument("--samples", type=int, default=None, help="--oracle: sequences per planner (default 128)")
+    p.add_argument("--gen-length", type=int, default=None, help="--oracle: generated tokens (default 64)")
+    p.add_argument("--block-length", type=int, default=None, help="--oracle: block length (default 32)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
 
+# the options of each mode and their defaults; an option of the other mode is refused, not ignored
+TINY_OPTIONS = {"problems": 200, "show": 3}
+ORACLE_OPTIONS = {"samples": 128, "gen_length": 64, "block_length": 32}
+
+
+def resolve_mode(args: argparse.Namespace) -> None:
+    """Refuse the options of the mode not run; fill in the defaults of the one run."""
+    own, other = (ORACLE_OPTIONS, {**TINY_OPTIONS, "html": None}) if args.oracle else (TINY_OPTIONS, ORACLE_OPTIONS)
+    given = [f"--{name.replace('_', '-')}" for name in other if getattr(args, name) is not None]
+    if given:
+        where = ("without --oracle (the tiny-arith demo generates 32 tokens in one block)" if not args.oracle
+                 else "with --oracle (options of the tiny-arith demo)")
+        raise ValueError(f"{', '.join(given)} cannot be used {where}")
+    for name, value in own.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def run(args: argparse.Namespace) -> int:
+    resolve_mode(args)
     return run_oracle(args) if args.oracle else run_tiny(args)
 
 
 def tiny_planners(gen_length: int) -> list[tuple[str, Planner]]:
     """The demo's planners: fixed 5 calls (DUS, confidence top-k), adaptive (threshold, EB), the reference."""
+    from ..planners import EB, Dilated, Threshold, TopK
+
     return [
         ("DUS (dilated)", Dilated()),
         ("confidence top-k, DUS counts", TopK(score="confidence", counts="dilated")),
@@ -72,6 +90,9 @@ def answer_mark(text: str, value: int) -> tuple[bool, Text]:
 
 def show_rows(console: Console, name: str, items: list[Any], res: dict[str, Any], tok: Any, show: int) -> list[tuple]:
     """Print the reveal order of the first ``show`` problems, answers marked; return their HTML rows."""
+    from ..output import FILLED
+    from ..viz import EOS_GLYPH, reveal_legend, reveal_text, token_pieces
+
     width = max((len(p.prompt) for p in items[:show]), default=0)
     rows, longest = [], 1
     for i in range(show):
@@ -101,7 +122,9 @@ def best_line(results: list[tuple[str, dict[str, Any]]]) -> str:
 
 def run_tiny(args: argparse.Namespace) -> int:
     """Held-out problems on the bundled model: reveal views, a table and the best planner."""
+    from ..config import GenerationConfig
     from ..tiny import GEN_LENGTH, heldout, load_tiny, solve
+    from ..viz import EOS_GLYPH
 
     if not isinstance(args.problems, int) or args.problems < 1:
         raise ValueError(f"--problems must be a positive int, got {args.problems}")
@@ -148,10 +171,19 @@ def run_tiny(args: argparse.Namespace) -> int:
 
 def run_oracle(args: argparse.Namespace) -> int:
     """The same planners on an exact first-order Markov chain: path KL per token."""
-    from ..oracles import MarkovOracle, path_kl, path_kl_status
+    import torch
 
-    if args.samples < 1:
-        raise ValueError(f"--samples must be a positive int, got {args.samples}")
+    from ..config import GenerationConfig
+    from ..loop import generate
+    from ..oracles import MarkovOracle, path_kl, path_kl_status
+    from ..planners import Dilated, TopK
+    from ..viz import render_reveal
+
+    for flag, value in (("--samples", args.samples), ("--gen-length", args.gen_length),
+                        ("--block-length", args.block_length)):
+        if value < 1:
+            raise ValueError(f"{flag} must be a positive int, got {value}")
+    GenerationConfig(gen_length=args.gen_length, block_length=args.block_length)  # lengths that fit, before compute
     console = Console()
     oracle = MarkovOracle(vocab_size=16, order=1, concentration=0.3, seed=args.seed)
     letters = [chr(ord("a") + i) for i in range(16)]

@@ -132,7 +132,10 @@ def _forward(forward: list[str], own: argparse.Namespace) -> int:
     if not any(a in ("--model", "-M") or a.startswith("--model=") for a in forward):
         forward = ["--model", "unmask", *forward]
     if _value(forward, ("--model", "-M")) == ["unmask"]:
-        _check_model_args(forward)  # fail in a second, not after lm-eval has indexed its tasks
+        model_args = _check_model_args(forward)  # fail in a second, not after lm-eval has indexed its tasks
+        if "batch_size" in model_args and not _given(forward, PASSED_ONLY_WHEN_GIVEN["batch_size"]):
+            # lm-eval's summary line prints its own --batch_size (default 1): make it the one that runs
+            forward = [*forward, "--batch_size", str(model_args["batch_size"])]
     not_given = [key for key, flags in PASSED_ONLY_WHEN_GIVEN.items() if not _given(forward, flags)]
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -147,6 +150,10 @@ def _forward(forward: list[str], own: argparse.Namespace) -> int:
     try:
         cli_evaluate()
         leave_process_group()  # no-op in a single process
+    except ConnectionError as err:  # datasets' "Couldn't reach 'openai/gsm8k' on the Hub": offline, or a bad name
+        raise ValueError(f"a task's data could not be fetched: {err}. Offline, evaluate a local task: a YAML task on "
+                         "local files given with --include_path DIR (see examples/eval/tiny_arith, which runs on the "
+                         "bundled model)") from None
     finally:
         sys.argv = saved[0]
         if saved[1] is None:
@@ -176,8 +183,9 @@ def _value(argv: list[str], flags: tuple[str, ...]) -> list[str]:
     return values
 
 
-def _check_model_args(forward: list[str]) -> None:
-    """Parse ``--model_args`` as lm-eval will and validate them, and the device, with the unmask model's rules."""
+def _check_model_args(forward: list[str]) -> dict[str, object]:
+    """Parse ``--model_args`` as lm-eval will and validate them, and the device, with the unmask model's rules;
+    return them as parsed."""
     # lm-eval's command-line parser of model_args (commas inside brackets and quotes kept) has no public home
     from lm_eval._cli.utils import key_val_to_dict, try_parse_json
 
@@ -192,6 +200,7 @@ def _check_model_args(forward: list[str]) -> None:
     for device in (settings.device, *_value(forward, ("--device",))):
         if device is not None:
             default_device(device)  # a CUDA device on a machine without one: an error now, not a fallback later
+    return args
 
 
 if __name__ == "__main__":  # accelerate launch -m unmask.cli.eval ...

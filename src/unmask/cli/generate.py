@@ -17,13 +17,16 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from ..config import CACHE_MODES, GenerationConfig
-from ..loop import generate
-from ..output import GenerationOutput
+from ..names import CACHE_MODES
 from . import FIGURE_SUFFIXES, HTML_SUFFIXES, check_output
+
+if TYPE_CHECKING:  # torch and the models are imported when the command runs, not for --help
+    from ..config import GenerationConfig
+    from ..output import GenerationOutput
 
 DEFAULT_GEN_LENGTH = 128
 
@@ -43,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", choices=CACHE_MODES, default="none", help="KV cache mode (default none: exact)")
     p.add_argument("--compile", action="store_true",
                    help="static shapes, torch.compile and (on CUDA) CUDA graphs: the first call of each shape "
-                        "compiles (tens of seconds), later ones replay (native checkpoints only)")
+                        "compiles once (the time is reported), later ones replay (native checkpoints only)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
@@ -123,6 +126,19 @@ def write_views(args: argparse.Namespace, texts: list[str], tokenizer: object, o
     return files
 
 
+def warn_tiny_format(model: str, texts: list[str]) -> None:
+    """The bundled tiny-arith model answers only prompts of the kinds it was trained on: say so for others."""
+    if model != "tiny-arith":
+        return
+    from ..tiny.data import FORMAT_HELP, matches_format
+
+    for i, text in enumerate(texts):
+        if not matches_format(text):
+            Console(stderr=True, highlight=False).print(
+                f"warning: prompts[{i}] {text!r} is not of the form tiny-arith was trained on, so its answer means "
+                f"nothing: {FORMAT_HELP}", markup=False, soft_wrap=True)
+
+
 def fit_gen_length(config: GenerationConfig, given: bool, longest: int,
                    max_length: int | None) -> tuple[GenerationConfig, str | None]:
     """The config with the default gen length shortened to whole blocks that fit, and a note saying so.
@@ -161,11 +177,15 @@ def print_output(console: Console, args: argparse.Namespace, texts: list[str], t
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..config import GenerationConfig
+    from ..loop import generate
     from ..models import encode_prompts, has_chat_template, load
 
     # everything a user can get wrong is checked before the model is read
+    if args.gen_length is not None and args.gen_length < 1:
+        raise ValueError(f"--gen-length must be a positive int, got {args.gen_length}")
     cfg = GenerationConfig(
-        gen_length=args.gen_length or DEFAULT_GEN_LENGTH, block_length=args.block_length, planner=args.planner,
+        gen_length=DEFAULT_GEN_LENGTH if args.gen_length is None else args.gen_length, block_length=args.block_length, planner=args.planner,
         cfg_scale=args.cfg_scale, cache=args.cache,
         sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
                   "score_temperature": args.score_temperature},
@@ -181,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, note = fit_gen_length(cfg, args.gen_length is not None, max(map(len, prompts)), denoiser.spec.max_length)
     if note:
         console.print(f"[dim]{note}[/]", soft_wrap=True)
+    warn_tiny_format(args.model, texts)  # once every input is known to be good: the answers will be printed
     out = generate(denoiser, prompts, cfg, tokenizer=tokenizer)
     print_output(console, args, texts, tokenizer, out, cfg, denoiser.spec.eos_ids)
     if cfg.compile:  # the time includes compiling each new shape once; say how much

@@ -99,10 +99,13 @@ def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         raise ValueError(f"--port must be in [0, 65535], got {args.port}")
     if args.chat_template is not None and not Path(args.chat_template).is_file():
         raise FileNotFoundError(f"--chat-template {args.chat_template!r} does not exist")
+    if args.served_model_name is not None and not args.served_model_name.strip():
+        raise ValueError(f"--served-model-name must be a non-empty name, got {args.served_model_name!r}")
     max_tokens = args.max_tokens if args.max_tokens is not None else 32 if args.model == "tiny-arith" else 128
     try:
         kv_memory = None if args.kv_memory is None else parse_memory(args.kv_memory)
-        return ServeSettings(model_name=args.served_model_name or args.model, max_batch=args.max_batch,
+        model_name = args.model if args.served_model_name is None else args.served_model_name
+        return ServeSettings(model_name=model_name, max_batch=args.max_batch,
                              queue_limit=args.queue_limit, timeout_s=args.timeout_s,
                              max_tokens=max_tokens, block_length=args.block_length, planner=args.planner,
                              compile=args.compile, kv_memory=kv_memory, max_length=args.max_model_len,
@@ -110,6 +113,48 @@ def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     except ValueError as err:  # name the flag: max_batch -> --max-batch
         name = {"max_length": "max_model_len"}.get(str(err).split(" ", 1)[0], str(err).split(" ", 1)[0])
         raise ValueError(f"--{name.replace('_', '-')}: {err}") from None
+
+
+def read_chat_template(path: str) -> str:
+    """The ``--chat-template`` file's text, compiled once now (Jinja, as transformers does) so that a broken
+    template is refused at start-up rather than on every chat request."""
+    import jinja2
+
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as err:
+        raise ValueError(f"--chat-template {path!r} does not compile: {err.message} (line {err.lineno})") from None
+    return text
+
+
+def apply_chat_template(tokenizer: Any, text: str, path: str) -> None:
+    """Give the tokenizer the template, and render a one-message chat with it: a template that fails at run time
+    (an undefined filter, a raise_exception on a plain user turn) is refused at start-up too."""
+    import jinja2
+
+    tokenizer.chat_template = text
+    try:
+        tokenizer.apply_chat_template([{"role": "user", "content": "1+2"}], add_generation_prompt=True, tokenize=False)
+    except jinja2.TemplateError as err:
+        raise ValueError(f"--chat-template {path!r} fails on a one-message chat: {err}") from None
+
+
+def check_startup(args: argparse.Namespace, settings: Any) -> str | None:
+    """The checks that need no model: the address is free to bind, the chat template compiles. Returns the
+    template's text (None without --chat-template)."""
+    from ..serve.launch import check_port
+
+    check_port(args.host, args.port)
+    return None if args.chat_template is None else read_chat_template(args.chat_template)
+
+
+def check_served_model(settings: Any, denoiser: Any) -> None:
+    """The default request against the loaded model: its canvas leaves room for a one-token prompt (+ BOS)."""
+    try:
+        settings.check_model(denoiser.spec.max_length, 1 + (denoiser.add_bos is True))
+    except ValueError as err:
+        raise ValueError(f"--max-tokens{str(err).removeprefix('max_tokens')}") from None
 
 
 def warm_up(worker: Any, settings: Any, console: Console) -> None:
@@ -144,11 +189,13 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     console = Console(stderr=True, highlight=False)
+    template = check_startup(args, settings)
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
+    check_served_model(settings, denoiser)
+    if template is not None:
+        apply_chat_template(tokenizer, template, args.chat_template)
     if settings.compile:  # a model without a compiled path is refused now
         denoiser.compiled()
-    if args.chat_template is not None:
-        tokenizer.chat_template = Path(args.chat_template).read_text(encoding="utf-8")
     app = create_app(Served(denoiser, tokenizer, settings))
     if settings.compile:  # every kind of call compiles now, not inside the first requests
         warm_up(app.state.worker, settings, console)

@@ -15,10 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from rich.console import Console
 
-from ..config import CACHE_MODES
+from ..names import CACHE_MODES
 from . import FIGURE_SUFFIXES, check_output
 
 ORACLE_PREFIX = "oracle:"
@@ -116,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be a positive int, got {args.threads}")
+        import torch
+
         torch.set_num_threads(args.threads)
     if oracle:
         from ..oracles import named_oracle

@@ -166,7 +166,9 @@ class UnmaskLM(TemplateLM):
                     batch = idx[start : start + self.settings.batch_size]
                     t0 = time.perf_counter()
                     seeds = [request_seeds[i] for i in batch]
-                    out = generate(self.denoiser, [prompts[i] for i in batch], config, seeds=seeds)
+                    # stop strings apply to the answer cut at max_toks, decoded below (generate would need the tokenizer)
+                    out = generate(self.denoiser, [prompts[i] for i in batch], dataclasses.replace(config, stop=()),
+                                   seeds=seeds)
                     ids = out.generated[:, :max_toks]
                     texts = decode_rows(self.tokenizer, ids, self.spec.eos_ids, config.stop)
                     seconds = time.perf_counter() - t0

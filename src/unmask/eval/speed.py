@@ -21,6 +21,8 @@ JSON. Definitions (all per task):
 
 from __future__ import annotations
 
+import sys
+
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -115,7 +117,7 @@ def print_speed(report: dict[str, Any]) -> None:
     table = Table(title="unmask speed (from the same run as the accuracy above)")
     cols = ("task", "requests", "NFE", "NFE/request", "NFE/token", "tokens/NFE", "seconds", "tokens/s")
     for col in cols:
-        table.add_column(col, justify="left" if col == "task" else "right")
+        table.add_column(col, justify="left" if col == "task" else "right", overflow="fold")  # wrap, never cut
 
     def fmt(v: Any, digits: int = 2) -> str:
         return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
@@ -125,4 +127,4 @@ def print_speed(report: dict[str, Any]) -> None:
             name, fmt(row["requests"]), fmt(row["nfe"]), fmt(row["nfe_per_request"]), fmt(row["nfe_per_token"], 3),
             fmt(row["tokens_per_nfe"]), fmt(row["seconds"]), fmt(row["tokens_per_second"], 1),
         )
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 1000).print(table)  # a log or a pipe: the table's own width

@@ -13,11 +13,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from .speed import SPEED_KEY
+
+LOG_WIDTH = 1000  # columns of the summary table off a terminal: wide enough that no cell is cut
 
 # headline metric per task, first match wins (metric,filter keys of lm-eval)
 METRIC_PREFERENCE = (
@@ -182,9 +185,10 @@ def summarize(results_dir: Path, out_dir: Path | None = None, metric: str | None
     if any(r.value is not None and r.nfe_per_request for r in rows):
         written["plot"] = plot(rows, out / "accuracy_vs_nfe.png")
     table = Table(title=f"unmask eval summary: {results_dir}")
-    for col in COLUMNS:
-        table.add_column(col, justify="left" if col in ("task", "model", "planner", "metric") else "right")
+    for col in COLUMNS:  # a narrow terminal wraps a cell (fold), never cuts it
+        table.add_column(col, justify="left" if col in ("task", "model", "planner", "metric") else "right",
+                         overflow="fold")
     for r in rows:
         table.add_row(*_cells(r))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else LOG_WIDTH).print(table)  # a log or a pipe: the table's own width
     return written

@@ -46,6 +46,9 @@ def resolve_path(name_or_path: str | os.PathLike[str]) -> Path:
     Hub ids are fetched into the Hugging Face cache. Raises ``FileNotFoundError``
     for a local path that does not exist or has no ``config.json``.
     """
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        raise ValueError("name_or_path must be a checkpoint directory, a Hugging Face Hub id or a bundled name "
+                         f"({', '.join(BUNDLED)}), got {name_or_path!r}")
     if str(name_or_path) in BUNDLED:
         return BUNDLED[str(name_or_path)]
     path = Path(name_or_path).expanduser()
@@ -61,6 +64,9 @@ def resolve_path(name_or_path: str | os.PathLike[str]) -> Path:
             raise FileNotFoundError(
                 f"model path {text!r} is not a local directory and could not be fetched from the Hub: {err}"
             ) from err
+    if path.is_file():
+        raise ValueError(f"model path {str(name_or_path)!r} is a file; give the checkpoint directory that holds "
+                         "config.json")
     if not path.is_dir():
         raise FileNotFoundError(f"model path {str(name_or_path)!r} does not exist (expected a checkpoint directory)")
     if not (path / "config.json").is_file():
@@ -190,6 +196,9 @@ def default_device(device: str | torch.device | None) -> torch.device:
         dev = torch.device(device)
     except RuntimeError as err:
         raise ValueError(f"device must be a torch device such as 'cpu', 'cuda', 'cuda:1', got {device!r}") from err
+    if dev.type == "meta":
+        raise ValueError(f"device {str(device)!r} holds no data (shapes only) and cannot run a model; use 'cpu' or "
+                         "'cuda'")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} was asked for, but CUDA is not available here "
                          f"(torch {torch.__version__}); use device 'cpu'")

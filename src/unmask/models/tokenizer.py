@@ -12,6 +12,7 @@ refused rather than silently mapped to its unknown token.
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,8 +25,27 @@ from ..denoiser import TokenSpec
 from .families import Family
 
 
+# files one of which a checkpoint's tokenizer is read from (a remote-code tokenizer may use others)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spm.model")
+
+
+def check_tokenizer_files(path: Path, trust_remote_code: bool = False) -> None:
+    """Name the file when a checkpoint's tokenizer cannot be read: none there, or a ``tokenizer.json`` not JSON."""
+    file = path / "tokenizer.json"
+    if file.is_file():
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{str(file)!r} is not valid JSON ({err}): the checkpoint's tokenizer file is "
+                             "damaged; copy or download it again") from None
+    elif not trust_remote_code and not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(f"checkpoint {str(path)!r} has no tokenizer file: expected tokenizer.json "
+                                f"(or one of {', '.join(TOKENIZER_FILES[1:])}) beside config.json")
+
+
 def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
     """The checkpoint's own Hugging Face tokenizer, from local files only."""
+    check_tokenizer_files(path, trust_remote_code)
     # AutoTokenizer reads config.json too, and warns about what the tokenizer does not use: model types it
     # does not know (llada, Dream) and deprecated config fields (Dream's rope_scaling: null)
     level = hf_logging.get_verbosity()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .markov import DTYPE, ChainOracle, check_concentration, check_int, dirichlet
+from .markov import DTYPE, ChainOracle, check_concentration, check_int, check_table, dirichlet
 
 
 class HMMOracle(ChainOracle):
@@ -33,6 +33,8 @@ class HMMOracle(ChainOracle):
             raise ValueError(f"persistence must be in [0, 1), got {persistence!r}")
         check_concentration(concentration)
         self._setup_spec(vocab_size, eos_id)
+        check_table(f"HMMOracle(num_states={num_states}, vocab_size={vocab_size})",
+                    max(num_states * num_states, num_states * vocab_size), "num_states x max(num_states, vocab_size)")
         k, g = num_states, torch.Generator().manual_seed(seed)
         self.num_states, self.persistence, self.concentration, self.seed = k, float(persistence), float(concentration), seed
         self.initial = dirichlet((k,), concentration, g)  # [K]

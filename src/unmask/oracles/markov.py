@@ -36,6 +36,16 @@ def check_int(name: str, value: object, low: int) -> None:
         raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
+MAX_TABLE = 2**26  # entries of an oracle's largest dense float64 table (512 MiB)
+
+
+def check_table(what: str, entries: int, largest: str) -> None:
+    """Refuse an oracle whose exact tables would not fit in memory, before allocating them."""
+    if entries > MAX_TABLE:
+        raise ValueError(f"{what}: its exact tables need {entries:.3g} float64 entries ({8 * entries / 2**30:.3g} GiB); "
+                         f"the exact oracles hold at most 2^26 ({largest})")
+
+
 def check_concentration(value: object) -> None:
     if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ValueError(f"concentration must be a finite number > 0, got {value!r}")
@@ -230,6 +240,8 @@ class MarkovOracle(ChainOracle):
         check_concentration(concentration)
         self._setup_spec(vocab_size, eos_id)
         v, g = vocab_size, torch.Generator().manual_seed(seed)
+        check_table(f"MarkovOracle(vocab_size={v}, order={order})", v**2 if order == 1 else (v + 1) * v * v,
+                    "vocab_size <= 8192 for order 1, <= 406 for order 2")
         self.order, self.concentration, self.seed = order, float(concentration), seed
         self.pi = dirichlet((v,), concentration, g)  # [V] p(x_0)
         self.first = dirichlet((v, v), concentration, g)  # [V, V] p(x_t | x_{t-1}); order 2: p(x_1 | x_0)

@@ -43,13 +43,17 @@ def make_planner(name: str, **kwargs: Any) -> Planner:
         raise ValueError(f"planner {name!r}: {err}; its settings are {allowed}") from None
 
 
-def _literal(node: ast.AST, spec: str) -> Any:
-    if isinstance(node, (ast.Call, ast.Name)):
+def _literal(node: ast.AST, spec: str, key: str) -> Any:
+    """A setting's value: a planner (a registered name, called or not) or a Python literal."""
+    name = node.func if isinstance(node, ast.Call) else node
+    if isinstance(name, ast.Name) and name.id in PLANNERS:
         return _build(node, spec)
     try:
         return ast.literal_eval(node)
     except ValueError:
-        raise ValueError(f"planner spec {spec!r}: settings must be literals or planners") from None
+        hint = f"; quote a string: {key}={ast.unparse(node)!r}" if isinstance(node, ast.Name) else ""
+        raise ValueError(f"planner spec {spec!r}: {key}={ast.unparse(node)} is not a literal; settings are numbers, "
+                         f"quoted strings, tuples, None/True/False or planners{hint}") from None
 
 
 def _build(node: ast.AST, spec: str) -> Planner:
@@ -58,9 +62,9 @@ def _build(node: ast.AST, spec: str) -> Planner:
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         if len(node.args) > 1:
             raise ValueError(f"planner spec {spec!r}: use keyword settings, e.g. eb(gamma=1.0)")
-        kwargs = {kw.arg: _literal(kw.value, spec) for kw in node.keywords if kw.arg}
+        kwargs = {kw.arg: _literal(kw.value, spec, kw.arg) for kw in node.keywords if kw.arg}
         if node.args:  # spaced(eb(...)) : the one positional argument is the inner planner
-            kwargs["inner"] = _literal(node.args[0], spec)
+            kwargs["inner"] = _literal(node.args[0], spec, "inner")
         return make_planner(node.func.id, **kwargs)
     raise ValueError(f"planner spec {spec!r} is not of the form name or name(key=value, ...)")
 
@@ -85,6 +89,8 @@ def parse_planner(spec: str) -> Planner:
     Specs longer than ``MAX_SPEC_CHARS`` or nested deeper than ``MAX_SPEC_DEPTH``
     are refused before they reach the recursive parts of the parser.
     """
+    if not isinstance(spec, str):
+        raise ValueError(f"planner spec must be a string such as 'dilated(base=2)', got {spec!r}")
     if len(spec) > MAX_SPEC_CHARS:
         raise ValueError(f"planner spec is {len(spec)} characters long; at most {MAX_SPEC_CHARS} are allowed")
     try:

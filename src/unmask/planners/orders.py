@@ -28,6 +28,12 @@ def _positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
+def _at_most_block(name: str, value: int, block_length: int) -> None:
+    """The one rule of the count of calls of a fixed schedule: at most one call per block position."""
+    if value > block_length:
+        raise ValueError(f"{name} must be <= block_length={block_length} (one call per position at most), got {value}")
+
+
 @dataclass(frozen=True)
 class Interleave(_LevelPlanner):
     """Residue classes mod ``k``, one per call, in ``order`` (default far apart: ``k=4`` -> 0, 2, 1, 3)."""
@@ -46,6 +52,9 @@ class Interleave(_LevelPlanner):
             if sorted(self.order) != list(range(self.k)):
                 raise ValueError(f"order must be a permutation of range(k={self.k}), got {self.order!r}")
         _check_threshold(self.confidence_threshold)
+
+    def check(self, gen_length: int, block_length: int) -> None:
+        _at_most_block("k", self.k, block_length)
 
     def levels(self, block_length: int) -> list[list[int]]:
         return interleave_levels(block_length, self.k, self.order)
@@ -67,8 +76,7 @@ class Farthest(_LevelPlanner):
         _check_threshold(self.confidence_threshold)
 
     def check(self, gen_length: int, block_length: int) -> None:
-        if self.calls > block_length:
-            raise ValueError(f"calls must be <= block_length={block_length}, got {self.calls}")
+        _at_most_block("calls", self.calls, block_length)
 
     def levels(self, block_length: int) -> list[list[int]]:
         return farthest_levels(block_length, self.calls, self.growth)

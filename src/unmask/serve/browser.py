@@ -129,18 +129,29 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Screenshot a page once a condition holds (default: the playground is done).")
     p.add_argument("url")
     p.add_argument("out")
-    p.add_argument("--wait", default=DONE, help="JavaScript expression to wait for")
+    p.add_argument("--wait", default=DONE,
+                   help="JavaScript expression to wait for (default: the playground's status reads 'done', which "
+                        "happens only after a generation: give the playground's URL with ?autorun=1)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for it (default 30)")
     p.add_argument("--then", default=None, help="JavaScript to run once the condition holds, before the shot")
     p.add_argument("--size", default="1100,700", help="window width,height")
     args = p.parse_args(argv)
     width, height = (int(v) for v in args.size.split(","))
-    with Chromium(width, height) as browser:
-        browser.open(args.url)
-        browser.wait_for(args.wait)
-        if args.then:
-            browser.evaluate(args.then)
-            time.sleep(0.5)  # let the page's colour transitions finish
-        print(browser.screenshot(args.out))
+    try:
+        with Chromium(width, height) as browser:
+            browser.open(args.url)
+            browser.wait_for(args.wait, args.timeout)
+            if args.then:
+                browser.evaluate(args.then)
+                time.sleep(0.5)  # let the page's colour transitions finish
+            print(browser.screenshot(args.out))
+    except (TimeoutError, FileNotFoundError) as err:
+        hint = ""
+        if isinstance(err, TimeoutError) and args.wait == DONE and "autorun=1" not in args.url:
+            hint = (" (the default --wait holds only once a generation is done: open the playground with ?autorun=1, "
+                    "e.g. http://127.0.0.1:8000/?autorun=1, or give --wait)")
+        print(f"error: {err}{hint}", file=sys.stderr)
+        return 1
     return 0
 
 

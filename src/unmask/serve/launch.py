@@ -8,6 +8,7 @@ For tests, benchmarks and figure scripts that need a real server::
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -25,6 +26,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, in one line, an address the server could not bind: a port in use, a privileged port, a bad host.
+
+    Binds and closes a socket with ``SO_REUSEADDR``, as uvicorn does, so only a
+    port another process listens on is "in use". Port 0 (any free port) passes.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise ValueError(f"--host {host!r} is not an address of this machine ({err.strerror})") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise ValueError(f"--port {port}: {host}:{port} is already in use by another process; stop it or "
+                                 "give another --port") from None
+            if err.errno == errno.EACCES:
+                raise ValueError(f"--port {port}: binding {host}:{port} needs privileges here (ports below 1024 "
+                                 "usually do); give a port >= 1024") from None
+            raise ValueError(f"--host {host!r} --port {port} cannot be bound: {err.strerror}") from None
 
 
 def _healthy(url: str) -> bool:

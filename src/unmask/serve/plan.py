@@ -25,6 +25,7 @@ from typing import Any
 from ..config import GenerationConfig
 from ..denoiser import Denoiser
 from ..loop import check_prompts
+from ..names import SEED_LIMIT
 from ..noise import derive_seed
 from ..planners import parse_planner
 from ..sampling import SamplingParams
@@ -32,7 +33,6 @@ from .schemas import ApiError, ChatRequest, CompletionRequest, bad_request
 from .settings import ServeSettings
 
 MAX_STOP = 4  # OpenAI's limit on stop strings
-SEED_LIMIT = 2**63
 # the library's field names (first word of its ValueError messages) in the request's terms
 LIBRARY_FIELDS = {"gen_length": "max_tokens", "block_length": "block_length", "cfg_scale": "cfg_scale",
                   "cache": "cache", "temperature": "temperature", "top_p": "top_p", "top_k": "top_k"}

@@ -60,7 +60,7 @@ class ServeSettings:
     allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model_name, str) or not self.model_name:
+        if not isinstance(self.model_name, str) or not self.model_name.strip():
             raise ValueError(f"model_name must be a non-empty string, got {self.model_name!r}")
         for name in ("max_batch", "queue_limit", "max_tokens", "block_length"):
             _positive_int(name, getattr(self, name))
@@ -68,11 +68,41 @@ class ServeSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < math.inf:
                 raise ValueError(f"{name} must be a finite number >= {low:g}, got {value!r}")
-        parse_planner(self.planner)  # a bad default planner is refused before the model is loaded
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile must be True or False, got {self.compile!r}")
         EngineConfig(max_rows=self.max_batch, kv_memory=self.kv_memory, max_length=self.max_length)  # checks both
         self._check_limits()
+        planner = parse_planner(self.planner)  # a bad default planner is refused before the model is loaded
+        try:  # and one that cannot run the default request (e.g. interleave(k=64) on blocks of 32)
+            planner.check(self.default_gen_length, self.default_block_length)
+        except ValueError as err:
+            raise ValueError(f"planner {self.planner!r} cannot run the default request (max_tokens={self.max_tokens}, "
+                             f"block_length={self.default_block_length}): {err}") from None
+
+    @property
+    def default_block_length(self) -> int:
+        """The block length of a request that gives none (a default max_tokens shorter than a block is one block)."""
+        return min(self.block_length, self.max_tokens)
+
+    @property
+    def default_gen_length(self) -> int:
+        """The canvas a request without ``max_tokens`` needs: the default max_tokens in whole blocks."""
+        block = self.default_block_length
+        return -(-self.max_tokens // block) * block
+
+    def check_model(self, max_length: int | None, prompt_tokens: int = 1) -> None:
+        """Refuse, at start-up, a default ``max_tokens`` whose canvas leaves no room for a prompt of
+        ``prompt_tokens`` (one token, plus a BOS where the model adds one) within the model's ``max_length``;
+        otherwise every request without ``max_tokens`` would fail."""
+        if max_length is None or self.default_gen_length + prompt_tokens <= max_length:
+            return
+        room = max_length - prompt_tokens
+        fits = room if room <= self.block_length else room // self.block_length * self.block_length
+        raise ValueError(f"max_tokens: the default {self.max_tokens} needs a canvas of {self.default_gen_length} "
+                         f"(whole blocks of {self.default_block_length}), which leaves no room for a prompt of "
+                         f"{prompt_tokens} token(s) within the model's maximum length {max_length}; the most that fits "
+                         f"is {fits}" if fits >= 1 else f"max_tokens: the model's maximum length {max_length} leaves "
+                         f"no room for generation after a prompt of {prompt_tokens} token(s)")
 
     def _check_limits(self) -> None:
         for name in ("max_request_bytes", "max_connections"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,18 @@ KINDS = ("add2", "add3", "mul_sub", "mul_add", "add_mul")
 SPLITS = ("train", "val", "test")
 
 TEST_SEED, VAL_SEED = 20250619, 20250620  # streams the held-out sets are drawn from
+
+# the prompts make_problem draws, and so the only ones the bundled model was trained on (numbers 1..99, no
+# leading zero; products two digits by one digit)
+_N, _X, _D = "(?:[1-9][0-9]?)", "(?:[1-9][0-9])", "[2-9]"
+PROMPT_FORMAT = re.compile(rf"Q:(?:{_N}(?:[+-]{_N}){{2,3}}|{_X}\*{_D}[+-]{_N}|{_N}\+{_X}\*{_D});")
+FORMAT_HELP = ("'Q:' then three or four numbers 1-99 joined by + or - (Q:26+34-6+33;), or a two-digit by one-digit "
+               "product with a number added or subtracted (Q:86*2+89; Q:15*8-3; Q:5+15*8;), ending in ';'")
+
+
+def matches_format(prompt: str) -> bool:
+    """Whether ``prompt`` is of a kind the bundled model was trained on (:data:`FORMAT_HELP`)."""
+    return PROMPT_FORMAT.fullmatch(prompt) is not None
 
 
 @dataclass(frozen=True)
