@@ -37,15 +37,6 @@ def guide(cond: Tensor, uncond: Tensor, scale: float | Tensor) -> Tensor:
     return guided.masked_fill(cond == NEG_INF, NEG_INF)
 
 
-def guide(cond: Tensor, uncond: Tensor, scale: float | Tensor) -> Tensor:
-    """Guided logits ``u + (s + 1) * (c - u)``; ``scale`` a float or per-row ``[N, 1, 1]``.
-
-    A token impossible given the prompt stays impossible (-inf - -inf would be NaN).
-    """
-    guided = uncond + (scale + 1.0) * (cond - uncond)
-    return guided.masked_fill(cond == float("-inf"), float("-inf"))
-
-
 def unconditional(input_ids: Tensor, position_ids: Tensor, prompt_lengths: Tensor, mask_id: int) -> Tensor:
     """``input_ids [N, q]`` with the prompt masked: positions below each row's ``prompt_lengths [N, 1]``.
 
