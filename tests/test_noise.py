@@ -91,8 +91,10 @@ def test_row_keys_are_a_bijection_of_64_bit_seeds():
     # seeds that the former 32-bit keys folded together stay apart, and bits above 64 count too
     assert len({seed_key(s) for s in seeds}) == len(set(seeds))
     assert seed_key(3) != seed_key(3 + 2**64) and seed_key(3) != seed_key(3 + 2**32)
-    keys = Noise.from_seeds([1, 2**63 + 1]).keys
+    keys = Noise.from_seeds([1, 2**62 + 1]).keys
     assert keys.shape == (2, 2) and not torch.equal(keys[0], keys[1])
+    with pytest.raises(ValueError, match=r"seeds\[1\] must be an int in \[0, 2\^63\)"):  # the one seed rule
+        Noise.from_seeds([1, 2**63 + 1])
 
 
 def test_the_feistel_rounds_agree_on_ints_and_tensors():

@@ -106,7 +106,7 @@ def test_planner_spec_limits() -> None:
     # depth: Expression > Call > keyword > k unary operators > Constant, so k unary "+" reach depth 4 + k
     below = "dilated(base=" + "+" * (MAX_SPEC_DEPTH - 4) + "3)"
     above = "dilated(base=" + "+" * (MAX_SPEC_DEPTH - 3) + "3)"
-    with pytest.raises(ValueError, match="settings must be literals"):  # parsed, then refused as no literal
+    with pytest.raises(ValueError, match="is not a literal"):  # parsed, then refused as no literal
         parse_planner(below)
     with pytest.raises(ValueError, match="nests deeper"):
         parse_planner(above)
