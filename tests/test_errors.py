@@ -24,7 +24,7 @@ from unmask import GenerationConfig, TokenSpec, generate
         (dict(sampling=dict(top_p=0.0)), r"top_p must be in \(0, 1\]"),
         (dict(sampling=dict(top_p=1.5)), r"top_p must be in \(0, 1\]"),
         (dict(sampling=dict(top_k=0)), "top_k must be a positive int"),
-        (dict(sampling=dict(score_temperature=1)), "score_temperature must be True or False"),
+        (dict(sampling=dict(tempered_scores=1)), "tempered_scores must be True or False"),
         (dict(sampling=dict(temp=1.0)), r"sampling has no field\(s\) \['temp'\]"),
         (dict(sampling=0.5), "sampling must be a SamplingParams or a dict"),
         (dict(early_exit="no"), "early_exit must be True or False"),

@@ -31,10 +31,10 @@ def test_planner_from_name_and_settings(args: dict, planner: object) -> None:
     assert parse_model_args(args)[1].planner == planner
 
 
-def test_score_temperature_reaches_the_sampling_params() -> None:
-    assert parse_model_args({})[1].sampling.score_temperature is False
-    config = parse_model_args({"temperature": "0.5", "top_p": "0.9", "score_temperature": "true"})[1]
-    assert config.sampling.score_temperature is True and config.sampling.temperature == 0.5
+def test_tempered_scores_reaches_the_sampling_params() -> None:
+    assert parse_model_args({})[1].sampling.tempered_scores is False
+    config = parse_model_args({"temperature": "0.5", "top_p": "0.9", "tempered_scores": "true"})[1]
+    assert config.sampling.tempered_scores is True and config.sampling.temperature == 0.5
 
 
 def test_unknown_key_lists_the_known_ones() -> None:
@@ -63,7 +63,7 @@ def test_setting_of_another_planner_is_refused() -> None:
         ({"planner": "topk", "steps": 3, "gen_length": 64, "block_length": 32}, "steps must be a multiple"),
         ({"dtype": "int8"}, r"dtype must be one of"),
         ({"mc_num": 0}, "mc_num must be a positive int"),
-        ({"score_temperature": "tempered"}, "score_temperature must be true or false"),
+        ({"tempered_scores": "tempered"}, "tempered_scores must be true or false"),
     ],
 )
 def test_bad_values_name_the_key(args: dict, message: str) -> None:

@@ -120,17 +120,17 @@ def test_hand_built_proposal_gets_complements():
     assert torch.equal(prop.doubt, 1 - conf) and torch.equal(prop.margin_doubt, 1 - conf / 2)
 
 
-def test_score_temperature_scores_the_tempered_truncated_distribution():
+def test_tempered_scores_scores_the_tempered_truncated_distribution():
     """Dream's maskgit_plus: scores from softmax(truncate(logits / T)); the default scores the clean softmax."""
     logits = LOGITS.expand(1, 3, 4)
     clean = propose(logits, SamplingParams(temperature=0.5), noise=noise(3, 6))
-    tempered = propose(logits, SamplingParams(temperature=0.5, score_temperature=True), noise=noise(3, 6))
+    tempered = propose(logits, SamplingParams(temperature=0.5, tempered_scores=True), noise=noise(3, 6))
     assert torch.equal(clean.tokens, tempered.tokens)  # the draw does not change
     q = (LOGITS.double() / 0.5).softmax(-1)
     assert torch.allclose(tempered.confidence.double(), q[tempered.tokens], rtol=1e-6)
     assert torch.allclose(clean.confidence.double(), LOGITS.double().exp()[clean.tokens], rtol=1e-6)
     # greedy with top-p: the scores follow the nucleus {0.5, 0.25} renormalised, as Dream's do at temperature 0
-    g = propose(logits, SamplingParams(top_p=0.7, score_temperature=True), need=frozenset({"margin", "entropy"}))
+    g = propose(logits, SamplingParams(top_p=0.7, tempered_scores=True), need=frozenset({"margin", "entropy"}))
     assert torch.allclose(g.confidence, torch.tensor(2 / 3)) and torch.allclose(g.margin, torch.tensor(1 / 3))
     h = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
     assert torch.allclose(g.entropy, torch.tensor(h, dtype=torch.float32))
@@ -176,7 +176,7 @@ def chi2_critical(df: int, z: float = 4.753) -> float:
     SamplingParams(temperature=0.7),
     SamplingParams(temperature=2.5, top_k=4),
     SamplingParams(temperature=1.0, top_p=0.8),
-    SamplingParams(temperature=0.8, top_p=0.95, score_temperature=True),
+    SamplingParams(temperature=0.8, top_p=0.95, tempered_scores=True),
     SamplingParams(temperature=3.0, top_p=0.9),  # a nucleus wider than the candidates: the full path
     SamplingParams(temperature=1.0, top_k=3, top_p=0.9),
 ])

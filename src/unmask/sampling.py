@@ -1,7 +1,7 @@
 """From logits to proposed tokens and per-position scores, in one primitive.
 
 Scores (confidence, margin, entropy) come from the model's clean distribution
-``softmax(logits)`` (or, with ``SamplingParams.score_temperature``, from the
+``softmax(logits)`` (or, with ``SamplingParams.tempered_scores``, from the
 tempered and truncated sampling distribution, as Dream's ``maskgit_plus``
 does), never from noise-perturbed values; tokens are drawn from the sampling
 distribution (temperature, top-k, top-p) by inverting its cumulative
@@ -67,7 +67,7 @@ TEMPERATURE_MAX = float(torch.finfo(torch.float32).max)
 class SamplingParams:
     """How tokens are drawn and scored: ``temperature`` 0 is greedy; ``top_p`` / ``top_k`` truncate before drawing.
 
-    ``score_temperature``: score on the sampling distribution (logits divided
+    ``tempered_scores``: score on the sampling distribution (logits divided
     by the temperature when it is > 0, then truncated by top-k / top-p), as
     Dream's ``maskgit_plus`` does, instead of the clean model distribution
     (LLaDA's ``low_confidence``; the default). The trace's token probabilities
@@ -77,7 +77,7 @@ class SamplingParams:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int | None = None
-    score_temperature: bool = False
+    tempered_scores: bool = False
 
     def __post_init__(self) -> None:
         if not _is_number(self.temperature) or not (
@@ -89,8 +89,8 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
         if self.top_k is not None and (not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1):
             raise ValueError(f"top_k must be a positive int or None, got {self.top_k!r}")
-        if not isinstance(self.score_temperature, bool):
-            raise ValueError(f"score_temperature must be True or False, got {self.score_temperature!r}")
+        if not isinstance(self.tempered_scores, bool):
+            raise ValueError(f"tempered_scores must be True or False, got {self.tempered_scores!r}")
         object.__setattr__(self, "temperature", float(self.temperature))
         object.__setattr__(self, "top_p", float(self.top_p))
 
@@ -284,7 +284,7 @@ def propose(
     and is required when ``params.temperature > 0``: the token is drawn from
     ``softmax(truncate((logits - max) / T))`` by :func:`draw`. When the scores
     are taken on that same distribution (temperature 1 without truncation, or
-    ``score_temperature``) its ``exp`` pass is shared. On CPU a truncated draw
+    ``tempered_scores``) its ``exp`` pass is shared. On CPU a truncated draw
     looks at the top candidates first (:func:`_draw_candidates`; positions it
     cannot decide alone take the full path, so a position's path depends on
     its own logits only). Logits holding NaN or +inf (or only -inf at a
@@ -300,20 +300,20 @@ def propose(
     if params.temperature == 0.0:
         tokens = a
         logq = torch.zeros_like(m)
-        if params.score_temperature and truncated:  # scores on the truncated distribution, max at a
+        if params.tempered_scores and truncated:  # scores on the truncated distribution, max at a
             e = _truncate(z - m.unsqueeze(-1), params.top_k, params.top_p).exp_()
     else:
         if noise is None:
             raise ValueError("sampling with temperature > 0 needs noise (an unmask.noise.CallNoise)")
         u = noise.uniform64(TOKENS)
-        if truncated and not params.score_temperature and z.device.type == "cpu":
+        if truncated and not params.tempered_scores and z.device.type == "cpu":
             tokens, logq, ok = _draw_candidates(z, m, params, u)
             if not bool(ok.all()):  # a host read, free on CPU
                 slow = ~ok
                 tokens[slow], logq[slow], _ = _draw_full(z[slow], m[slow], params, u[slow])
         else:
             tokens, logq, w = _draw_full(z, m, params, u)
-            if (params.temperature == 1.0 and not truncated) or params.score_temperature:
+            if (params.temperature == 1.0 and not truncated) or params.tempered_scores:
                 e = w  # one exp pass serves the draw and the scores
             else:  # the clean exp(z - m), in the draw's buffer
                 e = torch.sub(z, m.unsqueeze(-1), out=w).exp_()

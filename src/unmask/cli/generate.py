@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--score-temperature", action="store_true",
+    p.add_argument("--tempered-scores", action="store_true",
                    help="rank positions by the tempered, truncated distribution (Dream's maskgit_plus) instead of "
                         "the model's own (LLaDA)")
     p.add_argument("--cfg-scale", type=float, default=0.0, help="classifier-free guidance scale (0 = off)")
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         gen_length=DEFAULT_GEN_LENGTH if args.gen_length is None else args.gen_length, block_length=args.block_length, planner=args.planner,
         cfg_scale=args.cfg_scale, cache=args.cache,
         sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
-                  "score_temperature": args.score_temperature},
+                  "tempered_scores": args.tempered_scores},
         early_exit=not args.no_early_exit, stop=tuple(args.stop), seed=args.seed, compile=args.compile,
     )
     texts = read_prompts(args)

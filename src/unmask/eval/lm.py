@@ -141,7 +141,7 @@ class UnmaskLM(TemplateLM):
             "pretrained": self.settings.pretrained, "factory": self.settings.factory,
             "planner": planner_spec(c.planner), "planner_name": c.planner.name,
             "gen_length": c.gen_length, "block_length": c.block_length, "temperature": c.sampling.temperature,
-            "top_p": c.sampling.top_p, "top_k": c.sampling.top_k, "score_temperature": c.sampling.score_temperature,
+            "top_p": c.sampling.top_p, "top_k": c.sampling.top_k, "tempered_scores": c.sampling.tempered_scores,
             "cfg_scale": c.cfg_scale, "cache": c.cache,
             "compile": c.compile,
             "early_exit": c.early_exit, "batch_size": self.settings.batch_size, "mc_num": self.settings.mc_num,

@@ -25,7 +25,7 @@ GREEDY_CHECKS = ("reveal", "argmax", "none")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 # every setting of every registered planner (``inner`` is spaced's wrapped planner)
 PLANNER_KEYS: tuple[str, ...] = tuple(sorted({f for name in PLANNERS for f in planner_fields(name)}))
-SAMPLING_KEYS = ("temperature", "top_p", "top_k", "score_temperature")
+SAMPLING_KEYS = ("temperature", "top_p", "top_k", "tempered_scores")
 GENERATION_KEYS = ("gen_length", "block_length", "planner", *SAMPLING_KEYS, "cfg_scale", "cache", "compile", "early_exit")
 
 
@@ -162,7 +162,7 @@ def parse_model_args(args: Mapping[str, Any]) -> tuple[EvalSettings, GenerationC
     for key in ("temperature", "top_p", "cfg_scale"):
         if key in args and not _none(args[key]):
             gen[key] = _as_float(key, args[key])
-    for key in ("early_exit", "compile", "score_temperature"):
+    for key in ("early_exit", "compile", "tempered_scores"):
         if key in args:
             gen[key] = _as_bool(key, args[key])
     gen["sampling"] = {k: gen.pop(k) for k in SAMPLING_KEYS if k in gen}
