@@ -201,6 +201,9 @@ def test_error_bodies_are_json_objects(client) -> None:
     (["--queue-limit", "0"], "--queue-limit"), (["--timeout-s", "0"], "--timeout-s"),
     (["--planner", "nonsense"], "--planner"), (["--port", "70000"], "--port"), (["--threads", "0"], "--threads"),
     (["--chat-template", "/no/such/file"], "--chat-template"),
+    (["--max-request-bytes", "0"], "--max-request-bytes"), (["--max-connections", "0"], "--max-connections"),
+    (["--read-timeout-s", "0"], "--read-timeout-s"), (["--shutdown-timeout-s", "-1"], "--shutdown-timeout-s"),
+    (["--api-key", "two words"], "--api-key"), (["--api-key", ""], "--api-key"), (["--allowed-hosts", ","], "--allowed-hosts"),
 ])
 def test_serve_command_refuses_bad_flags_before_loading(argv: list[str], flag: str, capsys, monkeypatch) -> None:
     from unmask.cli import main
