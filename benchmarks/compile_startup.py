@@ -7,7 +7,8 @@ Each start is a fresh Python process that loads the model and compiles every kin
 server runs (``unmask serve --compile``'s warm-up: whole canvases, and cached calls against the
 engine's arena, for one row and for two) and prints the seconds spent in compilation. The first
 start gets an empty compile cache (a new ``TORCHINDUCTOR_CACHE_DIR``), the second the same folder,
-now filled: what a server's restart costs. Writes a markdown table to ``--out``. Not a test.
+now filled: what a server's restart costs. Writes a markdown table to ``--out`` (default: a fresh folder
+under ``runs/bench/``). Not a test.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from unmask.bench.args import output_dir
 
 CHILD = """
 import json, sys, time, torch
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="tiny-arith")
     p.add_argument("--device", default="")
-    p.add_argument("--out", default=str(Path(__file__).with_name("compile_startup.md")))
+    p.add_argument("--out", default=None, help="the report's file (default: a fresh runs/bench/compile_startup-TIME/ "
+                   "folder; --out benchmarks/compile_startup.md replaces the committed one)")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="unmask-inductor-") as cache:
         rows = [("first start (empty cache)", start(args.model, args.device, cache)),
@@ -66,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ratio = rows[0][1]["warmup_s"] / rows[1][1]["warmup_s"]
     lines += ["", f"The second start's warm-up took 1/{ratio:.1f} of the first's."]
     text = "\n".join(lines) + "\n"
-    Path(args.out).write_text(text)
+    out = Path(args.out) if args.out else output_dir(None, "compile_startup") / "compile_startup.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
     print(text)
     return 0
 

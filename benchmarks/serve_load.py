@@ -58,6 +58,7 @@ from rich.markdown import Markdown
 import unmask
 from unmask.serve.launch import serve_process
 from unmask.text import decode_rows
+from unmask.bench.args import output_dir
 from unmask.tiny import heldout
 
 SERVER_BLOCK = 32  # the server's --block-length: the block of requests that give none (below max_tokens)
@@ -291,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default="none", choices=("none", "prefix", "dual"), help="--mixed: every request's cache")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=None, help="the server's torch threads (default: torch's choice)")
-    p.add_argument("--out", default=None, help="default benchmarks/serve_load.md, or serve_load_mixed.md with --mixed")
+    p.add_argument("--out", default=None, help="the report's file (default: a fresh runs/bench/serve_load-TIME/ folder; "
+                   "--out benchmarks/serve_load_mixed.md replaces the committed one)")
     args = p.parse_args(argv)
     args.requests = args.requests or (400 if args.mixed else 200)
     if args.requests < 1 or args.clients < 1:
@@ -304,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--max-tokens must be comma-separated ints, got {args.max_tokens!r}")
     if classes[0] < 1:
         p.error(f"--max-tokens must be positive, got {args.max_tokens!r}")
-    out = Path(args.out or Path(__file__).with_name("serve_load_mixed.md" if args.mixed else "serve_load.md"))
+    name = "serve_load_mixed.md" if args.mixed else "serve_load.md"
+    out = Path(args.out) if args.out else output_dir(None, "serve_load") / name
+    out.parent.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     torch.set_num_threads(args.threads or 1)  # the offline reference; the server sets its own
     prompts = [item.prompt for item in heldout(args.requests, "test")]
