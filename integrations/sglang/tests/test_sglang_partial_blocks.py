@@ -24,7 +24,7 @@ from sglang.srt.dllm.config import DllmConfig
 
 from unmask import GenerationConfig, generate
 from unmask.noise import derive_seed
-from unmask.planners import Planner, Schedule, parse_planner
+from unmask.planners import Interleave, Planner, Schedule, parse_planner
 from unmask_sglang.algorithm import ALGORITHMS, rid_key
 from unmask_sglang.settings import algorithm_name
 
@@ -64,6 +64,9 @@ def short_planner(planner: Planner, m: int) -> Planner:
     if isinstance(planner, Schedule):
         groups = [tuple(i - m for i in g if i >= m) for g in planner.groups]
         return Schedule(groups=tuple(g for g in groups if g))
+    if isinstance(planner, Interleave) and planner.k > n:  # classes with no offset are skipped: one offset per call,
+        return Schedule(groups=tuple(map(tuple, planner.levels(n))),  # in the order of the classes (generate
+                        confidence_threshold=planner.confidence_threshold)  # refuses k > block_length itself)
     for field in ("calls", "steps"):
         value = getattr(planner, field, None)
         if isinstance(value, int) and value > n:
