@@ -10,9 +10,10 @@ from .families import FAMILIES, Family, detect_family
 from .fallback import RemoteDenoiser
 from .loading import load
 from .native import NativeDenoiser
+from .quantize import QUANTIZE_MODES, weight_bytes
 from .tokenizer import encode_prompts, has_chat_template, token_spec
 
 __all__ = [
-    "FAMILIES", "Family", "NativeDenoiser", "RemoteDenoiser", "convert", "detect_family", "encode_prompts",
-    "has_chat_template", "load", "token_spec",
+    "FAMILIES", "QUANTIZE_MODES", "Family", "NativeDenoiser", "RemoteDenoiser", "convert", "detect_family", "encode_prompts",
+    "has_chat_template", "load", "token_spec", "weight_bytes",
 ]
