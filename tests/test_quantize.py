@@ -20,6 +20,7 @@ from unmask import GenerationConfig, generate
 from unmask.eval.settings import parse_model_args
 from unmask.models import load, weight_bytes
 from unmask.models.quantize import int4_group_size, quantized_linears
+from unmask.models.runner import CompiledDenoiser
 from unmask.planners import Dilated
 
 PROMPTS = [[3, 4, 5], [6, 7]]
@@ -143,8 +144,22 @@ def test_eval_model_arg_quantize():
         parse_model_args({"pretrained": "tiny-arith", "quantize": "int2"})
 
 
+@pytest.mark.slow  # 30-90 s of tracing each on a busy 2-core machine
+@pytest.mark.parametrize("quantize", ["int8", "int4"])
+def test_quantized_weights_trace_through_the_compiled_runner(quantize):
+    """Dynamo and AOT autograd trace torchao's tensors with dynamic shapes (``aot_eager``: no C++ build)."""
+    den = tiny(quantize)
+    ids = torch.tensor([[3, 4, 5, 6, 2, 2, 2, 2]])
+    mask, pos = torch.ones_like(ids, dtype=torch.bool), torch.arange(8)[None]
+    with torch.no_grad():
+        got = CompiledDenoiser(den, backend="aot_eager", length_multiple=8)(ids, mask, pos)
+        want = den(ids, mask, pos)
+    assert torch.allclose(got, want, rtol=1e-3, atol=1e-3 * float(want.abs().max()))
+
+
 @pytest.mark.slow
 def test_compiled_int8_gives_the_eager_tokens():
+    """The same through inductor's C++ backend, a whole generation (minutes on a busy 2-core machine)."""
     den = tiny("int8")
     cfg = GenerationConfig(gen_length=32, block_length=32, planner=Dilated(), cache="dual")
     prompts = [[3, 4, 5, 6], [7, 8, 9]]
