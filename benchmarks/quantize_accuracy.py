@@ -27,6 +27,7 @@ import torch
 
 from unmask import GenerationConfig, generate
 from unmask.models import load, weight_bytes
+from unmask.models.loading import finish_model
 from unmask.models.quantize import quantize_model
 from unmask.models.synthetic import random_llada
 from unmask.planners import Dilated, TopK
@@ -73,14 +74,15 @@ def tiny_rows(n: int, batch: int) -> list[str]:
 
 def random_rows(args: argparse.Namespace) -> list[str]:
     g = torch.Generator().manual_seed(1)
+    prompts = torch.randint(0, 126464 - 2, (args.rows, args.prompt), generator=g).tolist()  # the same for every model
     rows, ref = [], {}
     for name, quant, dtype in (MODES[1], MODES[0], MODES[2], ("int8 (bf16)", "int8", torch.bfloat16), MODES[3]):
         den = random_llada(hidden=args.hidden, layers=args.layers, heads=args.hidden // 64,
-                           intermediate=args.intermediate, device="cpu", dtype=dtype, logit_std=args.logit_std)
+                           intermediate=args.intermediate, device="cpu", dtype=torch.float32, logit_std=args.logit_std)
+        finish_model(den.model.to(dtype), torch.device("cpu"))  # the same weights in every dtype; rotary in float32
         if quant is not None:
             quantize_model(den.model, quant, torch.device("cpu"), dtype)
         mib = weight_bytes(den.model) / 2**20
-        prompts = torch.randint(0, den.spec.vocab_size - 2, (args.rows, args.prompt), generator=g).tolist()
         for setting, cfg in settings(args.gen, args.block).items():
             out = generate(den, prompts, cfg)
             ref.setdefault(setting, out.generated)

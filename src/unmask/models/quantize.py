@@ -59,23 +59,23 @@ def check_quantize(quantize: str | None) -> str | None:
     return quantize
 
 
-def _below_error(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.ERROR
-
-
 @contextlib.contextmanager
 def quiet_torchao() -> Iterator[None]:
     """Hold back torchao's import-time warnings (one per CUDA extension a CPU-only torch cannot load,
     and torch's notes on torchao's enums); errors still show. A filter, not a level: torch's logging
     setup resets the levels of its loggers when torchao first imports it."""
     loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+
+    def errors_only(record: logging.LogRecord) -> bool:  # one filter per use, so nested uses nest
+        return record.levelno >= logging.ERROR
+
     for log in loggers:
-        log.addFilter(_below_error)
+        log.addFilter(errors_only)
     try:
         yield
     finally:
         for log in loggers:
-            log.removeFilter(_below_error)
+            log.removeFilter(errors_only)
 
 
 def check_dtype(quantize: str | None, dtype: torch.dtype) -> None:
