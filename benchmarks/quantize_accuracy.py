@@ -11,7 +11,9 @@
    it runs on a CPU) with confident logits (``logit_std``, as
    ``gpu_speed.py --logit-std``): the share of generated tokens equal to the
    bfloat16 model's, for float32 (the bf16 rounding floor), int8 and int4,
-   each at DUS and one token per call.
+   each at DUS and one token per call, and, for one call on a fixed canvas
+   (half the answer known, half masked), the share of positions whose argmax
+   equals bf16's and the largest logit difference.
 
     PYTHONPATH=src python benchmarks/quantize_accuracy.py --problems 300
 """
@@ -75,6 +77,9 @@ def tiny_rows(n: int, batch: int) -> list[str]:
 def random_rows(args: argparse.Namespace) -> list[str]:
     g = torch.Generator().manual_seed(1)
     prompts = torch.randint(0, 126464 - 2, (args.rows, args.prompt), generator=g).tolist()  # the same for every model
+    filled = torch.randint(0, 126464 - 2, (args.rows, args.gen), generator=g)  # half the answer known, half masked
+    canvas = torch.cat([torch.tensor(prompts), torch.where(torch.rand(filled.shape, generator=g) < 0.5, filled,
+                                                           126464 - 1)], 1)
     rows, ref = [], {}
     for name, quant, dtype in (MODES[1], MODES[0], MODES[2], ("int8 (bf16)", "int8", torch.bfloat16), MODES[3]):
         den = random_llada(hidden=args.hidden, layers=args.layers, heads=args.hidden // 64,
@@ -83,11 +88,17 @@ def random_rows(args: argparse.Namespace) -> list[str]:
         if quant is not None:
             quantize_model(den.model, quant, torch.device("cpu"), dtype)
         mib = weight_bytes(den.model) / 2**20
+        with torch.no_grad():  # one call on a fixed canvas: no decoding order to diverge
+            logits = den(canvas, torch.ones_like(canvas, dtype=torch.bool), torch.arange(canvas.shape[1])[None]).float()
+        ref.setdefault("call", logits)
+        top = float((logits.argmax(-1) == ref["call"].argmax(-1)).float().mean())
+        diff = float((logits - ref["call"]).abs().max())
         for setting, cfg in settings(args.gen, args.block).items():
             out = generate(den, prompts, cfg)
             ref.setdefault(setting, out.generated)
             agree = float((out.generated == ref[setting]).float().mean())
-            rows.append(f"| {name} | {setting} | {args.rows} x {args.gen} | {100 * agree:.2f} | {out.nfe} | {mib:.1f} |")
+            rows.append(f"| {name} | {setting} | {args.rows} x {args.gen} | {100 * agree:.2f} | {out.nfe} | "
+                        f"{100 * top:.2f} | {diff:.3f} | {mib:.1f} |")
             print(rows[-1], flush=True)
     return rows
 
@@ -116,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_random:
         print(f"\nrandom LLaDA-shape: hidden {args.hidden}, {args.layers} layers, MLP {args.intermediate}, vocab 126464, "
               f"logit std {args.logit_std}, prompt {args.prompt}, block {args.block}, greedy")
-        print("| weights | decoding | rows x tokens | tokens = bf16 % | calls | weights MiB |")
-        print("|---|---|---|---|---|---|")
+        print("| weights | decoding | rows x tokens | tokens = bf16 % | calls | one call: argmax = bf16 % | "
+              "max abs logit diff | weights MiB |")
+        print("|---|---|---|---|---|---|---|---|")
         random_rows(args)
     return 0
 
