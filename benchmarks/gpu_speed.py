@@ -2,6 +2,8 @@
 
     python benchmarks/gpu_speed.py --compile                 # d 4096, 32 layers, vocab 126464, bf16, batch 1 and 8
     python benchmarks/gpu_speed.py --compile --device cpu --small   # the same code path on a small CPU shape
+    for q in none int8 int4; do python benchmarks/gpu_speed.py --compile --logit-std 12 --quantize $q \
+        --out benchmarks/gpu_speed_$q.md; done     # weight-only int8 / int4 (torchao) against bf16, one machine
 
 A decoding call has to stream every weight from device memory at least once,
 so ``bytes of weights / measured copy bandwidth`` is a floor on its time.
@@ -31,7 +33,9 @@ from pathlib import Path
 import torch
 
 from unmask import GenerationConfig, generate
+from unmask.models import weight_bytes as stored_bytes
 from unmask.models.loading import parse_dtype
+from unmask.models.quantize import QUANTIZE_MODES, check_dtype, check_quantize, quantize_model
 from unmask.models.synthetic import random_llada
 
 
@@ -55,8 +59,11 @@ def per_call_ms(fn: Callable[[], object], device: torch.device, calls: int, repe
 
 
 def copy_floor_ms(den, device: torch.device) -> tuple[float, float, int]:
-    """(floor in ms, copy bandwidth in B/s, weight bytes): a device-to-device copy, read + write counted."""
-    weight_bytes = sum(t.numel() * t.element_size() for t in den.model.parameters())
+    """(floor in ms, copy bandwidth in B/s, weight bytes): a device-to-device copy, read + write counted.
+
+    The bytes are the weights as stored: with ``--quantize`` the packed int8 / int4 data with its scales.
+    """
+    weight_bytes = stored_bytes(den.model)
     nbytes = min(weight_bytes, 2**30)
     src = torch.empty(nbytes, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
@@ -280,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--logit-std", type=float, default=None,
                    help="logit scale of the random model (about 12 makes it as confident as a trained one, so "
                         "eager and compiled tokens can be compared; the default plain init is tie-prone)")
+    p.add_argument("--quantize", choices=QUANTIZE_MODES, default="none",
+                   help="weight-only int8 / int4 of the decoder layers (torchao); the floor is then the quantized "
+                        "bytes over the measured bandwidth")
     p.add_argument("--prompt-length", type=int, default=128)
     p.add_argument("--gen-length", type=int, default=256)
     p.add_argument("--block-length", type=int, default=32)
@@ -297,12 +307,16 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("CUDA is not available here; run with --device cpu --small for a smoke test")
     dtype = parse_dtype(args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    quant = check_quantize(args.quantize)
+    check_dtype(quant, dtype)
     den = random_llada(hidden=args.hidden, layers=args.layers, heads=args.heads, intermediate=args.intermediate,
                        vocab=args.vocab, max_length=args.prompt_length + args.gen_length, device=device, dtype=dtype,
                        logit_std=args.logit_std)
+    if quant is not None:
+        quantize_model(den.model, quant, device, dtype)
     floor, bandwidth, weight_bytes = copy_floor_ms(den, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    head = (f"{name}, {dtype}, torch {torch.__version__}; LLaDA-shaped random model: hidden {args.hidden}, {args.layers} "
+    head = (f"{name}, {dtype}, weights {args.quantize}, torch {torch.__version__}; LLaDA-shaped random model: hidden {args.hidden}, {args.layers} "
             f"layers, {args.heads} heads, MLP {args.intermediate}, vocab {args.vocab} ({weight_bytes / 2**30:.2f} GiB); "
             f"prompt {args.prompt_length}, gen {args.gen_length}, block {args.block_length}. Copy bandwidth "
             f"{bandwidth / 1e9:.0f} GB/s, so one pass over the weights takes at least {floor:.2f} ms (the floor).")

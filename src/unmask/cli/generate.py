@@ -66,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default=None,
                    help="weights dtype, e.g. bfloat16, float32 (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--quantize", choices=("none", "int8", "int4"), default="none",
+                   help="weight-only quantization of the decoder layers with torchao (the 'quant' extra); "
+                        "int4 runs in bfloat16")
     p.add_argument("--remote-code", action="store_true",
                    help="run the checkpoint's own code (no cache) instead of the native path")
     p.set_defaults(func=run)
@@ -195,7 +198,13 @@ def run(args: argparse.Namespace) -> int:
     check_output("--html", args.html, HTML_SUFFIXES)
     check_output("--png", args.png, FIGURE_SUFFIXES)
     console = Console(highlight=False)
-    denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, native=False if args.remote_code else None)
+    denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, native=False if args.remote_code else None,
+                               quantize=args.quantize)
+    if hasattr(denoiser, "model"):
+        from ..models import weight_bytes
+
+        console.print(f"[dim]weights {weight_bytes(denoiser.model) / 2**20:.1f} MiB ({denoiser.dtype}, "
+                      f"quantize {args.quantize})[/]", soft_wrap=True)
     chat = has_chat_template(tokenizer) and not args.no_chat_template
     prompts = encode_prompts(tokenizer, texts, chat=chat, add_bos=denoiser.add_bos)
     cfg, note = fit_gen_length(cfg, args.gen_length is not None, max(map(len, prompts)), denoiser.spec.max_length)

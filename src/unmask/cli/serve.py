@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a Jinja chat template for models whose tokenizer has none (chat requests need one)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--dtype", default=None, help="weights dtype (default: bf16 on cuda, fp32 on cpu)")
+    p.add_argument("--quantize", choices=("none", "int8", "int4"), default="none",
+                   help="weight-only quantization with torchao (the 'quant' extra); int4 runs in bfloat16")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--compile", action="store_true", help="static shapes, compiled (and on CUDA, graph-replayed) calls")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
@@ -190,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     console = Console(stderr=True, highlight=False)
     template = check_startup(args, settings)
-    denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype)
+    denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, quantize=args.quantize)
     check_served_model(settings, denoiser)
     if template is not None:
         apply_chat_template(tokenizer, template, args.chat_template)

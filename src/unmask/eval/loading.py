@@ -68,7 +68,8 @@ def load_model(settings: EvalSettings, device: torch.device) -> tuple[Any, Any]:
         if settings.trust_remote_code:
             log.warning("trust_remote_code is not passed on: unmask.models.load runs a checkpoint's own code only "
                         "for families it does not know, or with native=false")
-        denoiser, tokenizer = load(settings.pretrained, device=device, dtype=dtype, native=settings.native)
+        denoiser, tokenizer = load(settings.pretrained, device=device, dtype=dtype, native=settings.native,
+                                   quantize=settings.quantize)
     if not isinstance(denoiser, Denoiser):
         raise ValueError(f"the loaded denoiser must be an unmask.Denoiser (subclass it), got {type(denoiser).__name__}")
     if not hasattr(tokenizer, "encode") or not hasattr(tokenizer, "decode"):

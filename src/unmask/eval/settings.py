@@ -23,6 +23,7 @@ from ..planners import PLANNERS, Planner, make_planner, parse_planner, planner_f
 log = logging.getLogger(__name__)
 GREEDY_CHECKS = ("reveal", "argmax", "none")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
+QUANTIZE = ("none", "int8", "int4")  # unmask.models.quantize.QUANTIZE_MODES (not imported: that loads transformers)
 # every setting of every registered planner (``inner`` is spaced's wrapped planner)
 PLANNER_KEYS: tuple[str, ...] = tuple(sorted({f for name in PLANNERS for f in planner_fields(name)}))
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "tempered_scores")
@@ -43,6 +44,7 @@ class EvalSettings:
     seed: int = 0  # base of the per-request seeds of the likelihood draws and of sampling
     native: bool | None = None  # unmask.models.load: None = native when the family is known, False = AutoModel
     trust_remote_code: bool = False  # accepted for lm-eval's --trust_remote_code; unmask.models.load decides
+    quantize: str = "none"  # unmask.models.load: weight-only int8 / int4 with torchao
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "mc_num"):
@@ -53,6 +55,8 @@ class EvalSettings:
             raise ValueError(f"greedy_check must be one of {GREEDY_CHECKS}, got {self.greedy_check!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.quantize not in QUANTIZE:
+            raise ValueError(f"quantize must be one of {QUANTIZE}, got {self.quantize!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
 

@@ -5,14 +5,17 @@ a checkpoint in transformers' own layout that loads with no name mapping;
 ``encode_prompts`` turns texts into prompt ids (chat template, BOS rule).
 """
 
-from .convert import convert
-from .families import FAMILIES, Family, detect_family
-from .fallback import RemoteDenoiser
-from .loading import load
-from .native import NativeDenoiser
-from .tokenizer import encode_prompts, has_chat_template, token_spec
+from .quantize import QUANTIZE_MODES, quiet_torchao, weight_bytes
+
+with quiet_torchao():  # transformers imports torchao when it is installed; its CPU-build warnings are noise here
+    from .convert import convert
+    from .families import FAMILIES, Family, detect_family
+    from .fallback import RemoteDenoiser
+    from .loading import load
+    from .native import NativeDenoiser
+    from .tokenizer import encode_prompts, has_chat_template, token_spec
 
 __all__ = [
-    "FAMILIES", "Family", "NativeDenoiser", "RemoteDenoiser", "convert", "detect_family", "encode_prompts",
-    "has_chat_template", "load", "token_spec",
+    "FAMILIES", "QUANTIZE_MODES", "Family", "NativeDenoiser", "RemoteDenoiser", "convert", "detect_family", "encode_prompts",
+    "has_chat_template", "load", "token_spec", "weight_bytes",
 ]

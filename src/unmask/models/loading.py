@@ -25,6 +25,7 @@ from .dream import dream_config, dream_rename
 from .families import Family, detect_family, is_converted
 from .llada import llada_config, llada_rename
 from .native import NativeDenoiser
+from .quantize import check_dtype, check_quantize, import_torchao, quantize_model
 from .tokenizer import bos_rule, load_tokenizer, token_spec
 
 HF_CLASSES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
@@ -233,6 +234,7 @@ def load(
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
     native: bool | None = None,
+    quantize: str | None = None,
 ) -> tuple[Denoiser, Any]:
     """Load an MDLM checkpoint as ``(denoiser, tokenizer)``.
 
@@ -242,19 +244,33 @@ def load(
     (``cache="prefix" | "dual"``); with ``native=False`` or for unknown
     families, the checkpoint's own code runs through ``AutoModel`` (no cache).
     ``device`` defaults to CUDA when available; ``dtype`` to bfloat16 on CUDA and
-    float32 on CPU. Raises ``FileNotFoundError`` for a missing checkpoint and
-    ``ValueError`` for one without a mask token.
+    float32 on CPU. ``quantize="int8"`` or ``"int4"`` stores the decoder
+    layers' linear weights in 8 or 4 bits with torchao (weight-only,
+    :mod:`unmask.models.quantize`; native path only; the ``quant`` extra);
+    ``int4`` runs in bfloat16 (its default dtype everywhere; others refused).
+    Raises ``FileNotFoundError`` for a missing checkpoint and ``ValueError``
+    for one without a mask token.
     """
+    quant = check_quantize(quantize)
+    if quant is not None:
+        if native is False:
+            raise ValueError(f"quantize={quant!r} needs the native path (LLaDA, Dream or converted checkpoints), "
+                             "not native=False")
+        import_torchao()  # a missing extra is said before any weight is read
     path = resolve_path(name_or_path)
     raw = read_config(path)
     family = detect_family(raw)
     dev = default_device(device)
-    dt = default_dtype(dtype, dev)
+    dt = torch.bfloat16 if quant == "int4" and dtype is None else default_dtype(dtype, dev)
+    check_dtype(quant, dt)
     if native and family is None:
         raise ValueError(
             f"native=True needs a LLaDA, Dream or converted checkpoint; {str(path)!r} has model_type "
             f"{raw.get('model_type')!r} (use native=None or False)"
         )
+    if quant is not None and family is None:
+        raise ValueError(f"quantize={quant!r} needs a LLaDA, Dream or converted checkpoint (the native path); "
+                         f"{str(path)!r} has model_type {raw.get('model_type')!r}")
     if native is False or family is None:
         from .fallback import load_remote
 
@@ -264,4 +280,6 @@ def load(
     # validate special ids before reading any weights
     spec = token_spec(raw, tokenizer, family, config.vocab_size, config.max_position_embeddings)
     model = build_native(path, config, family, is_converted(raw), dev, dt)
+    if quant is not None:
+        quantize_model(model, quant, dev, dt)
     return NativeDenoiser(model, spec, family, bos_rule(raw, family, tokenizer)), tokenizer
