@@ -200,13 +200,13 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, native=False if args.remote_code else None,
                                quantize=args.quantize)
-    if hasattr(denoiser, "model"):
+    chat = has_chat_template(tokenizer) and not args.no_chat_template
+    prompts = encode_prompts(tokenizer, texts, chat=chat, add_bos=denoiser.add_bos)
+    if hasattr(denoiser, "model"):  # once the prompts are known to be good
         from ..models import weight_bytes
 
         console.print(f"[dim]weights {weight_bytes(denoiser.model) / 2**20:.1f} MiB ({denoiser.dtype}, "
                       f"quantize {args.quantize})[/]", soft_wrap=True)
-    chat = has_chat_template(tokenizer) and not args.no_chat_template
-    prompts = encode_prompts(tokenizer, texts, chat=chat, add_bos=denoiser.add_bos)
     cfg, note = fit_gen_length(cfg, args.gen_length is not None, max(map(len, prompts)), denoiser.spec.max_length)
     if note:
         console.print(f"[dim]{note}[/]", soft_wrap=True)
