@@ -206,3 +206,25 @@ def test_stop_does_not_block_the_event_loop_and_answers_jobs_in_flight(served: S
     (kind, data), ticks = _serve(served, body)
     assert ticks > 10, "stop() blocked the event loop while it waited for the step"
     assert kind == "error" and data.status == 503 and data.body()["error"]["code"] == "shutting_down"
+
+
+def test_an_engine_fault_answers_every_job_and_the_worker_goes_on(served: Served) -> None:
+    async def body(worker: Worker, loop):  # type: ignore[no-untyped-def]
+        step = worker.engine.step
+
+        def broken():  # type: ignore[no-untyped-def]
+            raise RuntimeError("the device fell over")
+
+        worker.engine.step = broken  # type: ignore[method-assign]
+        jobs = [_job(served, loop, p, max_tokens=8, block_length=8) for p in PROMPTS[:2]]
+        for job in jobs:
+            worker.submit(job)
+        faults = [await _final(job) for job in jobs]
+        after = _job(served, loop, PROMPTS[2], max_tokens=8, block_length=8)
+        worker.submit(after)  # the fresh engine serves it
+        assert worker.engine.step != broken and step is not None
+        return faults, await _final(after)
+
+    faults, (kind, result) = _serve(served, body)
+    assert all(k == "error" and e.status == 500 and "fell over" in str(e.body()) for k, e in faults)
+    assert kind == "done" and [c.text for c in result.choices] == _offline(served, _job(served, None, PROMPTS[2], max_tokens=8, block_length=8))

@@ -108,7 +108,12 @@ class Worker:
                 continue
             stats = self.engine.stats
             calls, row_calls = stats.calls, stats.row_calls
-            finished = self.engine.step()
+            try:
+                finished = self.engine.step()
+            except Exception as err:  # noqa: BLE001 - a fault outside any one request: every job in flight gets it
+                log.exception("the engine failed; answering every request in flight and starting a fresh engine")
+                self._restart(err)
+                continue
             self.metrics.step(stats.calls - calls, stats.row_calls - row_calls, self.engine.live_rows,
                               self.engine.waiting)
             for request, out in finished:
@@ -122,6 +127,14 @@ class Worker:
                     result = self._result(job, out)
                     self.metrics.request_done(result)
                     job.post("done", result)
+
+    def _restart(self, err: Exception) -> None:
+        """Every job in flight gets ``err`` (as a 500); a fresh engine takes the next requests."""
+        jobs, self.jobs = list(self.jobs.values()), {}
+        fault = ApiError(500, f"generation failed: {type(err).__name__}: {err}", None, "internal_error", type="server_error")
+        for job in jobs:
+            job.post("error", fault)
+        self.engine = Engine(self.engine.denoiser, self.engine.config)
 
     def _result(self, job: Job, out: GenerationOutput) -> Result:
         generated, reveal, nfe = out.generated.tolist(), out.trace.reveal_call.tolist(), out.nfe_per_row.tolist()
