@@ -22,6 +22,7 @@ from .cache import check_cache
 from .config import GenerationConfig
 from .denoiser import Denoiser, TokenSpec
 from .engine import Engine, EngineConfig, Request
+from .engine.request import check_prompts
 from .noise import derive_seed
 from .output import BlockEvent, CallEvent, GenerationOutput, Listener
 from .progress import block_progress
@@ -147,22 +148,3 @@ def as_rows(prompts: PromptsLike) -> list[list[int]]:
             raise ValueError(f"prompts[{i}] holds {bad[0]!r} of type {type(bad[0]).__name__}: token ids must be ints")
         rows.append(list(p))
     return rows
-
-
-def check_prompts(rows: list[list[int]], config: GenerationConfig, spec: TokenSpec) -> None:
-    """Raise ``ValueError`` for an empty batch, ids outside the vocabulary or the mask id, or a canvas too long."""
-    if not rows:
-        raise ValueError("prompts must hold at least one prompt, got an empty batch")
-    for i, row in enumerate(rows):
-        bad = [t for t in row if not 0 <= t < spec.vocab_size or t == spec.mask_id]
-        if bad:
-            raise ValueError(
-                f"prompts[{i}] holds token id {bad[0]}: ids must lie in [0, {spec.vocab_size}) and not be "
-                f"the mask id {spec.mask_id}"
-            )
-        total = len(row) + config.gen_length
-        if spec.max_length is not None and total > spec.max_length:
-            raise ValueError(
-                f"prompts[{i}] has {len(row)} tokens; with gen_length={config.gen_length} that is {total}, "
-                f"over the model's maximum length {spec.max_length}"
-            )

@@ -35,7 +35,7 @@ from ..denoiser import Denoiser
 from ..noise import Noise
 from ..output import CallEvent, GenerationOutput
 from .arena import EngineConfig, arena_size
-from .request import Request, RequestState
+from .request import Request, RequestState, check_prompts
 from .runner import Part, Runner
 from .scheduler import Scheduler
 
@@ -79,6 +79,7 @@ class Engine:
     def add(self, request: Request) -> None:
         """Queue ``request`` (thread-safe); raises ``ValueError`` before any compute if it cannot run here."""
         cfg = request.config
+        check_prompts(request.prompts, cfg, self.spec)
         check_cache(cfg.cache, self.model)
         if cfg.compile != self.config.compile:
             raise ValueError(f"config.compile={cfg.compile} but this engine runs compile={self.config.compile}: "

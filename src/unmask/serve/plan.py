@@ -24,7 +24,7 @@ from typing import Any
 
 from ..config import GenerationConfig
 from ..denoiser import Denoiser
-from ..loop import check_prompts
+from ..engine.request import check_prompts
 from ..names import SEED_LIMIT
 from ..noise import derive_seed
 from ..planners import parse_planner
