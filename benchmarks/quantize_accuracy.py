@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import time
 

@@ -235,8 +235,7 @@ def test_temperatures_outside_float32_are_refused_and_the_ends_inside_work():
 
 def test_a_tiny_top_p_keeps_the_argmax():
     """top_p = 1e-300 once dropped every token (float32 rounds it to 0): it leaves the argmax, and its ties."""
-    from unmask import GenerationConfig, generate
-    from toy import ToyDenoiser
+    from unmask import GenerationConfig
 
     z = torch.tensor([[[0.5, 2.0, 1.0, INF], [3.0, 3.0, 0.0, 1.0]]])
     p = propose(z.expand(1, 2, -1).repeat(1, 200, 1), SamplingParams(temperature=1.0, top_p=1e-300),

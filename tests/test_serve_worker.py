@@ -13,7 +13,6 @@ pytest.importorskip("fastapi")
 import torch  # noqa: E402
 
 import unmask  # noqa: E402
-from unmask.config import GenerationConfig  # noqa: E402
 from unmask.denoiser import Denoiser  # noqa: E402
 from unmask.serve import Served, ServeSettings  # noqa: E402
 from unmask.serve.job import Job  # noqa: E402

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .cache import check_cache
 from .config import GenerationConfig
-from .denoiser import Denoiser, TokenSpec
+from .denoiser import Denoiser
 from .engine import Engine, EngineConfig, Request
 from .engine.request import check_prompts
 from .noise import derive_seed

@@ -22,7 +22,6 @@ softmax is ever materialised.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch

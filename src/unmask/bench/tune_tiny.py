@@ -30,7 +30,7 @@ from .tiny import wilson
 
 from .args import TUNE_TINY_BUDGETS as BUDGETS
 from .args import TUNE_TINY_PROMPTS as PROMPTS
-from .args import add_tune_tiny_arguments as add_arguments
+from .args import add_tune_tiny_arguments as add_arguments  # noqa: F401 - benchmarks/tune_tiny.py imports it from here
 
 
 @dataclass(frozen=True)

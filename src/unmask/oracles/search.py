@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from .markov import ChainOracle, MarkovOracle
-from .metrics import ordered_partitions, path_kl, schedule_kl
+from .markov import MarkovOracle
+from .metrics import ordered_partitions, schedule_kl
 
 Levels = tuple[tuple[int, ...], ...]
 Value = float | Tensor
