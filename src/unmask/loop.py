@@ -62,7 +62,8 @@ def generate(
     event after every call and block, and may drop rows. ``engine`` runs the
     request on an idle engine of your own (its arena and compiled graphs are
     kept between calls); by default an engine sized for this batch is made
-    (with ``compile=True``, one kept per denoiser).
+    (with ``compile=True``, one kept per denoiser, whose arena of at least 64
+    slots is replaced by a bigger one only when a batch needs more).
     """
     config = GenerationConfig.coerce(config)
     if not isinstance(denoiser, Denoiser):
@@ -87,8 +88,11 @@ def _engine_for(denoiser: Denoiser, config: GenerationConfig, request: Request) 
     if config.compile:
         compiled = denoiser.compiled()
         engine = _COMPILED_ENGINES.get(compiled)
-        if engine is None:
-            engine = _COMPILED_ENGINES[compiled] = Engine(denoiser, EngineConfig(max_rows=4096, kv_slots=64, compile=True))
+        cached = config.cache != "none"
+        if engine is None or (cached and request.rows > engine.slots):  # a bigger batch: one bigger arena, once
+            slots = max(64, request.rows, engine.slots if engine is not None else 0)
+            engine = _COMPILED_ENGINES[compiled] = Engine(denoiser, EngineConfig(max_rows=4096, kv_slots=slots,
+                                                                                 compile=True))
         return engine
     total = max(map(len, request.prompts)) + config.gen_length
     cached = config.cache != "none"
