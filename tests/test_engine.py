@@ -58,8 +58,9 @@ def _seeds(config, n):
     return row_seeds(None, n, config.seed if config.seed is not None else 0)
 
 
-def test_requests_with_different_settings_share_calls_and_get_what_they_get_alone(model):
-    engine = Engine(model, EngineConfig(max_rows=64, kv_slots=32))
+@pytest.mark.parametrize("pad_budget", [None, 1.3])
+def test_requests_with_different_settings_share_calls_and_get_what_they_get_alone(model, pad_budget):
+    engine = Engine(model, EngineConfig(max_rows=64, kv_slots=32, pad_budget=pad_budget))
     reqs = requests(MIX)
     for r in reqs:
         engine.add(r)
@@ -157,7 +158,8 @@ def test_bad_requests_are_refused_before_compute(model):
 
 
 @pytest.mark.parametrize("bad, match", [(dict(max_rows=0), "max_rows"), (dict(kv_memory=1.5), "kv_memory"),
-                                        (dict(kv_slots=-1), "kv_slots"), (dict(max_length=True), "max_length")])
+                                        (dict(kv_slots=-1), "kv_slots"), (dict(max_length=True), "max_length"),
+                                        (dict(pad_budget=0.9), "pad_budget"), (dict(pad_budget="some"), "pad_budget")])
 def test_engine_config_is_validated(bad, match):
     with pytest.raises(ValueError, match=match):
         EngineConfig(**bad)
@@ -179,3 +181,21 @@ def test_stop_strings_end_a_row_after_its_block():
     out = generate(den, [prompt], cfg, tokenizer=tok)
     assert "=" in plain.texts[0] and out.texts[0] == plain.texts[0].split("=")[0]
     assert int(out.nfe_per_row[0]) < int(plain.nfe_per_row[0])  # the row stopped after the block with "="
+
+
+def test_split_padding_keeps_each_call_within_its_budget():
+    from unmask.engine.engine import split_padding
+    from unmask.engine.runner import Part
+
+    class State:
+        guided = False
+
+    parts = [Part(State(), [0] * rows, 0, width) for rows, width in [(2, 60), (1, 20), (3, 24), (1, 58), (2, 40)]]
+    assert split_padding(parts, None) == [parts]
+    calls = split_padding(parts, 1.3)
+    assert sorted(id(p) for c in calls for p in c) == sorted(id(p) for p in parts)  # every part, once
+    for c in calls:
+        rows = sum(len(p.rows) for p in c)
+        assert max(p.width for p in c) * rows <= 1.3 * sum(len(p.rows) * p.width for p in c)
+    assert [[p.width for p in c] for c in calls] == [[20, 24], [40, 58, 60]]  # 20+24 and 40+58+60: 1.09x, 1.16x
+    assert split_padding([], 1.3) == []

@@ -56,6 +56,30 @@ class EngineStats:
 Finished = tuple[Request, "GenerationOutput | Exception"]  # an output, or the error that ended the request
 
 
+def split_padding(parts: list[Part], budget: float | None) -> list[list[Part]]:
+    """The parts of one call kind as one call, or, with a ``budget``, as a few calls each of whose padded query
+    columns stay within ``budget`` times its rows' own (parts taken shortest first; none split).
+
+    A call pads every row to its longest query run, so rows of very different lengths waste compute; on a
+    CPU, where a call's time grows with its columns, a few calls of similar lengths cost less than one.
+    """
+    if not parts:
+        return []
+    if budget is None:
+        return [parts]
+    calls: list[list[Part]] = []
+    real = 0
+    for p in sorted(parts, key=lambda p: p.width):
+        n = len(p.rows) * p.copies
+        if calls and p.width * (sum(len(q.rows) * q.copies for q in calls[-1]) + n) <= budget * (real + n * p.width):
+            calls[-1].append(p)
+            real += n * p.width
+        else:
+            calls.append([p])
+            real = n * p.width
+    return calls
+
+
 class Engine:
     """Continuous batching of generation requests over one denoiser (see the module docstring)."""
 
@@ -68,6 +92,7 @@ class Engine:
         self.spec = denoiser.spec
         self.device = denoiser.device
         self.runner = Runner(self.model)
+        self.pad_budget = self.config.padding(self.device)
         self.length = self.config.slot_length(self.spec)
         self.slots = arena_size(self.model, self.config, self.length) if self.model.can_cache() else 0
         self.scheduler = Scheduler(self.config.max_rows, 0)
@@ -109,6 +134,10 @@ class Engine:
     @property
     def has_work(self) -> bool:
         return bool(self._states)
+
+    def holds(self, request_id: int) -> bool:
+        """Whether the request of this id was added and has not finished or been dropped."""
+        return request_id in self._states
 
     @property
     def waiting(self) -> int:
@@ -170,21 +199,19 @@ class Engine:
             by_kind.setdefault(plan.kind, []).append(Part(st, rows, plan.start, plan.end))
         groups: dict[Hashable, list[tuple[Part, Tensor]]] = {}
         for kind in KINDS:
-            parts = by_kind.get(kind)
-            if not parts:
-                continue
-            rows = sum(len(p.rows) * p.copies for p in parts)
-            self.stats.calls += 1
-            self.stats.row_calls += rows
-            for p, logits in zip(parts, self.runner.run(kind, parts), strict=True):
-                p.state.shared_rows += rows
-                if kind == "segment":
-                    p.state.partial += 1
-                else:
-                    p.state.full += 1
-                cfg = p.state.config
-                groups.setdefault((cfg.planner, cfg.sampling, p.state.call, cfg.block_length, cfg.num_blocks),
-                                  []).append((p, logits))
+            for parts in split_padding(by_kind.get(kind, []), self.pad_budget):
+                rows = sum(len(p.rows) * p.copies for p in parts)
+                self.stats.calls += 1
+                self.stats.row_calls += rows
+                for p, logits in zip(parts, self.runner.run(kind, parts), strict=True):
+                    p.state.shared_rows += rows
+                    if kind == "segment":
+                        p.state.partial += 1
+                    else:
+                        p.state.full += 1
+                    cfg = p.state.config
+                    groups.setdefault((cfg.planner, cfg.sampling, p.state.call, cfg.block_length, cfg.num_blocks),
+                                      []).append((p, logits))
         for members in groups.values():
             self._decide(members)
 

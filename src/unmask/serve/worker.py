@@ -50,6 +50,7 @@ class Worker:
         self.display = Display(served.tokenizer, served.denoiser.spec.eos_ids)
         self.jobs: dict[int, Job] = {}  # engine request id -> its job
         self._wake = threading.Event()
+        self._swap = threading.Lock()
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -77,12 +78,14 @@ class Worker:
             raise QueueFull(max(1, math.ceil(self.metrics.mean_request_seconds())))
         plan = job.plan
         request = Request(plan.rows, plan.config, plan.seeds, JobListener(job, self.display))
-        try:
-            self.engine.add(request)
-        except ValueError as err:
-            raise ApiError(400, f"the request cannot run on this server: {err}", None, "invalid_value") from None
         job.request = request
-        self.jobs[request.id] = job
+        with self._swap:  # not while a failed engine is being replaced
+            self.jobs[request.id] = job  # before the engine can finish it (or fail it) in its thread
+            try:
+                self.engine.add(request)
+            except ValueError as err:
+                del self.jobs[request.id]
+                raise ApiError(400, f"the request cannot run on this server: {err}", None, "invalid_value") from None
         self.metrics.set_queue(self.engine.waiting)
         self._wake.set()
 
@@ -129,12 +132,12 @@ class Worker:
                     job.post("done", result)
 
     def _restart(self, err: Exception) -> None:
-        """Every job in flight gets ``err`` (as a 500); a fresh engine takes the next requests."""
-        jobs, self.jobs = list(self.jobs.values()), {}
+        """A fresh engine takes the next requests; every job of the failed one gets ``err`` (as a 500)."""
         fault = ApiError(500, f"generation failed: {type(err).__name__}: {err}", None, "internal_error", type="server_error")
-        for job in jobs:
-            job.post("error", fault)
-        self.engine = Engine(self.engine.denoiser, self.engine.config)
+        with self._swap:
+            old, self.engine = self.engine, Engine(self.engine.denoiser, self.engine.config)
+            for rid in [rid for rid in self.jobs if old.holds(rid)]:
+                self.jobs.pop(rid).post("error", fault)
 
     def _result(self, job: Job, out: GenerationOutput) -> Result:
         generated, reveal, nfe = out.generated.tolist(), out.trace.reveal_call.tolist(), out.nfe_per_row.tolist()
