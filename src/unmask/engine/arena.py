@@ -57,9 +57,9 @@ class EngineConfig:
     ``kv_slots``: the arena's slot count (overrides ``kv_memory``).
     ``max_length``: canvas columns per slot (None: the model's maximum
     length, at most 2048). ``compile``: run the compiled runner.
-    ``pad_budget``: split a step's rows of one call kind into calls of
-    similar lengths, each padded to at most this many times its rows' own
-    columns (None: one call per kind, the best on a GPU, where a call's time
+    ``pad_budget``: split a step's rows of a whole-canvas call kind into
+    calls of similar lengths, each padded to at most this many times its rows'
+    own columns (None: one call per kind, the best on a GPU, where a call's time
     hardly grows with its columns; ``"auto"``: 1.3 on a CPU, where it pays,
     None elsewhere).
     """

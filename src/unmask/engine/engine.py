@@ -199,7 +199,8 @@ class Engine:
             by_kind.setdefault(plan.kind, []).append(Part(st, rows, plan.start, plan.end))
         groups: dict[Hashable, list[tuple[Part, Tensor]]] = {}
         for kind in KINDS:
-            for parts in split_padding(by_kind.get(kind, []), self.pad_budget):
+            budget = None if kind == "segment" else self.pad_budget  # segments are short: their padding is cheap
+            for parts in split_padding(by_kind.get(kind, []), budget):
                 rows = sum(len(p.rows) * p.copies for p in parts)
                 self.stats.calls += 1
                 self.stats.row_calls += rows
