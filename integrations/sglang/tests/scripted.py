@@ -181,3 +181,16 @@ def serve_fdfo(algo: Any, runner: FakeRunner, reqs: list[Request], num_blocks: i
             else:
                 block[r.rid], state[r.rid] = ids, st
     raise AssertionError("serve_fdfo did not finish every request")
+
+
+def build_algorithm(spec: str, sampling: dict, fdfo: bool, block_size: int, seed: int) -> Any:
+    """The plugin's algorithm for planner ``spec`` as SGLang builds it from ``--dllm-algorithm-config``."""
+    from sglang.srt.dllm.config import DllmConfig
+    from unmask.planners import parse_planner
+    from unmask_sglang.algorithm import ALGORITHMS
+    from unmask_sglang.settings import algorithm_name
+
+    name = algorithm_name(parse_planner(spec).name)
+    config = DllmConfig(algorithm=name, algorithm_config={"planner": spec, "seed": seed, **sampling},
+                        block_size=block_size, mask_id=MASK, max_running_requests=8, first_done_first_out_mode=fdfo)
+    return ALGORITHMS[name](config)

@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from scripted import MASK, FakeRunner, Request, ScriptedModel, serve_fdfo, serve_sync
-from sglang.srt.dllm.config import DllmConfig
+from scripted import MASK, FakeRunner, Request, ScriptedModel, build_algorithm, serve_fdfo, serve_sync
 
 from unmask import GenerationConfig, generate
 from unmask.noise import derive_seed
-from unmask.planners import parse_planner
-from unmask_sglang.algorithm import ALGORITHMS, rid_key
-from unmask_sglang.settings import algorithm_name
+from unmask_sglang.algorithm import rid_key
 
 BL, BLOCKS = 8, 3
 PROMPT_BLOCKS = [1, 2, 1, 3]  # prompt lengths in blocks: rows sit at different positions
@@ -58,10 +55,7 @@ def make_requests() -> list[Request]:
 
 
 def build(spec: str, sampling: dict, fdfo: bool):
-    name = algorithm_name(parse_planner(spec).name)
-    config = DllmConfig(algorithm=name, algorithm_config={"planner": spec, "seed": 5, **sampling}, block_size=BL,
-                        mask_id=MASK, max_running_requests=8, first_done_first_out_mode=fdfo)
-    return ALGORITHMS[name](config)
+    return build_algorithm(spec, sampling, fdfo, BL, seed=5)
 
 
 @pytest.mark.parametrize("mode", ["sync", "fdfo", "main"])

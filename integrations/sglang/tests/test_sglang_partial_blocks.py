@@ -19,14 +19,12 @@ import dataclasses
 
 import pytest
 import torch
-from scripted import MASK, FakeRunner, Request, ScriptedModel, serve_fdfo, serve_sync
-from sglang.srt.dllm.config import DllmConfig
+from scripted import MASK, FakeRunner, Request, ScriptedModel, build_algorithm, serve_fdfo, serve_sync
 
 from unmask import GenerationConfig, generate
 from unmask.noise import derive_seed
 from unmask.planners import Interleave, Planner, Schedule, parse_planner
-from unmask_sglang.algorithm import ALGORITHMS, rid_key
-from unmask_sglang.settings import algorithm_name
+from unmask_sglang.algorithm import rid_key
 
 BL, BLOCKS = 8, 3
 PROMPT_LENGTHS = [5, 11, 15, 9, 16, 2]  # m = 5, 3, 7, 1, 0, 6 prompt tokens in the first block
@@ -104,10 +102,7 @@ def make_requests() -> list[Request]:
 
 
 def build(spec: str, sampling: dict, fdfo: bool):
-    name = algorithm_name(parse_planner(spec).name)
-    config = DllmConfig(algorithm=name, algorithm_config={"planner": spec, "seed": 9, **sampling}, block_size=BL,
-                        mask_id=MASK, max_running_requests=8, first_done_first_out_mode=fdfo)
-    return ALGORITHMS[name](config)
+    return build_algorithm(spec, sampling, fdfo, BL, seed=9)
 
 
 def serve(spec: str, sampling: str, mode: str, model: ScriptedModel, reqs: list[Request]) -> FakeRunner:
