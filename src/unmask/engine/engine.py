@@ -68,15 +68,15 @@ def split_padding(parts: list[Part], budget: float | None) -> list[list[Part]]:
     if budget is None:
         return [parts]
     calls: list[list[Part]] = []
-    real = 0
+    rows = real = 0  # of the last call: its rows, and their own columns summed
     for p in sorted(parts, key=lambda p: p.width):
         n = len(p.rows) * p.copies
-        if calls and p.width * (sum(len(q.rows) * q.copies for q in calls[-1]) + n) <= budget * (real + n * p.width):
+        if calls and p.width * (rows + n) <= budget * (real + n * p.width):
             calls[-1].append(p)
-            real += n * p.width
+            rows, real = rows + n, real + n * p.width
         else:
             calls.append([p])
-            real = n * p.width
+            rows, real = n, n * p.width
     return calls
 
 
@@ -185,9 +185,13 @@ class Engine:
             return [self._drop(st, err) for st in live]
         return self._end_blocks()
 
-    def _drop(self, st: RequestState, err: Exception) -> Finished:
+    def _forget(self, st: RequestState) -> None:
+        """The request leaves the live set or the queue, with its slots."""
         self.scheduler.remove(st)
         del self._states[st.request.id]
+
+    def _drop(self, st: RequestState, err: Exception) -> Finished:
+        self._forget(st)
         return st.request, err
 
     def _calls(self, live: list[RequestState]) -> None:
@@ -222,8 +226,7 @@ class Engine:
             self.scheduler.add(self._inbox.get())
         for st in [*self.scheduler.running, *self.scheduler.waiting]:
             if st.cancelled:
-                self.scheduler.remove(st)
-                del self._states[st.request.id]
+                self._forget(st)
         if self.runner.arena is None and any(st.config.cache != "none" for st in self.scheduler.waiting):
             self.runner.arena = self.model.new_arena(self.slots, self.length)  # type: ignore[attr-defined]
             self.scheduler.resize(self.slots)
@@ -233,31 +236,31 @@ class Engine:
         """One decision for requests that share planner, sampling, call and block size, applied to each."""
         first = members[0][0].state
         cfg, call, mask_id = first.config, first.call, self.spec.mask_id
-        masked, positions, keys, idx = [], [], [], []
+        masked, masked_all, positions, keys, idx = [], [], [], [], []
         for p, _ in members:
             st, (lo, hi) = p.state, p.state.bounds()
             r = torch.tensor(p.rows, dtype=torch.long, device=st.x.device)
             idx.append(r)
-            masked.append(st.x.index_select(0, r)[:, lo:hi] == mask_id)
+            masked_all.append(st.x[:, lo:hi] == mask_id)  # [n, Bl]: rows outside the call have no masks or wait
+            masked.append(masked_all[-1].index_select(0, r))
             positions.append(st.canvas.positions.index_select(0, r)[:, lo:hi])
             keys.append(st.noise.keys.index_select(0, r))
         logits = torch.cat([lg for _, lg in members]) if len(members) > 1 else members[0][1]
         noise = Noise(torch.cat(keys)).at(call, torch.cat(positions))
         d = decide(logits, torch.cat(masked), cfg.planner, cfg.sampling, noise, call, cfg.num_blocks, mask_id)  # type: ignore[arg-type]
         at = 0
-        for (p, _), r, m in zip(members, idx, masked, strict=True):
+        for (p, _), r, m, m_all in zip(members, idx, masked, masked_all, strict=True):
             k = len(p.rows)
-            self._apply(p.state, r, m, d.reveal[at : at + k], d.proposal.tokens[at : at + k],
+            self._apply(p.state, r, m, m_all, d.reveal[at : at + k], d.proposal.tokens[at : at + k],
                         d.proposal.confidence[at : at + k], d.proposal.logq[at : at + k],
                         None if d.proposal.finite is None else d.proposal.finite[at : at + k])
             at += k
 
-    def _apply(self, st: RequestState, rows: Tensor, masked: Tensor, reveal: Tensor, tokens: Tensor, prob: Tensor,
-               logq: Tensor, finite: Tensor | None) -> None:
+    def _apply(self, st: RequestState, rows: Tensor, masked: Tensor, masked_all: Tensor, reveal: Tensor,
+               tokens: Tensor, prob: Tensor, logq: Tensor, finite: Tensor | None) -> None:
         """Write one request's reveals into its canvas and trace, and tell its listener."""
         lo, hi = st.bounds()
         block = st.x[:, lo:hi]
-        masked_all = block == self.spec.mask_id  # [n, Bl]: rows outside the call have no masks or wait
         full = (st.n, hi - lo)
         reveal_all = torch.zeros(full, dtype=torch.bool, device=block.device).index_copy_(0, rows, reveal)
         prob_all = torch.ones(full, dtype=prob.dtype, device=block.device).index_copy_(0, rows, prob)
@@ -298,8 +301,7 @@ class Engine:
                 if st.x.device.type == "cuda":
                     torch.cuda.synchronize(st.x.device)
                 out = st.output(time.perf_counter() - st.started)
-                self.scheduler.remove(st)
-                del self._states[st.request.id]
+                self._forget(st)
                 self.stats.requests += 1
                 done.append((st.request, out))
         return done

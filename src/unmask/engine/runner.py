@@ -58,35 +58,35 @@ class Runner:
         """Logits ``[len(rows), Bl, V]`` of each part's block, for one call of ``kind`` over every part."""
         device = parts[0].state.x.device
         ids, pos, mask, cols, want_lo, unpadded = [], [], [], [], [], True
-        width = max(p.width for p in parts) if kind == "segment" else max(p.state.total for p in parts)
+        width = max(p.width for p in parts)  # query columns (a whole canvas is its part's width)
         keys = max(p.state.total for p in parts)
         for p in parts:
             st, lo = p.state, p.state.bounds()[0]
             r = torch.tensor(p.rows, dtype=torch.long, device=device)
-            x, am, ps = st.x.index_select(0, r), st.canvas.attention_mask.index_select(0, r), st.canvas.positions.index_select(0, r)
+            am = st.canvas.attention_mask.index_select(0, r)
+            x = st.x.index_select(0, r)[:, p.start : p.end]  # whole canvases start at column 0
+            ps = st.canvas.positions.index_select(0, r)[:, p.start : p.end]
+            q = x.shape[1]
             if kind == "segment":  # the row's own columns first, dummies after
-                at, x, am, ps = 0, x[:, p.start : p.end], am[:, p.start : p.end], ps[:, p.start : p.end]
+                at, pad = 0, (0, width - q)
                 want_lo.append(lo - p.start)
             else:  # the whole canvas, left-padded to the longest
-                at = width - st.total
+                at, pad = width - q, (width - q, 0)
                 want_lo.append(at + lo)
-            q = x.shape[1]
-            pad = (0, width - q) if kind == "segment" else (width - q, 0)
             x = torch.nn.functional.pad(x, pad, value=self.spec.pad_id)
             ps = torch.nn.functional.pad(ps, pad, value=0)
-            unpadded &= st.total == keys and not st.canvas.padded and (kind == "segment" or width == st.total)
-            c = torch.full((len(p.rows), width), -1, dtype=torch.long, device=device)  # -1: dummy queries
-            c[:, at : at + q] = torch.arange(p.start, p.start + q, device=device) if kind == "segment" else \
-                torch.arange(q, device=device)
-            if kind == "full":
+            unpadded &= st.total == keys and not st.canvas.padded
+            if kind == "full":  # the queries are the keys
                 m = torch.nn.functional.pad(am, pad, value=False)
-            else:  # keys: the row's canvas columns of its slot
-                m = torch.nn.functional.pad(st.canvas.attention_mask.index_select(0, r), (0, keys - st.total), value=False)
+            else:  # keys: the row's canvas columns of its slot; queries write their own columns (-1: dummies)
+                m = torch.nn.functional.pad(am, (0, keys - st.total), value=False)
+                c = torch.full((len(p.rows), width), -1, dtype=torch.long, device=device)
+                c[:, at : at + q] = torch.arange(p.start, p.end, device=device)
+                cols += [c] * p.copies
             uncond = [unconditional(x, ps, st.prompt_lengths.index_select(0, r), self.spec.mask_id)] if st.guided else []
             ids += [x, *uncond]
             pos += [ps] * p.copies
             mask += [m] * p.copies
-            cols += [c] * p.copies
         ids_t, pos_t, mask_t = torch.cat(ids), torch.cat(pos), torch.cat(mask)
         want = self._want(parts, want_lo, device)
         if kind == "full":
