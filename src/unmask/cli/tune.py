@@ -2,23 +2,28 @@
 
     unmask tune --model tiny-arith --prompts examples/tune/tiny_val.txt --budget 5
     unmask tune --model oracle:markov2 --budget 4          # exact oracle, unconditional samples
+    unmask tune --model mymodels:build --prompts p.txt --budget 3,5,8   # a callable returning (denoiser, tokenizer)
 
 The prompts (one per line) are split into a calibration half, on which every
 candidate is scored against one-token-per-call decoding, and a report half, on
-which the winner is scored again. Prints the frontier table, writes a plot and
-ends with the winner as a planner spec for ``generate``, ``eval`` and the API.
+which the winner is scored again. Several budgets share one reference decode.
+Prints the frontier table (one per budget), writes a plot and ends with the
+winner as a planner spec for ``generate``, ``eval`` and the API.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from ..names import CACHE_MODES
 from . import FIGURE_SUFFIXES, check_output
+from .factory import is_factory, load_factory
 
 ORACLE_PREFIX = "oracle:"
 
@@ -31,16 +36,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "plot, and give the winner as a planner spec for generate, eval and the API.",
     )
     p.add_argument("--model", required=True,
-                   help="checkpoint directory, Hub id, 'tiny-arith', or oracle:markov1 / oracle:markov2 / oracle:hmm")
+                   help="checkpoint directory, Hub id, 'tiny-arith', oracle:markov1 / oracle:markov2 / oracle:hmm, or "
+                        "module:factory, a Python callable (imported from the current directory or the Python path) "
+                        "that returns (denoiser, tokenizer); a tokenizer of None reads prompts as token ids")
     p.add_argument("--prompts", default=None, metavar="FILE",
-                   help="prompts, one per line (oracles: token ids separated by spaces; default: unconditional)")
-    p.add_argument("--budget", type=int, required=True, metavar="CALLS_PER_BLOCK", help="denoiser calls per block")
+                   help="prompts, one per line (oracles and factories without a tokenizer: token ids separated by "
+                        "spaces; default: unconditional samples)")
+    p.add_argument("--budget", required=True, metavar="CALLS_PER_BLOCK",
+                   help="mean denoiser calls per block; several separated by commas (3,5,8) share one reference "
+                        "decode and get one table each")
     p.add_argument("--candidates", nargs="+", default=None, metavar="SPEC",
                    help="planner specs to compare (default: DUS bases, interleave, farthest point, top-k scores, "
                         "threshold and EB grids, spaced hybrids)")
     p.add_argument("--search", type=int, default=None, metavar="N",
                    help="also search for a better fixed schedule, scoring at most N (default: 200 when sampling, "
-                        "0 when greedy)")
+                        "0 when greedy); it is kept only if it beats the best fixed candidate by two standard errors "
+                        "on fresh samples (greedy: on the second half of the calibration prompts, held out from the "
+                        "search; needs at least 8)")
     p.add_argument("--report", type=int, default=None,
                    help="prompts kept apart to score the winner (default: half of them)")
     p.add_argument("--samples", type=int, default=512,
@@ -52,8 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--cache", choices=CACHE_MODES, default="none")
-    p.add_argument("--plot", default="unmask-tune.png", metavar="PATH", help="frontier plot (default unmask-tune.png)")
-    p.add_argument("--markdown", default=None, metavar="PATH", help="also write the frontier table as markdown")
+    p.add_argument("--plot", default="unmask-tune.png", metavar="PATH",
+                   help="frontier plot (default unmask-tune.png; several budgets: one per budget, NAME-BUDGET.png)")
+    p.add_argument("--markdown", default=None, metavar="PATH",
+                   help="also write the frontier table as markdown (several budgets: one section each)")
+    p.add_argument("--json", default=None, metavar="PATH",
+                   help="also write every budget's scores (mean and max calls per block, ...) and winner as JSON")
     p.add_argument("--no-chat-template", action="store_true", help="encode prompts as plain text")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--device", default=None)
@@ -80,10 +96,32 @@ def _split(prompts: list[list[int]], report: int | None) -> tuple[list[list[int]
     return prompts[: len(prompts) - n_rep], prompts[len(prompts) - n_rep :]
 
 
+def parse_budgets(text: str) -> list[int]:
+    """``--budget``: one int or several separated by commas, ascending; each is checked by ``TuneConfig``."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--budget must be calls per block, one int or several separated by commas (3,5,8), "
+                         f"got {text!r}") from None
+    if len(set(values)) != len(values):
+        raise ValueError(f"--budget must not repeat a value, got {text!r}")
+    return sorted(values)
+
+
+def plot_paths(path: str, budgets: list[int]) -> list[Path]:
+    """``--plot`` as given for one budget, else ``NAME-BUDGET.SUFFIX`` per budget."""
+    if len(budgets) == 1:
+        return [Path(path)]
+    return [Path(path).with_stem(f"{Path(path).stem}-{b}") for b in budgets]
+
+
 def _oracle_prompts(args: argparse.Namespace, vocab: int) -> tuple[list[list[int]], list[list[int]]]:
     if args.prompts is None:
         if args.samples < 2:
             raise ValueError(f"--samples must be an int >= 2, got {args.samples}")
+        if args.temperature == 0:
+            raise ValueError("--prompts FILE is required at --temperature 0 (unconditional greedy outputs are all "
+                             "the same)")
         return [[] for _ in range(args.samples)], [[] for _ in range(args.samples)]
     rows = []
     for k, line in enumerate(_lines(args.prompts)):
@@ -97,45 +135,71 @@ def _oracle_prompts(args: argparse.Namespace, vocab: int) -> tuple[list[list[int
     return _split(rows, args.report)
 
 
+def _model(args: argparse.Namespace, oracle: bool, factory: bool) -> tuple[Any, list[list[int]], list[list[int]]]:
+    """The denoiser and the (calibration, report) prompt ids."""
+    if oracle:
+        from ..oracles import named_oracle
+
+        den = named_oracle(args.model[len(ORACLE_PREFIX):], args.seed)
+        return (den, *_oracle_prompts(args, den.num_tokens))
+    texts = _lines(args.prompts) if args.prompts else []
+    if factory:
+        if args.device is not None or args.dtype is not None:
+            raise ValueError("--device and --dtype apply to checkpoints; a module:factory model places and casts itself")
+        den, tok = load_factory(args.model)
+        if tok is None:
+            return (den, *_oracle_prompts(args, den.spec.vocab_size))
+    if not texts:
+        raise ValueError("--prompts FILE is required for models with a tokenizer (oracles and token-id factories "
+                         "sample unconditionally without it)")
+    from ..models import encode_prompts, has_chat_template, load
+
+    if not factory:
+        den, tok = load(args.model, device=args.device, dtype=args.dtype)
+    chat = has_chat_template(tok) and not args.no_chat_template
+    return (den, *_split(encode_prompts(tok, texts, chat=chat, add_bos=den.add_bos), args.report))
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..tune import TuneConfig, default_candidates, tune, user_candidates
-    from ..tune.report import plot_tune, print_tune, render_markdown
+    from ..tune import TuneConfig, default_candidates, tune_budgets, user_candidates
+    from ..tune.report import plot_tune, print_tune, render_budgets, to_json
 
     oracle = args.model.startswith(ORACLE_PREFIX)
+    factory = not oracle and is_factory(args.model)
     temperature = args.temperature if args.temperature is not None else (1.0 if oracle else 0.0)
-    config = TuneConfig(budget=args.budget, gen_length=args.gen_length, block_length=args.block_length,
-                        temperature=temperature, seed=args.seed, batch_size=args.batch_size, cache=args.cache,
-                        search=args.search)
-    cands = (user_candidates(args.candidates, args.block_length, config.num_blocks) if args.candidates is not None
-             else default_candidates(args.budget, args.block_length, args.gen_length))
-    for c in cands:
+    args.temperature = temperature
+    budgets = parse_budgets(args.budget)
+    configs = [TuneConfig(budget=b, gen_length=args.gen_length, block_length=args.block_length,
+                          temperature=temperature, seed=args.seed, batch_size=args.batch_size, cache=args.cache,
+                          search=args.search) for b in budgets]
+    config = configs[0]
+    if args.candidates is not None:
+        cands = user_candidates(args.candidates, args.block_length, config.num_blocks)
+        per_budget = {b: cands for b in budgets}
+    else:
+        per_budget = {b: default_candidates(b, args.block_length, args.gen_length) for b in budgets}
+    for c in {c.spec: c for cs in per_budget.values() for c in cs}.values():
         c.planner.check(args.gen_length, args.block_length)
     check_output("--plot", args.plot, FIGURE_SUFFIXES)
     check_output("--markdown", args.markdown, (".md",))
+    check_output("--json", args.json, (".json",))
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be a positive int, got {args.threads}")
         import torch
 
         torch.set_num_threads(args.threads)
-    if oracle:
-        from ..oracles import named_oracle
-
-        den = named_oracle(args.model[len(ORACLE_PREFIX):], args.seed)
-        calibration, report = _oracle_prompts(args, den.num_tokens)
-    else:
-        from ..models import encode_prompts, has_chat_template, load
-
-        texts = _lines(args.prompts) if args.prompts else []
-        if not texts:
-            raise ValueError("--prompts FILE is required for models (oracles sample unconditionally without it)")
-        den, tok = load(args.model, device=args.device, dtype=args.dtype)
-        chat = has_chat_template(tok) and not args.no_chat_template
-        calibration, report = _split(encode_prompts(tok, texts, chat=chat, add_bos=den.add_bos), args.report)
-    result = tune(den, calibration, report, cands, config, progress=True)
-    result.files.append(plot_tune(result, args.plot))
+    den, calibration, report = _model(args, oracle, factory)
+    results = tune_budgets(den, calibration, report, per_budget.__getitem__, config, budgets, progress=True)
+    files: list[Path] = [plot_tune(r, path) for r, path in zip(results, plot_paths(args.plot, budgets))]
     if args.markdown:
-        Path(args.markdown).write_text(render_markdown(result))
-        result.files.append(Path(args.markdown))
-    print_tune(result, Console(width=None if sys.stdout.isatty() else 120))
+        Path(args.markdown).write_text(render_budgets(results))
+        files.append(Path(args.markdown))
+    if args.json:
+        Path(args.json).write_text(json.dumps(to_json(results), indent=1) + "\n")
+        files.append(Path(args.json))
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    for r in results:
+        print_tune(r, console)
+    console.print("wrote " + ", ".join(map(str, files)), highlight=False)
     return 0

@@ -4,7 +4,9 @@
    per call: the reference (greedy: the most confident position each call;
    sampling: a random position, which samples the model exactly).
 2. Decode the calibration prompts with every candidate; adaptive candidates
-   whose mean calls per block exceed the budget are not eligible.
+   whose mean calls per block exceed the budget are not eligible (the most
+   calls any row spent in one block is kept beside the mean: a batch waits
+   for its slowest row).
 3. Score each against the reference, from the model alone:
    - greedy (temperature 0): *agreement*, the share of prompts whose output
      equals the reference's, and for the candidates within one standard
@@ -21,10 +23,12 @@
    from the two best fixed schedules looks for a better one, scored the same
    way per prompt with common random numbers; what it ends on must beat the
    best fixed candidate by two standard errors of the paired difference on
-   fresh seeds (greedy: on the same prompts) before it joins the candidates
-   as ``schedule(groups=...)``: the best of many noisy scores is biased low,
-   and without the check the search replaces an optimal schedule by a worse
-   one that scored lower by chance.
+   data the search never scored (sampling: fresh seeds; greedy: the second
+   half of the calibration prompts, held out from the search, see
+   :mod:`unmask.tune.search`) before it joins the candidates as
+   ``schedule(groups=...)``: the best of many noisy scores is biased low, and
+   without the check the search replaces an optimal schedule by a worse one
+   that scored lower by chance.
 4. Pick the winner: greedy, the highest agreement (near ties: the highest
    loglik, then fewer calls); sampling, the lowest self KL plus one standard
    error (so that an exactly known 0 beats a noisy estimate near 0) among
@@ -32,24 +36,26 @@
    planner only where its pair JS is lower by more than the floor.
 5. Decode the report prompts with the winner and score it there, so the
    quoted figures are not those it was selected on.
+
+:func:`tune_budgets` runs 2-5 at several budgets after one reference decode.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from ..denoiser import Denoiser
 from ..noise import derive_seed
 from ..oracles.metrics import BIASED
-from ..oracles.search import canonical, improves, search_schedule
-from ..planners import Schedule, fixed_schedule
 from ..progress import make_progress
-from .candidates import Candidate, candidate
-from .measure import MAX_JS_VOCAB, decode, reference_planner, rescore_greedy, row_losses, score_candidate
+from .candidates import Candidate
+from .measure import MAX_JS_VOCAB, Memo, decode, reference_planner, rescore_greedy, score_candidate
 from .scoring import sample_js
-from .types import Decode, Score, TuneConfig, TuneResult
+from .search import search_candidate, search_split
+from .types import Score, TuneConfig, TuneResult
 
 
 def _check_sets(calibration: Sequence[Sequence[int]], report: Sequence[Sequence[int]], config: TuneConfig) -> None:
@@ -81,78 +87,71 @@ def pick(scores: list[Score], sampling: bool, n: int, js_floor: float | None) ->
     return min(better, key=lambda s: s.js) if better else winner  # type: ignore[arg-type,return-value]
 
 
+CandidateList = Sequence[Candidate] | Callable[[int], Sequence[Candidate]]
+
+
 def tune(den: Denoiser, calibration: Sequence[Sequence[int]], report: Sequence[Sequence[int]],
          candidates: Sequence[Candidate], config: TuneConfig, progress: bool = False) -> TuneResult:
     """Score every candidate against the one-token-per-call reference and pick the best at ``config.budget``."""
+    return tune_budgets(den, calibration, report, candidates, config, (config.budget,), progress)[0]
+
+
+def tune_budgets(den: Denoiser, calibration: Sequence[Sequence[int]], report: Sequence[Sequence[int]],
+                 candidates: CandidateList, config: TuneConfig, budgets: Sequence[int],
+                 progress: bool = False) -> list[TuneResult]:
+    """:func:`tune` at each of ``budgets`` (ascending in the result), with one reference decode for them all.
+
+    ``candidates``: one list for every budget, or a function of the budget
+    (:func:`~unmask.tune.default_candidates` fits). Decodes and scores that do
+    not depend on the budget are made once and reused; each result is the one
+    :func:`tune` gives at that budget alone.
+    """
+    budgets = sorted(budgets)
+    if not budgets or len(set(budgets)) != len(budgets):
+        raise ValueError(f"budgets must be one or more distinct calls per block, got {list(budgets)}")
+    configs = [replace(config, budget=b) for b in budgets]  # each validates its budget
+    lists = [list(candidates(b) if callable(candidates) else candidates) for b in budgets]
     _check_sets(calibration, report, config)
-    for c in candidates:
+    if config.search_evals:
+        search_split(len(calibration), config)
+    for c in {c.spec: c for cands in lists for c in cands}.values():
         c.planner.check(config.gen_length, config.block_length)
-    t0 = time.perf_counter()
     cal_seeds = [derive_seed(config.seed, 0, i) for i in range(len(calibration))]
     rep_seeds = [derive_seed(config.seed, 1, i) for i in range(len(report))]
-    scores: list[Score] = []
+    memo, memo_rep = Memo(), Memo()
     bar = make_progress(transient=True)
     bar.disable = not progress
+    out = []
     with bar:
-        task = bar.add_task("reference (one token per call)", total=len(candidates) + 3)
+        task = bar.add_task("reference (one token per call)", total=2 + sum(len(c) + 1 for c in lists))
+        t0 = time.perf_counter()
         ref = decode(den, calibration, cal_seeds, reference_planner(config), config)
         ref_rep = decode(den, report, rep_seeds, reference_planner(config), config)
+        ref_seconds = time.perf_counter() - t0
         bar.advance(task, 2)
-        decodes: dict[str, Decode] = {}
-        for c in candidates:
-            bar.update(task, description=c.spec)
-            s, d = score_candidate(den, calibration, cal_seeds, c, ref, config)
-            if d is not None:
-                decodes[c.spec] = d
-            scores.append(s)
-            bar.advance(task)
         js_floor = None
         if config.sampled and den.spec.vocab_size <= MAX_JS_VOCAB + 2:
             js_floor = sample_js(ref.generated, ref_rep.generated, den.spec.vocab_size, config.max_distance)
-        if config.search_evals:
-            bar.update(task, description=f"searching fixed schedules ({config.search_evals} at most)")
-            found = search_candidate(den, calibration, cal_seeds, scores, ref, config)
-            if found is not None:
-                scores.append(found)
-        if not config.sampled:
-            rescore_greedy(den, calibration, scores, decodes, ref, config)
-        winner = pick(scores, config.sampled, len(calibration), js_floor)
-        bar.update(task, description=f"report set: {winner.candidate.spec}")
-        rep, _ = score_candidate(den, report, rep_seeds, winner.candidate, ref_rep, config, screen=False)
-        bar.advance(task)
-    return TuneResult(config, scores, winner, rep, len(calibration), len(report), js_floor, time.perf_counter() - t0)
-
-
-ACCEPT_Z = 2.0  # standard errors the schedule a search ends on must gain over the best fixed candidate
-
-
-def search_candidate(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int], scores: list[Score],
-                     ref: Decode, config: TuneConfig) -> Score | None:
-    """A better fixed schedule than the candidates', found without labels, or None.
-
-    Local search (:func:`~unmask.oracles.search_schedule`: one offset moved
-    to another call at a time) from the two best eligible fixed schedules with
-    exactly ``budget`` calls, on per-prompt losses (self KL when sampling,
-    disagreement when greedy) of the calibration prompts, at most
-    ``config.search_evals`` schedules; then the acceptance test against the
-    best fixed candidate (module docstring).
-    """
-    b = config.block_length
-    fixed = [s for s in scores if s.eligible and s.candidate.fixed_calls == config.budget
-             and fixed_schedule(s.candidate.planner, b) is not None]
-    if not fixed:
-        return None
-    fixed.sort(key=(lambda s: s.kl) if config.sampled else (lambda s: -(s.agreement or 0.0)))
-    starts = [fixed_schedule(s.candidate.planner, b) for s in fixed[:2]]
-    r = search_schedule(lambda levels: row_losses(den, prompts, seeds, Schedule(levels), ref, config), b,
-                        config.budget, starts, exhaustive_limit=0, max_evals=config.search_evals, swaps=False)
-    if r.levels in {canonical(s) for s in starts}:
-        return None
-    check = [derive_seed(config.seed, 2, i) for i in range(len(prompts))] if config.sampled else list(seeds)
-    new = row_losses(den, prompts, check, Schedule(r.levels), ref, config)
-    old = row_losses(den, prompts, check, fixed[0].candidate.planner, ref, config)
-    if not improves(new, old, ACCEPT_Z):
-        return None
-    found, _ = score_candidate(den, prompts, seeds, candidate("searched", f"schedule(groups={r.levels})", b,
-                                                              config.num_blocks), ref, config, screen=False)
-    return found
+        for cfg, cands in zip(configs, lists):
+            t0 = time.perf_counter()
+            scores: list[Score] = []
+            for c in cands:
+                bar.update(task, description=f"budget {cfg.budget}: {c.spec}")
+                scores.append(score_candidate(den, calibration, cal_seeds, c, ref, cfg, memo=memo)[0])
+                bar.advance(task)
+            if cfg.search_evals:
+                bar.update(task, description=f"budget {cfg.budget}: searching fixed schedules "
+                                             f"({cfg.search_evals} at most)")
+                found = search_candidate(den, calibration, cal_seeds, scores, ref, cfg, memo)
+                if found is not None:
+                    scores.append(found)
+            if not cfg.sampled:
+                rescore_greedy(den, calibration, scores, memo, ref, cfg)
+            winner = pick(scores, cfg.sampled, len(calibration), js_floor)
+            bar.update(task, description=f"budget {cfg.budget}: report set: {winner.candidate.spec}")
+            rep, _ = score_candidate(den, report, rep_seeds, winner.candidate, ref_rep, cfg, screen=False,
+                                     memo=memo_rep)
+            bar.advance(task)
+            out.append(TuneResult(cfg, scores, winner, rep, len(calibration), len(report), js_floor,
+                                  time.perf_counter() - t0, ref_seconds))
+    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -12,7 +13,7 @@ from torch import Tensor
 from ..denoiser import Denoiser
 from ..loop import generate
 from ..oracles.metrics import path_kl_status
-from ..output import FILLED
+from ..output import Trace
 from ..planners import Planner, TopK
 from .candidates import Candidate
 from .scoring import agreement, chain_loglik, sample_js, self_kl
@@ -27,6 +28,17 @@ def reference_planner(config: TuneConfig) -> Planner:
     return TopK(score=score, steps=config.gen_length)
 
 
+def block_calls(trace: Trace, block_length: int) -> Tensor:
+    """``[N, blocks]`` long: calls each row spent in each block, from its block's first call to its last reveal
+    there (0 for a block it never ran: filled after an early exit). Summed over blocks: ``nfe_per_row``."""
+    n, g = trace.reveal_call.shape
+    last = trace.reveal_call.view(n, g // block_length, block_length).max(-1).values  # [N, blocks], FILLED if none
+    calls = trace.block_of_call.numel()
+    first = torch.full((g // block_length,), calls, dtype=torch.long, device=last.device)
+    first.scatter_reduce_(0, trace.block_of_call.to(last.device), torch.arange(calls, device=last.device), "amin")
+    return torch.where(last >= 0, last - first + 1, 0)
+
+
 def decode(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int], planner: Planner,
            config: TuneConfig) -> Decode:
     """Decode every prompt in chunks of ``config.batch_size``; calls per block count only blocks a row ran."""
@@ -34,11 +46,12 @@ def decode(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int]
     t0 = time.perf_counter()
     for i in range(0, len(prompts), config.batch_size):
         out = generate(den, list(prompts[i : i + config.batch_size]), cfg, seeds=list(seeds[i : i + config.batch_size]))
-        blocks = ((out.trace.reveal_call != FILLED).sum(-1) + cfg.block_length - 1) // cfg.block_length
+        per_block = block_calls(out.trace, cfg.block_length).cpu()  # [n, blocks]
+        blocks = (per_block > 0).sum(-1)
         parts.append((out.generated.cpu(), out.trace.token_logq.cpu(),
-                      out.nfe_per_row.cpu().double() / blocks.cpu().clamp_min(1)))
-    gen, logq, calls = (torch.cat(t) for t in zip(*parts))
-    return Decode(gen, logq, calls, time.perf_counter() - t0)
+                      out.nfe_per_row.cpu().double() / blocks.clamp_min(1), per_block.max(-1).values))
+    gen, logq, calls, most = (torch.cat(t) for t in zip(*parts))
+    return Decode(gen, logq, calls, most, time.perf_counter() - t0)
 
 
 def sampling_scores(den: Denoiser, prompts: Sequence[Sequence[int]], d: Decode, ref: Decode | None, config: TuneConfig,
@@ -65,7 +78,7 @@ def greedy_loglik(den: Denoiser, prompts: Sequence[Sequence[int]], d: Decode, re
     return float((ll[: len(rows)] - ll[len(rows) :]).sum()) / len(agree) / config.gen_length
 
 
-def rescore_greedy(den: Denoiser, prompts: Sequence[Sequence[int]], scores: list[Score], decodes: dict,
+def rescore_greedy(den: Denoiser, prompts: Sequence[Sequence[int]], scores: list[Score], memo: Memo,
                     ref: Decode, config: TuneConfig) -> None:
     """Likelihood of the near-best eligible candidates (within one standard error of the best agreement)."""
     ok = sorted((s for s in scores if s.eligible), key=lambda s: -(s.agreement or 0.0))
@@ -74,9 +87,12 @@ def rescore_greedy(den: Denoiser, prompts: Sequence[Sequence[int]], scores: list
     best, n = ok[0].agreement or 0.0, len(prompts)
     se = math.sqrt(max(best * (1 - best), 1.0 / n) / n)
     for s in [s for s in ok if (s.agreement or 0.0) >= best - se][: config.rescore]:
-        d = decodes[s.candidate.spec]
-        agree = agreement(d.generated, ref.generated, den.spec.eos_ids)
-        s.loglik = greedy_loglik(den, prompts, d, ref, agree, config)
+        spec = s.candidate.spec
+        if spec not in memo.loglik:
+            d = memo.full[spec][1]
+            agree = agreement(d.generated, ref.generated, den.spec.eos_ids)
+            memo.loglik[spec] = greedy_loglik(den, prompts, d, ref, agree, config)
+        s.loglik = memo.loglik[spec]
 
 
 def row_losses(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int], planner: Planner,
@@ -89,25 +105,47 @@ def row_losses(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[
     return (~agreement(d.generated, ref.generated, den.spec.eos_ids)).double()
 
 
+@dataclass
+class Memo:
+    """Decodes and scores of one prompt set, shared by the budgets of one run (they depend on the budget only
+    through eligibility): full measurements, screen decodes, and greedy likelihoods, by planner spec."""
+
+    full: dict[str, tuple[Score, Decode]] = field(default_factory=dict)
+    screen: dict[str, Decode] = field(default_factory=dict)
+    loglik: dict[str, float] = field(default_factory=dict)
+
+
 def score_candidate(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int], c: Candidate,
-                    ref: Decode | None, config: TuneConfig, screen: bool = True,
-                    pair_js: bool = True) -> tuple[Score, Decode | None]:
+                    ref: Decode | None, config: TuneConfig, screen: bool = True, pair_js: bool = True,
+                    memo: Memo | None = None) -> tuple[Score, Decode | None]:
     """Decode and score one candidate; an adaptive one clearly over budget on the screen prompts stops there.
 
     ``ref`` is the reference decode of the same prompts (greedy agreement and
-    pair JS need it; a sampled score without ``pair_js`` does not).
+    pair JS need it; a sampled score without ``pair_js`` does not). With a
+    ``memo`` (same prompts, seeds and settings but the budget) a decode made
+    for another budget is reused: a full measurement only gets its eligibility
+    (and, greedy, its likelihood cleared for :func:`rescore_greedy`).
     """
+    memo = memo if memo is not None else Memo()
+    within = config.budget + 1e-9
+    if c.spec in memo.full:
+        s, d = memo.full[c.spec]
+        return replace(s, candidate=c, eligible=s.calls <= within,
+                       loglik=s.loglik if config.sampled else None), d
     if screen and c.fixed_calls is None and len(prompts) > config.screen:
-        d = decode(den, prompts[: config.screen], seeds[: config.screen], c.planner, config)
+        if c.spec not in memo.screen:
+            memo.screen[c.spec] = decode(den, prompts[: config.screen], seeds[: config.screen], c.planner, config)
+        d = memo.screen[c.spec]
         calls = float(d.calls_per_block.mean())
         if calls > 1.25 * config.budget:
-            return Score(c, calls, float(d.calls_per_block.max()), False, seconds=d.seconds, screened=config.screen), None
+            return Score(c, calls, int(d.calls_max.max()), False, seconds=d.seconds, screened=config.screen), None
     d = decode(den, prompts, seeds, c.planner, config)
     calls = float(d.calls_per_block.mean())
-    s = Score(c, calls, float(d.calls_per_block.max()), calls <= config.budget + 1e-9, seconds=d.seconds)
+    s = Score(c, calls, int(d.calls_max.max()), calls <= within, seconds=d.seconds)
     if config.sampled:
         sampling_scores(den, prompts, d, ref if pair_js else None, config, s)
     else:
         assert ref is not None, "greedy agreement needs the reference decode"
         s.agreement = float(agreement(d.generated, ref.generated, den.spec.eos_ids).double().mean())
+    memo.full[c.spec] = (replace(s), d)
     return s, d

@@ -13,12 +13,21 @@ from .types import Score, TuneResult
 
 SPEC_WIDTH = 46  # longer specs (searched schedules) are cut in the terminal table
 STATUS_MARK = {"exact": "", "upper bound": " ≤", "biased": " †"}
-OVER = "✗ over budget (screened: measured on the first prompts only)"
+OVER = "✗ over budget (mean calls per block measured on every calibration prompt)"
+SCREENED = "✗* over budget (screened: measured on the first {n} prompts only, not run on the rest)"
 STATUS_NOTE = "self KL: ≤ an upper bound (random order), † biased (the planner picks by the tokens just drawn), see pair JS"
 
 
 def notes(result: TuneResult) -> str:
-    return f"{OVER}; {STATUS_NOTE}" if result.config.sampled else OVER
+    """The notes for the marks the table holds: over budget (fully measured, or screened), self KL status."""
+    out = []
+    if any(not s.eligible and s.screened is None for s in result.scores):
+        out.append(OVER)
+    screened = sorted({s.screened for s in result.scores if s.screened is not None})
+    out += [SCREENED.format(n=n) for n in screened]
+    if result.config.sampled:
+        out.append(STATUS_NOTE)
+    return "; ".join(out)
 
 
 def _num(x: float | None, fmt: str) -> str:
@@ -27,17 +36,18 @@ def _num(x: float | None, fmt: str) -> str:
 
 def columns(result: TuneResult) -> list[str]:
     if result.config.sampled:
-        return ["spec", "calls/block", "self KL/token", "± se", "pair JS", "log p/token"]
-    return ["spec", "calls/block", "agreement %", "Δ log p/token"]
+        return ["spec", "calls/block", "max calls/block", "self KL/token", "± se", "pair JS", "log p/token"]
+    return ["spec", "calls/block", "max calls/block", "agreement %", "Δ log p/token"]
 
 
 def cells(s: Score, sampled: bool) -> list[str]:
-    calls = f"{s.calls:.2f}" + ("" if s.eligible else " ✗")
+    calls = f"{s.calls:.2f}" + ("" if s.eligible else " ✗" if s.screened is None else " ✗*")
     if sampled:
         kl = "-" if s.kl is None else f"{s.kl:.4f}" + STATUS_MARK.get(s.kl_status or "", "")
-        return [s.candidate.spec, calls, kl, _num(s.kl_se, ".4f"), _num(s.js, ".4f"), _num(s.loglik, ".4f")]
+        return [s.candidate.spec, calls, str(s.calls_max), kl, _num(s.kl_se, ".4f"), _num(s.js, ".4f"),
+                _num(s.loglik, ".4f")]
     agree = "-" if s.agreement is None else f"{100 * s.agreement:.1f}"
-    return [s.candidate.spec, calls, agree, _num(s.loglik, ".4f")]
+    return [s.candidate.spec, calls, str(s.calls_max), agree, _num(s.loglik, ".4f")]
 
 
 def _order(result: TuneResult) -> list[Score]:
@@ -68,7 +78,8 @@ def winner_line(result: TuneResult) -> str:
         got = f"self KL {r.kl:.4f} ± {r.kl_se:.4f}/token" + STATUS_MARK.get(r.kl_status or "", "")
     else:
         got = f"agreement {100 * (r.agreement or 0):.1f}%"
-    lines = [f"winner: {result.spec}  ({r.calls:.2f} calls per block; on the {result.n_report} report prompts: {got})",
+    lines = [f"winner: {result.spec}  ({r.calls:.2f} calls per block, at most {r.calls_max}; on the "
+             f"{result.n_report} report prompts: {got})",
              f"use it: unmask generate --planner \"{result.spec}\" --block-length {c.block_length} ..."]
     args = model_args(result.winner.candidate.planner)
     if args is not None:
@@ -90,7 +101,8 @@ def print_tune(result: TuneResult, console: Console | None = None) -> None:
             row[0] = row[0][: SPEC_WIDTH - 3] + "..."
         table.add_row(*row, style=style)
     console.print(table)
-    console.print(notes(result), style="dim", highlight=False)
+    if notes(result):
+        console.print(notes(result), style="dim", highlight=False)
     if result.js_floor is not None:
         console.print(f"pair JS floor (reference against reference): {result.js_floor:.4f}")
     console.print(winner_line(result), highlight=False)
@@ -108,7 +120,37 @@ def render_markdown(result: TuneResult) -> str:
         lines.append("| " + " | ".join(row) + " |")
     floor = "" if result.js_floor is None else f"\n\npair JS floor: {result.js_floor:.4f}"
     winner = "; ".join(line.strip() for line in winner_line(result).splitlines())
-    return "\n".join(lines) + f"\n\n{notes(result)}{floor}\n\n{winner}\n"
+    note = f"\n\n{notes(result)}" if notes(result) else ""
+    return "\n".join(lines) + f"{note}{floor}\n\n{winner}\n"
+
+
+def render_budgets(results: list[TuneResult]) -> str:
+    """:func:`render_markdown` of one result, or one section per budget of a several-budget run."""
+    if len(results) == 1:
+        return render_markdown(results[0])
+    return "\n".join(f"## {r.config.budget} calls per {r.config.block_length}-token block\n\n{render_markdown(r)}"
+                     for r in results)
+
+
+SCORE_FIELDS = ("calls", "calls_max", "eligible", "screened", "agreement", "loglik", "kl", "kl_se", "kl_status", "js",
+                "seconds")
+
+
+def score_json(s: Score) -> dict:
+    return {"family": s.candidate.family, "spec": s.candidate.spec, **{k: getattr(s, k) for k in SCORE_FIELDS}}
+
+
+def to_json(results: list[TuneResult]) -> dict:
+    """Every budget's scores, winner and report-set score as plain JSON values (``--json``)."""
+    c = results[0].config
+    return {
+        "settings": {k: getattr(c, k) for k in ("gen_length", "block_length", "temperature", "seed", "cache")},
+        "n_calibration": results[0].n_calibration, "n_report": results[0].n_report,
+        "reference_seconds": results[0].reference_seconds,
+        "budgets": [{"budget": r.config.budget, "winner": r.spec, "report": score_json(r.report),
+                     "js_floor": r.js_floor, "seconds": r.seconds, "scores": [score_json(s) for s in r.scores]}
+                    for r in results],
+    }
 
 
 def plot_tune(result: TuneResult, path: str | Path) -> Path:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 from ..config import CACHE_MODES, GenerationConfig
@@ -63,15 +65,21 @@ class TuneConfig:
 class Decode:
     generated: Tensor  # [N, G]
     token_logq: Tensor  # [N, G]
-    calls_per_block: Tensor  # [N] float: calls per block the row ran
+    calls_per_block: Tensor  # [N] float: mean calls per block over the blocks the row ran
+    calls_max: Tensor  # [N] long: the most calls the row spent in one block
     seconds: float
+
+    def rows(self, index: Sequence[int]) -> Decode:
+        """The decode of the rows ``index`` only."""
+        i = torch.as_tensor(list(index), dtype=torch.long)
+        return Decode(self.generated[i], self.token_logq[i], self.calls_per_block[i], self.calls_max[i], self.seconds)
 
 
 @dataclass
 class Score:
     candidate: Candidate
     calls: float  # mean calls per block on the calibration set
-    calls_max: float  # the most any row took
+    calls_max: int  # the most calls any row spent in one block (a batch waits for its slowest row)
     eligible: bool
     agreement: float | None = None  # greedy
     loglik: float | None = None  # greedy: mean (log p(output) - log p(reference)) per token; sampling: log p per token
@@ -92,7 +100,8 @@ class TuneResult:
     n_calibration: int
     n_report: int
     js_floor: float | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # this budget's own work
+    reference_seconds: float = 0.0  # the one-token-per-call reference decodes (shared by every budget of a run)
     files: list = field(default_factory=list)
 
     @property
