@@ -56,11 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", type=int, default=None,
                    help="prompts kept apart to score the winner (default: half of them)")
     p.add_argument("--samples", type=int, default=512,
-                   help="oracles without --prompts: unconditional samples per set (default 512)")
+                   help="oracles and token-id factories without --prompts: unconditional samples per set (default 512)")
     p.add_argument("--gen-length", type=int, default=32)
     p.add_argument("--block-length", type=int, default=32)
     p.add_argument("--temperature", type=float, default=None,
-                   help="default: 0 (greedy) for models, 1 for oracles (greedy ones have a single output)")
+                   help="default: 0 (greedy) for models and factories, 1 for oracles (greedy ones have a single output)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--cache", choices=CACHE_MODES, default="none")
@@ -72,8 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write every budget's scores (mean and max calls per block, ...) and winner as JSON")
     p.add_argument("--no-chat-template", action="store_true", help="encode prompts as plain text")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
+    p.add_argument("--device", default=None, help="checkpoints only (a factory places its own model)")
+    p.add_argument("--dtype", default=None, help="checkpoints only (a factory casts its own model)")
     p.set_defaults(func=run)
 
 
