@@ -169,7 +169,8 @@ def plot_tune(result: TuneResult, path: str | Path) -> Path:
     colors = [colormaps["tab20"](families.index(s.candidate.family) % 20) for s in scored]
     bars = ax.barh(range(len(scored)), [value(s) for s in scored], color=colors,
                    edgecolor=["black" if s is result.winner else "none" for s in scored], linewidth=2)
-    labels = [f"{s.candidate.spec}  ({s.calls:.2f} calls{'' if s.eligible else ', over budget'})" for s in scored]
+    labels = [f"{s.candidate.spec}  ({s.calls:.2f} calls, max {s.calls_max}{'' if s.eligible else ', over budget'})"
+              for s in scored]
     ax.set_yticks(range(len(scored)), labels, fontsize=7)
     for bar, s in zip(bars, scored):
         if not s.eligible:
