@@ -1,22 +1,27 @@
 """unmask tune: several budgets from one reference decode, max calls per block, over-budget notes, module:factory."""
 
 import json
-import textwrap
 
 import pytest
 import torch
+from toy import ToyDenoiser
 
 from unmask import GenerationConfig, generate
 from unmask.cli import main
 from unmask.cli.factory import load_factory
 from unmask.oracles import named_oracle
-from unmask.tune import Score, TuneConfig, TuneResult, tune, tune_budgets, user_candidates
+from unmask.tune import (
+    Score,
+    TuneConfig,
+    TuneResult,
+    tune,
+    tune_budgets,
+    user_candidates,
+)
 from unmask.tune import core as core_module
 from unmask.tune.candidates import candidate
 from unmask.tune.measure import block_calls, reference_planner
 from unmask.tune.report import OVER, SCREENED, notes, render_markdown, to_json
-
-from toy import ToyDenoiser
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

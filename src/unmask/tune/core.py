@@ -52,7 +52,14 @@ from ..noise import derive_seed
 from ..oracles.metrics import BIASED
 from ..progress import make_progress
 from .candidates import Candidate
-from .measure import MAX_JS_VOCAB, Memo, decode, reference_planner, rescore_greedy, score_candidate
+from .measure import (
+    MAX_JS_VOCAB,
+    Memo,
+    decode,
+    reference_planner,
+    rescore_greedy,
+    score_candidate,
+)
 from .scoring import sample_js
 from .search import search_candidate, search_split
 from .types import Score, TuneConfig, TuneResult
