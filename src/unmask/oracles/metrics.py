@@ -47,7 +47,7 @@ def path_kl_status(planner: Planner) -> str:
     if isinstance(planner, _LevelPlanner):
         return EXACT if planner.confidence_threshold is None else BIASED
     if isinstance(planner, TopK):
-        return {"margin": EXACT, "entropy": EXACT, "random": BOUND}.get(planner.score, BIASED)
+        return {"margin": EXACT, "entropy": EXACT, "position": EXACT, "random": BOUND}.get(planner.score, BIASED)
     if isinstance(planner, EB):
         return EXACT
     if isinstance(planner, Spaced):  # filters the inner picks in the order of the inner priority
