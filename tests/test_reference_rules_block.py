@@ -23,6 +23,8 @@ and their tokens, and the number of calls.
   cost no call.
 - SGLang ``LowConfidence``: every masked offset with confidence > threshold,
   else the most confident one (``torch.argmax``: the leftmost of equals).
+- LLaDA2's own ``generate`` (``modeling_llada2_moe.py``): SDAR's dynamic rule
+  with counts for the whole block, but its top-k takes at most the masks left.
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ def ref_sdar(strategy: str, counts: list[int], tau: float = 0.85):
             first = int(torch.nonzero(masked)[0, 0])
             return list(range(first, min(first + n, masked.numel())))
         c = torch.where(masked, confidence(z), -math.inf)
-        if strategy == "dynamic" and int((c > tau).sum()) >= n:
+        if strategy in ("dynamic", "llada2") and int((c > tau).sum()) >= n:
             return torch.nonzero(c > tau)[:, 0].tolist()
+        if strategy == "llada2":  # LLaDA2's generate: top-min(n, masks left), never a filled offset
+            n = min(n, int(masked.sum()))
         return torch.argsort(-c, stable=True)[:n].tolist()  # -inf (filled) offsets last, leftmost first
 
     return rule
@@ -115,13 +119,15 @@ SDAR_LEADS = [0, 1, 3, 7, 11, 15]
 @pytest.mark.parametrize("regime", REGIMES)
 @pytest.mark.parametrize(("strategy", "steps", "tau"), [("static", 4, None), ("static", 5, None), ("sequential", 4, None),
                                                         ("sequential", 16, None), ("dynamic", 4, 0.85),
-                                                        ("dynamic", 5, NEAR)])
+                                                        ("dynamic", 5, NEAR), ("llada2", 4, 0.95),
+                                                        ("llada2", 16, NEAR)])
 def test_sdar_with_a_prompt_tail_in_the_block(strategy, steps, tau, regime):
-    """SDAR's counts for the whole block, given as ``counts``: the same masked offsets and tokens at every call;
+    """SDAR's (and LLaDA2 generate's) counts for the whole block, given as ``counts``: the same masked offsets and tokens at every call;
     where SDAR's count exceeds the masks left it also re-draws filled offsets, which unmask leaves alone."""
     counts = sdar_counts(16, steps)
     spec = {"static": f"topk(counts={tuple(counts)})", "sequential": f"topk(score='position', counts={tuple(counts)})",
-            "dynamic": f"dynamic(tau={tau}, counts={tuple(counts)})"}[strategy]
+            "dynamic": f"dynamic(tau={tau}, counts={tuple(counts)})",
+            "llada2": f"dynamic(tau={tau}, counts={tuple(counts)})"}[strategy]
     for seed, lead in enumerate(SDAR_LEADS):
         ref, x = ref_block(ref_sdar(strategy, counts, tau or 0.0), 16, lead, regime, seed, steps + 1)
         ours = drive(spec, 16, lead, regime, seed)
@@ -131,7 +137,7 @@ def test_sdar_with_a_prompt_tail_in_the_block(strategy, steps, tau, regime):
             kept = [(o, t) for o, t in zip(written, ref_tokens) if masked[o]]
             assert list(zip(offsets, tokens)) == kept, f"lead {lead} call {call}"
             # filled offsets SDAR re-drew: none in order, else what its count asks beyond the masks left
-            extra = 0 if strategy == "sequential" else max(0, counts[call] - int(masked.sum()))
+            extra = 0 if strategy in ("sequential", "llada2") else max(0, counts[call] - int(masked.sum()))
             assert len(written) - len(kept) == extra, f"lead {lead} call {call}"
             masked[offsets] = False
 
