@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from unmask.planners import (EB, Binary, Dilated, Dynamic, Factor, PlanStep, Spaced, Threshold, TopK, make_planner,
+from unmask.planners import (EB, Binary, Dilated, Dynamic, EntropySum, Factor, PlanStep, Spaced, Threshold, TopK, make_planner,
                              parse_planner)
 from unmask.noise import Noise
 from unmask.sampling import Proposal, SamplingParams, propose
@@ -129,7 +129,7 @@ def test_planners_are_batched_per_row():
 
 @pytest.mark.parametrize("planner", [Dilated(), TopK(steps=1), EB(gamma=5.0), Threshold(0.1), Factor(10.0),
                                      Spaced(Threshold(0.1), start_stride=2), TopK(score="position", counts=(3, 5)),
-                                     Dynamic(tau=0.5, counts=(3, 5))])
+                                     Dynamic(tau=0.5, counts=(3, 5)), EntropySum(bound=1.0)])
 def test_never_reveals_unmasked_positions(planner):
     masked = [1, 0, 1, 0, 1, 0, 1, 0]
     st = step([0.9] * 8, masked=masked, entropy=[0.0] * 8, call=5)
@@ -166,6 +166,8 @@ def test_registry_and_spec_language():
         (lambda: Dynamic(tau=True, steps=4), r"tau must be in \(0, 1\]"),
         (lambda: Dynamic(score="margin", steps=4), "score must be 'confidence'"),
         (lambda: Dynamic(tau=0.9), "exactly one of steps"),
+        (lambda: EntropySum(bound=-0.1), "bound must be a finite number >= 0"),
+        (lambda: EntropySum(bound=math.inf), "bound must be a finite number >= 0"),
     ],
 )
 def test_planner_errors_name_the_argument(build, match):
@@ -258,3 +260,16 @@ def test_dynamic_is_the_union_of_the_count_floor_and_the_threshold():
     assert planner.calls_per_block(8, 1) is None
     assert parse_planner("dynamic(tau=0.7, counts=(2, 3, 3))") == planner
     assert Dynamic(tau=1.0, steps=4).schedule(8, 1) == TopK(steps=4).schedule(8, 1) == [2, 2, 2, 2]
+
+
+def test_entropy_sum_takes_the_lowest_entropies_within_the_budget():
+    """JetEngine's entropy_bounded: ascending entropies 0.05, 0.1, 0.2, 0.4 (nats) have sums 0.05, 0.15, 0.35, 0.75;
+    a bound of 0.36 takes three, 0.3 two, 0.01 still one (progress); EB at the same budget in bits takes one more."""
+    ent = [0.4, 0.05, 2.0, 0.2, 0.1]
+    assert picked(EntropySum(bound=0.36), step([0.5] * 5, entropy=ent)) == [1, 3, 4]
+    assert picked(EntropySum(bound=0.3), step([0.5] * 5, entropy=ent)) == [1, 4]
+    assert picked(EntropySum(bound=0.01), step([0.5] * 5, entropy=ent)) == [1]
+    assert picked(EntropySum(bound=0.36), step([0.5] * 5, entropy=ent, masked=[1, 0, 1, 1, 0])) == [3]
+    assert picked(EntropySum(bound=0.61), step([0.5] * 5, entropy=ent, masked=[1, 0, 1, 1, 0])) == [0, 3]
+    assert picked(EB(gamma=0.3 / math.log(2)), step([0.5] * 5, entropy=ent)) == [1, 3, 4]
+    assert parse_planner("entropy_sum(bound=0.35)") == EntropySum(bound=0.35)

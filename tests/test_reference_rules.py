@@ -22,7 +22,10 @@ probabilities of the logits (the precision the reference implementations score i
   ``low_confidence_dynamic`` every masked position with confidence > tau when there
   are at least ``n_t`` of them, else the ``n_t`` most confident;
 - SGLang's dLLM ``LowConfidence`` (LLaDA2): every masked position with confidence
-  > threshold, else the most confident one.
+  > threshold, else the most confident one;
+- JetEngine's ``entropy_bounded`` (SDAR's engine): the largest prefix of masked positions
+  by ascending entropy (nats, probabilities clamped at 1e-12) whose sum is < the bound,
+  at least one.
 
 Blocks that begin inside the prompt (SDAR, SGLang and Fast-dLLM v2 lay blocks from
 position 0) and Fast-dLLM v2's sub-blocks: ``tests/test_reference_rules_block.py``.
@@ -225,6 +228,16 @@ def ref_sdar(strategy, steps, tau=0.85):
     return rule, steps
 
 
+def jetengine_order(bound):
+    def order(z, masked):
+        p = z.softmax(-1).clamp_min(1e-12)
+        nats = -(p * p.log()).sum(-1)
+        ranked = best_first(-nats, masked)
+        return ranked[: max(1, int((nats[ranked].cumsum(0) < bound).sum()))]
+
+    return order
+
+
 def plain(order):
     return (lambda z, masked, call, lo: pick(order(z, masked))), None
 
@@ -285,6 +298,8 @@ CASES = {
     "sdar dynamic": ("dynamic(tau=0.85, steps=10)", ref_sdar("dynamic", 5)),
     "sdar dynamic near 1": (f"dynamic(tau={NEAR}, steps=16)", ref_sdar("dynamic", 8, NEAR)),
     "sglang low_confidence": ("threshold(tau=0.95)", plain(cb_order(0.95, strict=True))),
+    "jetengine entropy_bounded": ("entropy_sum(bound=0.35)", plain(jetengine_order(0.35))),
+    "jetengine entropy_bounded tight": ("entropy_sum(bound=0.0001)", plain(jetengine_order(1e-4))),
     "sglang low_confidence near 1": (f"threshold(tau={NEAR})", plain(cb_order(NEAR, strict=True))),
 }
 
@@ -324,6 +339,20 @@ def test_dus_deferral_as_published_leaves_masks_where_unmask_carries_them(thresh
         assert left.any() and not (tokens == MASK).any()
         assert torch.equal(tokens[~left], ref_tokens[~left])
 
+
+
+def test_jetengine_caps_a_block_at_its_steps_where_unmask_runs_it_to_the_end():
+    """JetEngine ends a block after ``denoising_steps`` calls even with masks left; unmask's first calls of each
+    block are the same, and it goes on until the block is full."""
+    rule, _ = plain(jetengine_order(1e-4))
+    for seed, prompt in enumerate(PROMPTS):
+        den = Scripted("near-tie", seed)
+        tokens, reveals = unmask_run(den, prompt, "entropy_sum(bound=0.0001)")
+        calls_first_block = sum(1 for r in reveals if max(r) < BL)
+        den.calls = 0
+        ref_tokens, ref_reveals = reference_run(den, prompt, rule, 4)
+        assert ref_reveals[:4] == reveals[:4] and calls_first_block > 4
+        assert (ref_tokens == MASK).any() and not (tokens == MASK).any()
 
 
 def test_dilated_levels_are_the_reference_levels():

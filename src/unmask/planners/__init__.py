@@ -13,12 +13,14 @@ from typing import Any
 from .adaptive import EB, Factor, Spaced, Threshold
 from .base import PlanStep, Planner, Selection
 from .dynamic import Dynamic
+from .entropy_sum import EntropySum
 from .orders import Farthest, Interleave, Schedule
 from .scheduled import TOPK_SCORES, Binary, Dilated, TopK, fixed_schedule
 
 PLANNERS: dict[str, type[Planner]] = {
     cls.name: cls
-    for cls in (Dilated, Binary, TopK, EB, Threshold, Factor, Spaced, Interleave, Farthest, Schedule, Dynamic)
+    for cls in (Dilated, Binary, TopK, EB, Threshold, Factor, Spaced, Interleave, Farthest, Schedule, Dynamic,
+                EntropySum)
 }
 
 
@@ -107,6 +109,6 @@ def parse_planner(spec: str) -> Planner:
 
 
 __all__ = [
-    "EB", "PLANNERS", "TOPK_SCORES", "Binary", "Dilated", "Dynamic", "Factor", "Farthest", "Interleave", "PlanStep", "Planner",
+    "EB", "PLANNERS", "TOPK_SCORES", "Binary", "Dilated", "Dynamic", "EntropySum", "Factor", "Farthest", "Interleave", "PlanStep", "Planner",
     "Schedule", "Selection", "Spaced", "Threshold", "TopK", "fixed_schedule", "make_planner", "parse_planner", "planner_fields",
 ]
