@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from unmask.planners import (EB, Binary, Dilated, Dynamic, EntropySum, Factor, PlanStep, Spaced, Threshold, TopK, make_planner,
-                             parse_planner)
+from unmask.planners import (EB, Binary, Dilated, Dynamic, EntropySum, Factor, PlanStep, Spaced, Threshold, TopK,
+                             make_planner, parse_planner)
 from unmask.noise import Noise
 from unmask.sampling import Proposal, SamplingParams, propose
 

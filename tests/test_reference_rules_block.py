@@ -129,7 +129,7 @@ def test_sdar_with_a_prompt_tail_in_the_block(strategy, steps, tau, regime):
             "dynamic": f"dynamic(tau={tau}, counts={tuple(counts)})",
             "llada2": f"dynamic(tau={tau}, counts={tuple(counts)})"}[strategy]
     for seed, lead in enumerate(SDAR_LEADS):
-        ref, x = ref_block(ref_sdar(strategy, counts, tau or 0.0), 16, lead, regime, seed, steps + 1)
+        ref, _ = ref_block(ref_sdar(strategy, counts, tau or 0.0), 16, lead, regime, seed, steps + 1)
         ours = drive(spec, 16, lead, regime, seed)
         assert len(ours) == len(ref), f"lead {lead}: {len(ours)} calls, reference {len(ref)}"
         masked = torch.arange(16) >= lead
@@ -146,7 +146,7 @@ def test_sdar_static_redraws_the_prompt_tail_when_its_count_exceeds_the_masks_le
     """Lead 11 in a block of 16 with 4 steps (counts 4, 4, 4, 4): 5 masks, so the second call's count of 4
     finds 1 mask and SDAR re-draws 3 filled offsets (its top-k takes -inf ones); unmask reveals the 1 mask."""
     counts = sdar_counts(16, 4)
-    ref, x = ref_block(ref_sdar("static", counts), 16, 11, "moderate", 0, 5)
+    ref, _ = ref_block(ref_sdar("static", counts), 16, 11, "moderate", 0, 5)
     ours = drive(f"topk(counts={tuple(counts)})", 16, 11, "moderate", 0)
     assert [len(w) for w, _ in ref] == [4, 4] and [len(o) for o, _ in ours] == [4, 1]
     redrawn = [o for o in ref[1][0] if o < 11]

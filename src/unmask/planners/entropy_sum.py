@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from .base import PlanStep, Planner, Selection, at_least_one, top_n
+from .base import Planner, PlanStep, Selection, at_least_one, top_n
 
 
 @dataclass(frozen=True)
