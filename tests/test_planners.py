@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from unmask.planners import EB, Binary, Dilated, Factor, PlanStep, Spaced, Threshold, TopK, make_planner, parse_planner
+from unmask.planners import (EB, Binary, Dilated, Dynamic, EntropySum, Factor, PlanStep, Spaced, Threshold, TopK,
+                             make_planner, parse_planner)
 from unmask.noise import Noise
 from unmask.sampling import Proposal, SamplingParams, propose
 
@@ -127,7 +128,8 @@ def test_planners_are_batched_per_row():
 
 
 @pytest.mark.parametrize("planner", [Dilated(), TopK(steps=1), EB(gamma=5.0), Threshold(0.1), Factor(10.0),
-                                     Spaced(Threshold(0.1), start_stride=2)])
+                                     Spaced(Threshold(0.1), start_stride=2), TopK(score="position", counts=(3, 5)),
+                                     Dynamic(tau=0.5, counts=(3, 5)), EntropySum(bound=1.0)])
 def test_never_reveals_unmasked_positions(planner):
     masked = [1, 0, 1, 0, 1, 0, 1, 0]
     st = step([0.9] * 8, masked=masked, entropy=[0.0] * 8, call=5)
@@ -160,6 +162,12 @@ def test_registry_and_spec_language():
         (lambda: EB(entropy="bits"), "entropy must be one of"),
         (lambda: TopK(counts=(0, 4, 4)), "counts must be positive.*leave the 0s out"),
         (lambda: TopK(counts=(True, 7)), "counts must be a non-empty tuple of positive ints"),
+        (lambda: Dynamic(tau=0.0, steps=4), r"tau must be in \(0, 1\]"),
+        (lambda: Dynamic(tau=True, steps=4), r"tau must be in \(0, 1\]"),
+        (lambda: Dynamic(score="margin", steps=4), "score must be 'confidence'"),
+        (lambda: Dynamic(tau=0.9), "exactly one of steps"),
+        (lambda: EntropySum(bound=-0.1), "bound must be a finite number >= 0"),
+        (lambda: EntropySum(bound=math.inf), "bound must be a finite number >= 0"),
     ],
 )
 def test_planner_errors_name_the_argument(build, match):
@@ -227,3 +235,41 @@ def test_eb_reference_entropy_is_an_option():
     assert torch.allclose(prop.entropy.double() / math.log(2), exact_bits, rtol=1e-5)
     assert torch.allclose(prop.entropy_reference, -(p * (p + 1e-10).log2()).sum(-1), rtol=1e-6)
     assert bool((prop.entropy_reference < exact_bits).all())
+
+
+def test_topk_position_reveals_the_leftmost_masked_offsets():
+    """SDAR's sequential order: each call the first ``counts[call]`` masked offsets, whatever the scores."""
+    planner = TopK(score="position", counts=(3, 2, 3))
+    masked = [0, 0, 1, 1, 1, 1, 1, 1]  # a block whose first two offsets were filled before it began
+    conf = [0.1, 0.2, 0.3, 0.9, 0.8, 0.99, 0.5, 0.4]
+    assert picked(planner, step(conf, masked=masked, call=0)) == [2, 3, 4]
+    assert picked(planner, step(conf, masked=[0, 0, 0, 0, 0, 1, 1, 1], call=1)) == [5, 6]
+    assert picked(planner, step(conf, masked=[0, 0, 0, 0, 0, 0, 0, 1], call=2)) == [7]
+    assert parse_planner("topk(score='position', counts=(3, 2, 3))") == planner
+
+
+def test_dynamic_is_the_union_of_the_count_floor_and_the_threshold():
+    """SDAR's low_confidence_dynamic: every position above tau when they are at least counts[call], else the
+    counts[call] most confident; the last count reveals the rest; adaptive (the threshold can end a block early)."""
+    planner = Dynamic(tau=0.7, counts=(2, 3, 3))
+    conf = [0.75, 0.1, 0.9, 0.8, 0.2, 0.95, 0.3, 0.71]
+    assert picked(planner, step(conf, call=0)) == [0, 2, 3, 5, 7]  # 5 above 0.7 >= 2
+    low = [0.75, 0.1, 0.5, 0.6, 0.2, 0.65, 0.3, 0.4]
+    assert picked(planner, step(low, call=1)) == [0, 3, 5]  # 1 above 0.7 < 3: the 3 most confident
+    assert picked(planner, step(low, masked=[0, 1, 1, 0, 1, 0, 1, 1], call=2)) == [1, 2, 4, 6, 7]  # last count
+    assert planner.calls_per_block(8, 1) is None
+    assert parse_planner("dynamic(tau=0.7, counts=(2, 3, 3))") == planner
+    assert Dynamic(tau=1.0, steps=4).schedule(8, 1) == TopK(steps=4).schedule(8, 1) == [2, 2, 2, 2]
+
+
+def test_entropy_sum_takes_the_lowest_entropies_within_the_budget():
+    """JetEngine's entropy_bounded: ascending entropies 0.05, 0.1, 0.2, 0.4 (nats) have sums 0.05, 0.15, 0.35, 0.75;
+    a bound of 0.36 takes three, 0.3 two, 0.01 still one (progress); EB at the same budget in bits takes one more."""
+    ent = [0.4, 0.05, 2.0, 0.2, 0.1]
+    assert picked(EntropySum(bound=0.36), step([0.5] * 5, entropy=ent)) == [1, 3, 4]
+    assert picked(EntropySum(bound=0.3), step([0.5] * 5, entropy=ent)) == [1, 4]
+    assert picked(EntropySum(bound=0.01), step([0.5] * 5, entropy=ent)) == [1]
+    assert picked(EntropySum(bound=0.36), step([0.5] * 5, entropy=ent, masked=[1, 0, 1, 1, 0])) == [3]
+    assert picked(EntropySum(bound=0.61), step([0.5] * 5, entropy=ent, masked=[1, 0, 1, 1, 0])) == [0, 3]
+    assert picked(EB(gamma=0.3 / math.log(2)), step([0.5] * 5, entropy=ent)) == [1, 3, 4]
+    assert parse_planner("entropy_sum(bound=0.35)") == EntropySum(bound=0.35)

@@ -16,7 +16,19 @@ probabilities of the logits (the precision the reference implementations score i
 - Fast-dLLM factor rule: the n most confident, n the largest with
   ``(n + 1) * (1 - c_(n)) <= factor``, at least one;
 - the dilated-spacing filter (arXiv 2506.19037, Sec. 4.4): candidates best first,
-  each kept only if at least ``max(2, M * start_stride // B)`` from every kept one.
+  each kept only if at least ``max(2, M * start_stride // B)`` from every kept one;
+- SDAR ``block_diffusion_generate`` (JetAstra/SDAR): linear counts ``n_t`` per block;
+  ``sequential`` reveals the ``n_t`` offsets from the first masked one on,
+  ``low_confidence_dynamic`` every masked position with confidence > tau when there
+  are at least ``n_t`` of them, else the ``n_t`` most confident;
+- SGLang's dLLM ``LowConfidence`` (LLaDA2): every masked position with confidence
+  > threshold, else the most confident one;
+- JetEngine's ``entropy_bounded`` (SDAR's engine): the largest prefix of masked positions
+  by ascending entropy (nats, probabilities clamped at 1e-12) whose sum is < the bound,
+  at least one.
+
+Blocks that begin inside the prompt (SDAR, SGLang and Fast-dLLM v2 lay blocks from
+position 0) and Fast-dLLM v2's sub-blocks: ``tests/test_reference_rules_block.py``.
 
 Both loops run on the same scripted logits (a function of the call index: near
 ties at p ~ 1 - 1e-6 on logits ~50, bf16-rounded logits, exact ties) over two
@@ -175,11 +187,12 @@ def eb_order(gamma):
     return order
 
 
-def cb_order(tau):
+def cb_order(tau, strict=False):
+    """``strict``: confidence > tau, as SGLang's LowConfidence compares (>= tau in CB and unmask)."""
     def order(z, masked):
         c = confidence(z)
         ranked = best_first(c, masked)
-        return [i for i in ranked if c[i] >= tau or i == ranked[0]]
+        return [i for i in ranked if (c[i] > tau if strict else c[i] >= tau) or i == ranked[0]]
 
     return order
 
@@ -192,6 +205,35 @@ def factor_order(factor):
         while n < len(ranked) and (n + 2) * (1 - c[ranked[n]]) <= factor:  # the (n+1)-th, 1-based
             n += 1
         return ranked[:n]
+
+    return order
+
+
+def ref_sdar(strategy, steps, tau=0.85):
+    """SDAR's per-call rule on a block that starts after the prompt (a block with a prompt tail:
+    ``test_reference_rules_block.py``)."""
+    counts = [BL // steps + (i < BL % steps) for i in range(steps)]
+
+    def rule(z, masked, call, lo):
+        n = counts[call]
+        if strategy == "sequential":
+            first = int(torch.nonzero(masked)[0, 0])
+            return pick(range(first, min(first + n, BL)))
+        c = confidence(z)
+        high = masked & (c > tau)
+        if strategy == "dynamic" and int(high.sum()) >= n:
+            return high
+        return pick(best_first(c, masked)[:n])
+
+    return rule, steps
+
+
+def jetengine_order(bound):
+    def order(z, masked):
+        p = z.softmax(-1).clamp_min(1e-12)
+        nats = -(p * p.log()).sum(-1)
+        ranked = best_first(-nats, masked)
+        return ranked[: max(1, int((nats[ranked].cumsum(0) < bound).sum()))]
 
     return order
 
@@ -251,6 +293,14 @@ CASES = {
     "spaced eb": ("spaced(eb(gamma=2.0), start_stride=8)", spaced(eb_order(2.0), 8)),
     "spaced cb": ("spaced(threshold(tau=0.5), start_stride=8)", spaced(cb_order(0.5), 8)),
     "spaced cb near 1": (f"spaced(threshold(tau={NEAR}), start_stride=4)", spaced(cb_order(NEAR), 4)),
+    "sdar static": ("topk(steps=10)", ref_sdar("static", 5)),
+    "sdar sequential": ("topk(score='position', steps=10)", ref_sdar("sequential", 5)),
+    "sdar dynamic": ("dynamic(tau=0.85, steps=10)", ref_sdar("dynamic", 5)),
+    "sdar dynamic near 1": (f"dynamic(tau={NEAR}, steps=16)", ref_sdar("dynamic", 8, NEAR)),
+    "sglang low_confidence": ("threshold(tau=0.95)", plain(cb_order(0.95, strict=True))),
+    "jetengine entropy_bounded": ("entropy_sum(bound=0.35)", plain(jetengine_order(0.35))),
+    "jetengine entropy_bounded tight": ("entropy_sum(bound=0.0001)", plain(jetengine_order(1e-4))),
+    "sglang low_confidence near 1": (f"threshold(tau={NEAR})", plain(cb_order(NEAR, strict=True))),
 }
 
 
@@ -289,6 +339,20 @@ def test_dus_deferral_as_published_leaves_masks_where_unmask_carries_them(thresh
         assert left.any() and not (tokens == MASK).any()
         assert torch.equal(tokens[~left], ref_tokens[~left])
 
+
+
+def test_jetengine_caps_a_block_at_its_steps_where_unmask_runs_it_to_the_end():
+    """JetEngine ends a block after ``denoising_steps`` calls even with masks left; unmask's first calls of each
+    block are the same, and it goes on until the block is full."""
+    rule, _ = plain(jetengine_order(1e-4))
+    for seed, prompt in enumerate(PROMPTS):
+        den = Scripted("near-tie", seed)
+        tokens, reveals = unmask_run(den, prompt, "entropy_sum(bound=0.0001)")
+        calls_first_block = sum(1 for r in reveals if max(r) < BL)
+        den.calls = 0
+        ref_tokens, ref_reveals = reference_run(den, prompt, rule, 4)
+        assert ref_reveals[:4] == reveals[:4] and calls_first_block > 4
+        assert (ref_tokens == MASK).any() and not (tokens == MASK).any()
 
 
 def test_dilated_levels_are_the_reference_levels():

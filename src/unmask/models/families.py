@@ -19,7 +19,7 @@ from torch import Tensor
 class Family:
     """What differs between MDLM families beyond their weights."""
 
-    name: str  # "llada" | "dream" (Dream and DiffuCoder share an architecture)
+    name: str  # "llada" | "dream" (Dream and DiffuCoder share an architecture) | "llada2"
     mask_token: str  # the mask token's text in the family's tokenizer
     end_tokens: tuple[str, ...]  # tokens that end a document or a turn (EOS, EOT)
     default_eos_ids: tuple[int, ...]  # used only when config and tokenizer name no EOS at all
@@ -27,6 +27,29 @@ class Family:
     logit_shift: int  # 1: position i-1 predicts token i (Dream); 0: logits are aligned (LLaDA)
     model_types: tuple[str, ...]  # config.json model_type values (lower case)
     architectures: tuple[str, ...]  # config.json architectures values
+    attention: str = "full"  # "full" (bidirectional over the canvas) | "block_causal" (causal across model blocks)
+    block_fields: tuple[str, ...] = ()  # config.json fields holding the model's block size (block-causal only)
+    default_block: int | None = None  # the block size when config.json names none (the reference's constant)
+
+    def block_size(self, config: dict[str, Any]) -> int | None:
+        """The model's attention block size from ``config.json`` (None for full attention).
+
+        Positions ``p`` and ``p'`` of a row attend to each other when
+        ``p' // block <= p // block``: bidirectional within a block, causal
+        across blocks (block diffusion, Arriola et al. 2025).
+        """
+        if self.attention == "full":
+            return None
+        for name in self.block_fields:
+            if config.get(name) is not None:
+                value = config[name]
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"config.json {name} must be a positive int (the model's block size), got {value!r}")
+                return value
+        if self.default_block is None:
+            raise ValueError(f"config.json of a {self.name} checkpoint must name its block size in one of "
+                             f"{list(self.block_fields)}")
+        return self.default_block
 
 
 LLADA = Family(
@@ -51,7 +74,24 @@ DREAM = Family(
     architectures=("DreamModel",),
 )
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (LLADA, DREAM)}
+# LLaDA2.0 / LLaDA2.1 (inclusionAI): a BailingMoeV2 MoE block (models/llada2.py), block-causal with blocks of
+# 32 (its own generate() and SGLang's dLLM config default; config.json names no block size, a ``block_size``
+# field wins), blocks counted from position 0, logits aligned.
+LLADA2 = Family(
+    name="llada2",
+    mask_token="<|mask|>",  # id 156895: the mask_id default of LLaDA2's generate (token text not verified here)
+    end_tokens=("<|endoftext|>", "<|role_end|>"),
+    default_eos_ids=(156892,),  # the eos_id default of LLaDA2's generate
+    add_bos=False,
+    logit_shift=0,
+    model_types=("llada2_moe",),
+    architectures=("LLaDA2MoeModelLM",),
+    attention="block_causal",
+    block_fields=("block_size", "block_length"),
+    default_block=32,
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (LLADA, DREAM, LLADA2)}
 
 
 def describe_families() -> str:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from ..output import FILLED, GenerationOutput
-from ..planners import EB, Planner, Spaced, TopK
+from ..planners import EB, EntropySum, Planner, Spaced, TopK
 from ..planners.scheduled import _LevelPlanner
 from ..schedules import check_levels
 from .markov import DTYPE, ChainOracle, MarkovOracle
@@ -47,12 +47,12 @@ def path_kl_status(planner: Planner) -> str:
     if isinstance(planner, _LevelPlanner):
         return EXACT if planner.confidence_threshold is None else BIASED
     if isinstance(planner, TopK):
-        return {"margin": EXACT, "entropy": EXACT, "random": BOUND}.get(planner.score, BIASED)
-    if isinstance(planner, EB):
+        return {"margin": EXACT, "entropy": EXACT, "position": EXACT, "random": BOUND}.get(planner.score, BIASED)
+    if isinstance(planner, (EB, EntropySum)):
         return EXACT
     if isinstance(planner, Spaced):  # filters the inner picks in the order of the inner priority
         inner = path_kl_status(planner.inner)
-        ranks_by_state = isinstance(planner.inner, EB) or (isinstance(planner.inner, TopK) and planner.inner.score != "confidence")
+        ranks_by_state = isinstance(planner.inner, (EB, EntropySum)) or (isinstance(planner.inner, TopK) and planner.inner.score != "confidence")
         return inner if ranks_by_state else BIASED
     return BIASED
 

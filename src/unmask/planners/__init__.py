@@ -12,11 +12,15 @@ from typing import Any
 
 from .adaptive import EB, Factor, Spaced, Threshold
 from .base import PlanStep, Planner, Selection
+from .dynamic import Dynamic
+from .entropy_sum import EntropySum
 from .orders import Farthest, Interleave, Schedule
 from .scheduled import TOPK_SCORES, Binary, Dilated, TopK, fixed_schedule
 
 PLANNERS: dict[str, type[Planner]] = {
-    cls.name: cls for cls in (Dilated, Binary, TopK, EB, Threshold, Factor, Spaced, Interleave, Farthest, Schedule)
+    cls.name: cls
+    for cls in (Dilated, Binary, TopK, EB, Threshold, Factor, Spaced, Interleave, Farthest, Schedule, Dynamic,
+                EntropySum)
 }
 
 
@@ -35,7 +39,7 @@ def make_planner(name: str, **kwargs: Any) -> Planner:
         raise ValueError(f"planner {name!r} does not take {unknown}; its settings are {allowed}")
     if name == "spaced" and isinstance(kwargs.get("inner"), str):
         kwargs["inner"] = parse_planner(kwargs["inner"])
-    if name == "topk" and isinstance(kwargs.get("counts"), list):
+    if name in ("topk", "dynamic") and isinstance(kwargs.get("counts"), list):
         kwargs["counts"] = tuple(kwargs["counts"])
     try:
         return PLANNERS[name](**kwargs)
@@ -105,6 +109,6 @@ def parse_planner(spec: str) -> Planner:
 
 
 __all__ = [
-    "EB", "PLANNERS", "TOPK_SCORES", "Binary", "Dilated", "Factor", "Farthest", "Interleave", "PlanStep", "Planner",
+    "EB", "PLANNERS", "TOPK_SCORES", "Binary", "Dilated", "Dynamic", "EntropySum", "Factor", "Farthest", "Interleave", "PlanStep", "Planner",
     "Schedule", "Selection", "Spaced", "Threshold", "TopK", "fixed_schedule", "make_planner", "parse_planner", "planner_fields",
 ]

@@ -125,4 +125,7 @@ def priority_of(step: PlanStep, score: str) -> Tensor:
         if step.noise is None:
             raise ValueError("the random score needs noise (an unmask.noise.CallNoise) in the PlanStep")
         return step.noise.uniform(ORDER)
+    if score == "position":  # leftmost first (SDAR's sequential order)
+        offsets = torch.arange(step.masked.shape[-1], 0, -1, device=step.masked.device, dtype=torch.float64)
+        return offsets.expand(step.masked.shape)
     raise AssertionError(f"unknown score {score!r}")

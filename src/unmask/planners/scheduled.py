@@ -6,7 +6,8 @@
 - ``Binary``: the same with binary-search levels.
 - ``TopK``: a fixed number per call, ranked by a score: LLaDA's
   ``low_confidence`` / ``random`` remasking, Dream's ``maskgit_plus``
-  (confidence), margin and entropy (lowest first), with LLaDA's linear counts or
+  (confidence), margin and entropy (lowest first), SDAR's ``sequential``
+  (``position``: the leftmost masked offsets), with LLaDA's linear counts or
   any explicit count schedule (``counts="dilated"`` = DUS's counts).
 
 A block whose first ``lead`` offsets were filled before its first call
@@ -26,7 +27,7 @@ from torch import Tensor
 from ..schedules import binary_levels, dilated_levels, level_sizes, linear_counts
 from .base import PlanStep, Planner, Selection, at_least_one, confident, priority_of, top_n
 
-TOPK_SCORES = ("confidence", "margin", "entropy", "random")
+TOPK_SCORES = ("confidence", "margin", "entropy", "random", "position")
 
 
 @lru_cache(maxsize=256)
