@@ -122,6 +122,22 @@ def test_temperature_schedule():
         spec.temperature(4)
 
 
+def test_spec_from_generation_config():
+    from transformers import EntropyBoundSamplerConfig
+    from transformers.models.diffusion_gemma.generation_diffusion_gemma import DiffusionGemmaGenerationConfig
+
+    config = DiffusionGemmaGenerationConfig(max_denoising_steps=12, t_min=0.1,
+                                            sampler_config=EntropyBoundSamplerConfig(entropy_bound=0.5))
+    spec = EntropyBoundSpec.from_generation_config(config)
+    assert (spec.max_calls, spec.t_min, spec.entropy_bound) == (12, 0.1, 0.5)
+    defaults = DiffusionGemmaGenerationConfig._get_default_generation_params()
+    assert (spec.t_max, spec.stability, spec.confidence) == (
+        defaults["t_max"], defaults["stability_threshold"], defaults["confidence_threshold"])
+    base = EntropyBoundSpec()
+    assert (base.max_calls, base.entropy_bound, base.t_min) == (
+        defaults["max_denoising_steps"], defaults["sampler_config"].entropy_bound, defaults["t_min"])
+
+
 @pytest.mark.parametrize("bad", [dict(max_calls=0), dict(stability=-1), dict(entropy_bound=0.0),
                                  dict(confidence=-1.0), dict(t_min=0.8, t_max=0.8), dict(t_min=-0.1)])
 def test_spec_refuses_bad_values(bad):

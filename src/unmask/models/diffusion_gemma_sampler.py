@@ -71,6 +71,18 @@ class EntropyBoundSpec:
                 and 0 <= self.t_min < self.t_max):
             raise ValueError(f"t_min and t_max must satisfy 0 <= t_min < t_max, got {self.t_min!r}, {self.t_max!r}")
 
+    @classmethod
+    def from_generation_config(cls, config: object) -> EntropyBoundSpec:
+        """The spec of a transformers ``DiffusionGemmaGenerationConfig`` (a checkpoint's
+        ``generation_config.json``); fields it leaves unset take transformers' defaults."""
+        base = cls()
+        sampler = getattr(config, "sampler_config", None)
+        pick = {"max_calls": "max_denoising_steps", "t_min": "t_min", "t_max": "t_max",
+                "stability": "stability_threshold", "confidence": "confidence_threshold"}
+        values = {name: getattr(config, key, None) for name, key in pick.items()}
+        values["entropy_bound"] = getattr(sampler, "entropy_bound", None)
+        return cls(**{name: getattr(base, name) if v is None else v for name, v in values.items()})
+
     def temperature(self, call: int, device: torch.device | str = "cpu") -> Tensor:
         """``T_k`` as a float32 scalar tensor, with transformers' operations (int32 step / max_calls)."""
         if not 0 <= call < self.max_calls:
