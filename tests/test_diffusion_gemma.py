@@ -98,6 +98,33 @@ def test_padded_batch_equals_rows_alone(gemma):
         torch.testing.assert_close(batch[1][i : i + 1], second, rtol=0, atol=ATOL)
 
 
+def test_merged_states_equal_rows_alone(gemma):
+    """Rows of two requests at different canvases (different cache lengths) in one decoder call."""
+    g = torch.Generator().manual_seed(2)
+    v, c = gemma.vocab_size, gemma.canvas_length
+    a = torch.randint(3, v, (1, 3), generator=g)  # one row, then a finished canvas: 3 + c keys
+    b = torch.randint(3, v, (2, 10), generator=g)  # two rows of 10 keys, the second left-padded to 4 real ones
+    b_mask = torch.ones(2, 10, dtype=torch.bool)
+    b_mask[1, :6] = False
+    done = torch.randint(0, v, (1, c), generator=g)
+    first = gemma.extend(gemma.encode(a, torch.ones_like(a, dtype=torch.bool)), done)
+    second = gemma.encode(b, b_mask)
+    merged = gemma.merge([(second, torch.tensor([1])), (first, torch.tensor([0])), (second, torch.tensor([0]))])
+    canvas = torch.randint(0, v, (3, c), generator=g)
+    previous = 3.0 * torch.randn(3, c, v, generator=g)
+    batch = gemma.decode(merged, canvas, gemma.conditioning(previous))
+    alone = [gemma.encode(b[1:, 6:], torch.ones(1, 4, dtype=torch.bool)), first,
+             gemma.encode(b[:1], torch.ones(1, 10, dtype=torch.bool))]
+    for i, state in enumerate(alone):
+        one = gemma.decode(state, canvas[i : i + 1], gemma.conditioning(previous[i : i + 1]))
+        torch.testing.assert_close(batch[i : i + 1], one, rtol=0, atol=ATOL)
+    # a merged state keeps growing: each row's next canvas appended
+    grown = gemma.decode(gemma.extend(merged, canvas), canvas, gemma.initial_conditioning(3))
+    for i, state in enumerate(alone):
+        one = gemma.decode(gemma.extend(state, canvas[i : i + 1]), canvas[i : i + 1], gemma.initial_conditioning(1))
+        torch.testing.assert_close(grown[i : i + 1], one, rtol=0, atol=ATOL)
+
+
 def test_encode_refuses_right_padding(gemma):
     ids = torch.tensor([[5, 6, 0]])
     with pytest.raises(ValueError, match="left-padded"):

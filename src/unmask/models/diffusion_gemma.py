@@ -93,10 +93,9 @@ class DiffusionGemmaDenoiser:
         if not mask[:, -1].all():
             raise ValueError("prompts must be left-padded: attention_mask must be True in the last column of every row")
         positions = (mask.long().cumsum(-1) - 1).clamp_min(0)
-        state = EncoderState(self.new_cache(), mask[:, :0], mask.sum(-1))
-        self._encoder(input_ids.to(self.device), mask, positions, state.cache)
-        state.key_mask = mask
-        return state
+        cache = self.new_cache()
+        self._encoder(input_ids.to(self.device), mask, positions, cache)
+        return EncoderState(cache, mask, mask.sum(-1))
 
     @torch.no_grad()
     def extend(self, state: EncoderState, canvases: Tensor) -> EncoderState:
@@ -109,6 +108,36 @@ class DiffusionGemmaDenoiser:
         positions = state.lengths[:, None] + torch.arange(width, device=self.device)
         self._encoder(canvases.to(self.device), key_mask, positions, state.cache)
         return EncoderState(state.cache, key_mask, state.lengths + width)
+
+    def merge(self, parts: list[tuple[EncoderState, Tensor]]) -> EncoderState:
+        """One state of the rows ``parts[i][1]`` (long ``[n_i]``) of each state ``parts[i][0]``, in that order.
+
+        States of different lengths are left-padded to the longest (keys of zeros,
+        masked): rows of requests at different canvases then share a decoder call,
+        and a state keeps only its live rows. Sliding layers keep their last
+        ``window - 1`` columns, aligned on the right like the key mask.
+        """
+        if not parts:
+            raise ValueError("merge needs at least one (state, rows) pair")
+        width = max(state.key_mask.shape[1] for state, _ in parts)
+        cache = self.new_cache()
+        for i, layer in enumerate(cache.layers):
+            keep = getattr(layer, "sliding_window", None)
+            target = width if keep is None else min(width, keep - 1)
+            keys, values = [], []
+            for state, rows in parts:
+                old = state.cache.layers[i]
+                pad = target - old.keys.shape[-2]
+                keys.append(torch.nn.functional.pad(old.keys[rows], (0, 0, pad, 0)))
+                values.append(torch.nn.functional.pad(old.values[rows], (0, 0, pad, 0)))
+            k, v = torch.cat(keys), torch.cat(values)
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v
+            if keep is not None:
+                layer.cumulative_length = width
+        mask = torch.cat([torch.nn.functional.pad(state.key_mask[rows], (width - state.key_mask.shape[1], 0))
+                          for state, rows in parts])
+        return EncoderState(cache, mask, torch.cat([state.lengths[rows] for state, rows in parts]))
 
     def _encoder(self, ids: Tensor, key_mask: Tensor, positions: Tensor, cache: Any) -> None:
         self.model.model.encoder(input_ids=ids, attention_mask=key_mask, position_ids=positions, cache=cache)
