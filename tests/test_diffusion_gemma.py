@@ -69,6 +69,20 @@ def test_decode_equals_transformers_forward(gemma):
                                rtol=0, atol=ATOL)
 
 
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_bfloat16_conditioning_is_transformers_own(name):
+    """In bfloat16 the state goes through transformers' casts (processed logits to bfloat16, softmax in float32,
+    back to bfloat16): the same operations on the same inputs, so the logits are bit for bit transformers'."""
+    gemma = load_diffusion_gemma(BUILDERS[name](), device="cpu", dtype="bfloat16")[0]
+    g = torch.Generator().manual_seed(3)
+    prompt = torch.randint(3, gemma.vocab_size, (2, 9), generator=g)
+    canvas = torch.randint(0, gemma.vocab_size, (2, gemma.canvas_length), generator=g)
+    processed = 3.0 * torch.randn(2, gemma.canvas_length, gemma.vocab_size, generator=g)
+    state = gemma.encode(prompt, torch.ones_like(prompt, dtype=torch.bool))
+    ours = gemma.decode(state, canvas, gemma.conditioning(processed))
+    assert torch.equal(ours, reference_logits(gemma.model, prompt, canvas, processed.to(torch.bfloat16)))
+
+
 def test_padded_batch_equals_rows_alone(gemma):
     g = torch.Generator().manual_seed(1)
     v, c = gemma.vocab_size, gemma.canvas_length
