@@ -192,3 +192,57 @@ def llada_small() -> Path:
 def dream_small() -> Path:
     """Dream layout with a 96-token vocabulary (specials at 91..94) for fast generation tests."""
     return write_dream(ROOT / "dream-small", vocab=96, specials=DREAM_SMALL, std=0.1)
+
+
+GEMMA_SPECIALS = {"<pad>": 0, "<eos>": 1, "<bos>": 2}
+
+
+def write_diffusion_gemma(path: Path, *, moe: bool, vocab: int = 96, d: int = 32, canvas: int = 8, seed: int = 0,
+                          init_std: float = 0.3) -> Path:
+    """A tiny random ``DiffusionGemmaForBlockDiffusion`` saved by transformers itself (its own config and tensor names).
+
+    Every DiffusionGemma layer runs a dense MLP beside a routed expert block (the
+    26B-A4B layout); ``moe=False`` gives one expert chosen for every token (the
+    routing is trivial), ``moe=True`` four experts, two per token, and a third
+    layer. Sliding-window layers (window 6) sit before a last full-attention
+    layer with its own head size and one key/value head, as in the real config.
+    ``init_std`` 0.3 (transformers' default is 0.02) makes the predictions peaked
+    enough that entropy-bound acceptance takes between one and all positions.
+    """
+    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
+
+    path.mkdir(parents=True, exist_ok=True)
+    layers = ["sliding_attention", "sliding_attention", "full_attention"] if moe else ["sliding_attention", "full_attention"]
+    text = dict(vocab_size=vocab, hidden_size=d, intermediate_size=2 * d, num_hidden_layers=len(layers),
+                layer_types=layers, num_attention_heads=4, num_key_value_heads=2, head_dim=8, global_head_dim=16,
+                num_global_key_value_heads=1, sliding_window=6, num_experts=4 if moe else 1,
+                top_k_experts=2 if moe else 1, moe_intermediate_size=d // 2, max_position_embeddings=512,
+                pad_token_id=0, eos_token_id=1, bos_token_id=2, use_bidirectional_attention="vision",
+                initializer_range=init_std)
+    vision = dict(model_type="gemma4_vision", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=2, head_dim=8, position_embedding_size=64)
+    config = DiffusionGemmaConfig(text_config=text, vision_config=vision, canvas_length=canvas, boi_token_id=vocab - 3,
+                                  eoi_token_id=vocab - 2, image_token_id=vocab - 1, initializer_range=init_std)
+    torch.manual_seed(seed)
+    model = DiffusionGemmaForBlockDiffusion(config).eval()
+    model.save_pretrained(str(path))
+    vocab_map = {"<unk>": 3, **GEMMA_SPECIALS}
+    vocab_map.update({(WORDS[i - 4] if i - 4 < len(WORDS) else f"t{i}"): i for i in range(4, vocab)})
+    tok = Tokenizer(models.WordLevel(vocab_map, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.add_special_tokens(list(GEMMA_SPECIALS))
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>",
+                            bos_token="<bos>").save_pretrained(str(path))
+    return path
+
+
+@functools.cache
+def diffusion_gemma_dense() -> Path:
+    """DiffusionGemma layout, vocabulary 96, hidden 32, 2 layers, one expert, canvas 8."""
+    return write_diffusion_gemma(ROOT / "diffusion-gemma-dense", moe=False)
+
+
+@functools.cache
+def diffusion_gemma_moe() -> Path:
+    """DiffusionGemma layout, vocabulary 96, hidden 32, 3 layers, 4 experts (top 2), canvas 8."""
+    return write_diffusion_gemma(ROOT / "diffusion-gemma-moe", moe=True, seed=1)

@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .families import detect_family, is_converted
+from .families import check_masked, detect_family, is_converted
 from .loading import HF_CLASSES, hf_config, iter_shards, read_config, renamer, resolve_path, weight_files
 from .tokenizer import load_tokenizer, token_spec
 
@@ -49,6 +49,7 @@ def convert(
             f"convert supports LLaDA, Dream and DiffuCoder checkpoints; {str(path)!r} has model_type "
             f"{raw.get('model_type')!r} and architectures {raw.get('architectures')!r}"
         )
+    check_masked(family, "convert")
     tokenizer = load_tokenizer(path)
     config = hf_config(raw, family)
     spec = token_spec(raw, tokenizer, family, config.vocab_size, config.max_position_embeddings)

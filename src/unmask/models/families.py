@@ -19,14 +19,15 @@ from torch import Tensor
 class Family:
     """What differs between MDLM families beyond their weights."""
 
-    name: str  # "llada" | "dream" (Dream and DiffuCoder share an architecture) | "llada2"
-    mask_token: str  # the mask token's text in the family's tokenizer
+    name: str  # "llada" | "dream" (Dream and DiffuCoder share an architecture) | "llada2" | "diffusion_gemma"
+    mask_token: str  # the mask token's text in the family's tokenizer ("" for uniform-state families: none)
     end_tokens: tuple[str, ...]  # tokens that end a document or a turn (EOS, EOT)
     default_eos_ids: tuple[int, ...]  # used only when config and tokenizer name no EOS at all
     add_bos: bool  # prompts start with the tokenizer's BOS token
     logit_shift: int  # 1: position i-1 predicts token i (Dream); 0: logits are aligned (LLaDA)
     model_types: tuple[str, ...]  # config.json model_type values (lower case)
     architectures: tuple[str, ...]  # config.json architectures values
+    corruption: str = "mask"  # "mask": absorbing [MASK] tokens; "uniform": uncommitted positions hold random tokens
     attention: str = "full"  # "full" (bidirectional over the canvas) | "block_causal" (causal across model blocks)
     block_fields: tuple[str, ...] = ()  # config.json fields holding the model's block size (block-causal only)
     default_block: int | None = None  # the block size when config.json names none (the reference's constant)
@@ -91,7 +92,20 @@ LLADA2 = Family(
     default_block=32,
 )
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (LLADA, DREAM, LLADA2)}
+
+DIFFUSION_GEMMA = Family(  # transformers' DiffusionGemmaForBlockDiffusion (models/diffusion_gemma.py, not the native path)
+    name="diffusion_gemma",
+    mask_token="",  # uniform-state: a canvas starts as random tokens, there is no mask token
+    end_tokens=("<eos>", "<turn|>"),
+    default_eos_ids=(1,),  # <eos> (DiffusionGemmaTextConfig's default eos_token_id)
+    add_bos=True,  # Gemma prompts start with <bos> (id 2)
+    logit_shift=0,
+    model_types=("diffusion_gemma",),
+    architectures=("DiffusionGemmaForBlockDiffusion",),
+    corruption="uniform",
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (LLADA, DREAM, LLADA2, DIFFUSION_GEMMA)}
 
 
 def describe_families() -> str:
@@ -118,6 +132,14 @@ def detect_family(config: dict[str, Any]) -> Family | None:
         if model_type in family.model_types or any(a in family.architectures for a in archs):
             return family
     return None
+
+
+def check_masked(family: Family | None, what: str) -> None:
+    """Refuse a uniform-state family where only absorbing (masked) families run yet (``what``: the operation)."""
+    if family is not None and family.corruption != "mask":
+        raise ValueError(f"{what} runs masked diffusion families (llada, dream); {family.name} is uniform-state: "
+                         "load it with unmask.models.diffusion_gemma.load_diffusion_gemma (generation through the "
+                         "engine is not wired yet)")
 
 
 def is_converted(config: dict[str, Any]) -> bool:

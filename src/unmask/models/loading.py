@@ -22,7 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTra
 
 from ..denoiser import Denoiser
 from .dream import dream_config, dream_rename
-from .families import Family, detect_family, is_converted
+from .families import Family, check_masked, detect_family, is_converted
 from .llada import llada_config, llada_rename
 from .native import NativeDenoiser
 from .quantize import check_dtype, check_quantize, import_torchao, quantize_model
@@ -264,6 +264,7 @@ def load(
     path = resolve_path(name_or_path)
     raw = read_config(path)
     family = detect_family(raw)
+    check_masked(family, "unmask.load")
     dev = default_device(device)
     dt = torch.bfloat16 if quant == "int4" and dtype is None else default_dtype(dtype, dev)
     check_dtype(quant, dt)
