@@ -18,7 +18,13 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..schedules import check_levels, dilated_levels, farthest_levels, linear_counts
+from ..schedules import (
+    check_levels,
+    dilated_levels,
+    farthest_levels,
+    interleave_levels,
+    linear_counts,
+)
 
 
 def entropy(probs: Tensor) -> Tensor:
@@ -76,6 +82,11 @@ def dus_commit(length: int, base: int = 2, skip_exp: int = 1) -> FixedGroups:
 def dilated_commit(length: int, calls: int, growth: float = 2.0) -> FixedGroups:
     """A DUS-like dilated order at any call count: farthest-point order in groups growing by ``growth``."""
     return FixedGroups(farthest_levels(length, calls, growth), f"dilated(calls={calls})")
+
+
+def interleave_commit(length: int, calls: int) -> FixedGroups:
+    """Residue classes ``calls`` apart, far-apart classes first (``interleave_levels``): no two commits of a call adjacent."""
+    return FixedGroups(interleave_levels(length, calls), f"interleave(calls={calls})")
 
 
 class TopKCommit(CommitRule):
