@@ -14,7 +14,7 @@ from unmask.oracles import (
     sample_pair_marginals,
 )
 from unmask.oracles.uniform import UniformOracle
-from unmask.oracles.uniform_law import posteriors, sample_uniform, uniform_law
+from unmask.oracles.uniform_law import posteriors, sample_uniform, sandwich_kl, uniform_law
 from unmask.oracles.uniform_rules import (
     EntropyBoundCommit,
     FixedGroups,
@@ -205,6 +205,21 @@ def test_sampled_runs_match_the_exact_law(view):
     else:  # an upper bound
         assert mean > law.kl - 4 * se_kl
     assert bool((runs.calls == 3).all())
+
+
+@pytest.mark.parametrize("view", ["told", "blind"])
+def test_sandwich_brackets_the_exact_kl(view):
+    u = UniformOracle(CHAINS["markov1"]())
+    rule = EntropyBoundCommit(1.0)
+    exact = uniform_law(u, rule, L, view).kl
+    wide, tight = (sandwich_kl(u, rule, L, 1000, m, view, generator=torch.Generator().manual_seed(1)) for m in (2, 32))
+    for est in (wide, tight):
+        assert est.lower - 4 * est.lower_se < exact < est.upper + 4 * est.upper_se
+    if view == "told":  # every path to x has the same weight: both ends are the path KL, exact in expectation
+        assert abs(tight.upper - tight.lower) < 1e-12 and abs(tight.lower - exact) < 4 * tight.lower_se
+    else:  # the bracket tightens with more re-draws
+        assert tight.upper - tight.lower < (wide.upper - wide.lower) / 4
+        assert wide.upper - wide.lower > 0.05
 
 
 def test_bad_inputs():
