@@ -1,0 +1,287 @@
+"""The exact output law of a uniform-state commit sampler on a small oracle, and a sampled estimate for any size.
+
+The process (DiffusionGemma's loop with commits that stay, temperature 1): the
+canvas starts as uniform random tokens; each call the denoiser's posterior is
+computed from the current canvas, a :mod:`commit rule <.uniform_rules>`
+picks positions to commit, each of them takes a token drawn from its
+posterior, and every uncommitted position is re-drawn uniformly. The
+denoiser's *view* of the canvas is one of
+
+- ``"told"``: it knows which positions are committed (``eps = 0`` there, 1
+  elsewhere). A re-drawn token is then independent of everything, so the
+  posterior depends on the committed tokens only and the law equals the same
+  rule's law on the absorbing (masked) process;
+- ``"matched"``: a shared level ``eps = u / L`` at every generated position
+  (``u`` uncommitted of ``L``), as a time-conditioned denoiser is told the
+  level whose expected re-drawn fraction matches the canvas;
+- ``"blind"``: no level (DiffusionGemma's decoder input): the exact mixture of
+  :meth:`UniformOracle.blind` over a prior on levels.
+
+In the last two the posterior, hence the commit choice and the committed
+tokens, depends on the re-drawn tokens, and the law averages over them:
+q(s' | s) = V^-u sum_y sum_{C = rule(q(.|y))} prod_{i in C} q(x_i | y) over
+the ``V^u`` re-draws ``y`` of state ``s``. :func:`uniform_law` sums that
+exactly (a dense table over the ``(V + 1)^L`` states, committed token or
+"uncommitted" per position), so it is exact; :func:`sample_uniform` runs the
+process and gives the path-KL estimate (exact in expectation for the told
+view, an upper bound otherwise, see its docstring) and samples for
+:func:`~unmask.oracles.pair_divergence`; :func:`sandwich_kl` brackets the
+exact KL between a lower and an upper estimate that meet as the number of
+re-draws per sample grows, for canvases too large to enumerate.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .markov import DTYPE
+from .uniform import UniformOracle
+from .uniform_rules import CommitRule
+
+VIEWS = ("told", "matched", "blind")
+BLIND_LEVELS = torch.linspace(0.05, 1.0, 20, dtype=DTYPE)  # default prior of the blind view: uniform on this grid
+
+
+@dataclass(frozen=True)
+class UniformLaw:
+    """A commit sampler's exact output law on an oracle (after one fixed prompt)."""
+
+    sequences: Tensor  # [M, L] long
+    prob: Tensor  # [M] float64, sums to 1
+    log_p: Tensor  # [M] float64: log p(x | prompt)
+    expected_calls: float
+
+    @property
+    def kl(self) -> float:
+        """KL(q || p) in nats per generated token, exactly."""
+        q, keep = self.prob, self.prob > 0
+        return float((q[keep] * (q[keep].log() - self.log_p[keep])).sum()) / self.sequences.shape[1]
+
+
+def _check(oracle: UniformOracle, rule: CommitRule, gen_length: int, view: str, prompt: Sequence[int]) -> list[int]:
+    if not isinstance(oracle, UniformOracle):
+        raise ValueError(f"oracle must be a UniformOracle, got {type(oracle).__name__}")
+    if not isinstance(rule, CommitRule):
+        raise ValueError(f"rule must be a CommitRule, got {type(rule).__name__}")
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    if not isinstance(gen_length, int) or gen_length < 1:
+        raise ValueError(f"gen_length must be an int >= 1, got {gen_length!r}")
+    prompt = [int(t) for t in prompt]
+    if any(not 0 <= t < oracle.num_tokens for t in prompt):
+        raise ValueError(f"prompt must hold token ids in [0, {oracle.num_tokens}), got {prompt!r}")
+    rule.max_calls(gen_length)  # a rule built for another length says so here
+    return prompt
+
+
+def posteriors(oracle: UniformOracle, canvas: Tensor, committed: Tensor, view: str, p_len: int,
+               levels: Tensor = BLIND_LEVELS) -> Tensor:
+    """The denoiser's posteriors ``[B, L, V]`` at the generated positions of ``canvas [B, P + L]`` under ``view``."""
+    n, length = committed.shape
+    if view == "blind":  # the prompt is known clean, the commits are not
+        prompt_only = torch.cat([torch.ones(n, p_len, dtype=torch.bool), torch.zeros_like(committed)], 1)
+        return oracle.blind(canvas, levels, clean=prompt_only)[:, p_len:].exp()
+    clean = torch.cat([torch.ones(n, p_len, dtype=torch.bool), committed], 1)
+    if view == "told":
+        eps = (~clean).to(DTYPE)
+    else:
+        frac = (~committed).sum(-1, keepdim=True).to(DTYPE) / length
+        eps = torch.cat([torch.zeros(n, p_len, dtype=DTYPE), frac.expand(n, length)], 1)
+    return oracle.posterior(canvas, eps)[0][:, p_len:]
+
+
+def _commit(rule: CommitRule, probs: Tensor, committed: Tensor, call: int) -> Tensor:
+    new = rule(probs, committed, call)
+    if (new & committed).any() or not bool(new.any(-1).all()):
+        raise ValueError(f"{rule!r} broke the commit-rule contract at call {call} (commit at least one new position)")
+    return new
+
+
+@torch.no_grad()
+def uniform_law(oracle: UniformOracle, rule: CommitRule, gen_length: int, view: str = "told",
+                prompt: Sequence[int] = (), sum_redraws: bool | None = None, levels: Tensor = BLIND_LEVELS,
+                chunk_entries: int = 2**22) -> UniformLaw:
+    """The exact law of ``rule`` on ``oracle`` by enumeration (see the module docstring).
+
+    ``sum_redraws`` (None: all but the told view) sums over every re-draw of
+    the uncommitted positions; the told view's posterior does not depend on
+    them, so skipping the sum there is exact too (the tests check both agree).
+    Cost about ``(2 V (V + 1))^L`` per call: for ``V^L`` in the hundreds.
+    """
+    prompt = _check(oracle, rule, gen_length, view, prompt)
+    v, g, p_len = oracle.num_tokens, gen_length, len(prompt)
+    sums = view != "told" if sum_redraws is None else bool(sum_redraws)
+    base = v + 1  # state symbol per position: a committed token, or v = uncommitted
+    width = base**g
+    if width > 2**24:
+        raise ValueError(f"the exact law holds (V + 1)^L = {width} states, over 2^24: use sample_uniform")
+    place = base ** torch.arange(g - 1, -1, -1)  # [L]
+    dist = torch.zeros(width, dtype=DTYPE)
+    dist[v * int(place.sum())] = 1.0  # every position uncommitted
+    calls, limit = 0.0, rule.max_calls(g)
+    for call in range(limit + 1):
+        states = dist.nonzero().squeeze(-1)
+        sym = (states.unsqueeze(-1) // place) % base  # [S, L]
+        pending = (sym == v).any(-1)
+        if not pending.any():
+            break
+        if call == limit:
+            raise ValueError(f"{rule!r} left positions uncommitted after its max_calls={limit}")
+        calls += float(dist[states[pending]].sum())
+        new = torch.zeros(width, dtype=DTYPE)
+        new[states[~pending]] = dist[states[~pending]]
+        for mask in torch.unique(sym[pending] == v, dim=0):  # states sharing their uncommitted positions
+            rows = states[pending][((sym[pending] == v) == mask).all(-1)]
+            u = int(mask.sum())
+            draws = (torch.tensor(list(itertools.product(range(v), repeat=u)), dtype=torch.long).reshape(-1, u)
+                     if sums else torch.zeros(1, u, dtype=torch.long))
+            r = draws.shape[0]
+            step = max(1, chunk_entries // (r * max(width, v * g)))
+            for i in range(0, rows.numel(), step):
+                s = rows[i : i + step]
+                toks = ((s.unsqueeze(-1) // place) % base).repeat_interleave(r, 0)  # [B, L]
+                toks[:, mask] = draws.repeat(s.numel(), 1)
+                done = ~mask.expand_as(toks)
+                canvas = torch.cat([torch.tensor(prompt, dtype=torch.long).expand(toks.shape[0], p_len), toks], 1)
+                probs = posteriors(oracle, canvas, done, view, p_len, levels)
+                commit = _commit(rule, probs, done, call)
+                vec = torch.zeros(toks.shape[0], g, base, dtype=DTYPE)  # next symbol's law per position
+                vec[..., v] = 1.0
+                vec[done] = torch.nn.functional.one_hot(toks[done], base).to(DTYPE)
+                vec[commit] = torch.cat([probs[commit], torch.zeros(int(commit.sum()), 1, dtype=DTYPE)], -1)
+                out = vec[:, 0]
+                for j in range(1, g):  # outer product over positions: [B, base^L]
+                    out = (out.unsqueeze(-1) * vec[:, j].unsqueeze(1)).reshape(out.shape[0], -1)
+                new += (dist[s].repeat_interleave(r) / r) @ out
+        dist = new
+    final = dist.nonzero().squeeze(-1)
+    seqs = (final.unsqueeze(-1) // place) % base
+    full = torch.cat([torch.tensor(prompt, dtype=torch.long).expand(seqs.shape[0], p_len), seqs], 1)
+    log_p = oracle.chain.log_prob(full) - (oracle.chain.log_prob(full[:1, :p_len]) if p_len else 0.0)
+    return UniformLaw(seqs, dist[final], log_p, calls)
+
+
+@dataclass(frozen=True)
+class UniformSamples:
+    """Runs of a commit sampler: final sequences, and each run's summed log-probability of its commits."""
+
+    sequences: Tensor  # [N, L] long
+    log_q: Tensor  # [N] float64: sum over calls of log q(committed tokens | canvas)
+    log_p: Tensor  # [N] float64: log p(x | prompt)
+    calls: Tensor  # [N] long
+
+    def path_kl(self) -> tuple[float, float]:
+        """``(mean, standard error)`` of ``(log_q - log_p) / L``, nats per token.
+
+        Its expectation is KL(q || p) plus E_x KL(q(re-draws | x) || uniform
+        re-draws): exact when the commits do not depend on the re-draws (told
+        view, rules that read the posterior only), an upper bound otherwise.
+        """
+        d = (self.log_q - self.log_p) / self.sequences.shape[1]
+        return float(d.mean()), float(d.std() / math.sqrt(d.numel()))
+
+
+def _run(oracle: UniformOracle, rule: CommitRule, g: int, n: int, view: str, prompt: list[int],
+         generator: torch.Generator | None, levels: Tensor, forced: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``n`` runs: final tokens ``[n, L]``, summed log q of the commits ``[n]``, calls ``[n]``.
+
+    ``forced [n, L]``: commit these tokens instead of drawing (the weight of
+    that sequence along fresh re-draws).
+    """
+    v, p_len = oracle.num_tokens, len(prompt)
+    toks = torch.randint(0, v, (n, g), generator=generator)
+    done = torch.zeros(n, g, dtype=torch.bool)
+    log_q = torch.zeros(n, dtype=DTYPE)
+    calls = torch.zeros(n, dtype=torch.long)
+    pre = torch.tensor(prompt, dtype=torch.long).expand(n, p_len)
+    for call in range(rule.max_calls(g)):
+        act = ~done.all(-1)
+        if not act.any():
+            break
+        calls += act.long()
+        canvas = torch.cat([pre[act], toks[act]], 1)
+        probs = posteriors(oracle, canvas, done[act], view, p_len, levels)
+        commit = _commit(rule, probs, done[act], call)
+        if forced is None:
+            drawn = torch.multinomial(probs.reshape(-1, v), 1, generator=generator).view(-1, g)
+        else:
+            drawn = forced[act]
+        lq = torch.where(commit, probs.gather(-1, drawn.unsqueeze(-1)).squeeze(-1).log(), torch.zeros((), dtype=DTYPE))
+        log_q[act] += lq.sum(-1)
+        keep = done[act] | commit
+        fresh = torch.randint(0, v, drawn.shape, generator=generator)
+        toks[act] = torch.where(done[act], toks[act], torch.where(commit, drawn, fresh))
+        done[act] = keep
+    if not done.all():
+        raise ValueError(f"{rule!r} left positions uncommitted after its max_calls")
+    return toks, log_q, calls
+
+
+def _log_p(oracle: UniformOracle, seqs: Tensor, prompt: list[int]) -> Tensor:
+    full = torch.cat([torch.tensor(prompt, dtype=torch.long).expand(seqs.shape[0], len(prompt)), seqs], 1)
+    return oracle.chain.log_prob(full) - (oracle.chain.log_prob(full[:1, : len(prompt)]) if prompt else 0.0)
+
+
+@torch.no_grad()
+def sample_uniform(oracle: UniformOracle, rule: CommitRule, gen_length: int, n: int, view: str = "told",
+                   prompt: Sequence[int] = (), generator: torch.Generator | None = None,
+                   levels: Tensor = BLIND_LEVELS) -> UniformSamples:
+    """``n`` runs of the process, batched: uniform start, posterior, commit, draw, re-draw the rest."""
+    prompt = _check(oracle, rule, gen_length, view, prompt)
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    toks, log_q, calls = _run(oracle, rule, gen_length, n, view, prompt, generator, levels)
+    return UniformSamples(toks, log_q, _log_p(oracle, toks, prompt), calls)
+
+
+@dataclass(frozen=True)
+class KLSandwich:
+    """Lower and upper estimates of KL(q || p) per token, each with its standard error."""
+
+    lower: float
+    lower_se: float
+    upper: float
+    upper_se: float
+    samples: int
+    redraws: int
+
+
+@torch.no_grad()
+def sandwich_kl(oracle: UniformOracle, rule: CommitRule, gen_length: int, n: int, redraws: int, view: str = "told",
+                prompt: Sequence[int] = (), generator: torch.Generator | None = None,
+                levels: Tensor = BLIND_LEVELS) -> KLSandwich:
+    """KL(q || p) bracketed by importance sampling over the re-draws, for canvases too large to enumerate.
+
+    q(x) = E_r[w(x)], with r the uniform re-draws along the path that commits
+    ``x`` and w(x) = prod over calls of q(committed tokens of x | canvas). For
+    each of ``n`` sampled ``x`` (with the re-draws that made it), ``redraws``
+    = M fresh paths forced to ``x`` give weights w_1..w_M: log mean(w_1..w_M)
+    is below log q(x) in expectation (Jensen; Burda et al. 2016, IWAE), and
+    the same mean with w_M replaced by the generating path's weight is above
+    it (one draw from the posterior over re-draws; Grosse et al. 2015,
+    bidirectional Monte Carlo). Both tighten as M grows and meet at the exact
+    KL; in the told view every weight is the same and both equal path KL.
+    """
+    prompt = _check(oracle, rule, gen_length, view, prompt)
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"n must be an int >= 2, got {n!r}")
+    if not isinstance(redraws, int) or redraws < 1:
+        raise ValueError(f"redraws must be an int >= 1, got {redraws!r}")
+    g = gen_length
+    x, log_q, _ = _run(oracle, rule, g, n, view, prompt, generator, levels)
+    forced = x.repeat_interleave(redraws, 0)
+    _, log_w, _ = _run(oracle, rule, g, n * redraws, view, prompt, generator, levels, forced)
+    log_w = log_w.view(n, redraws)
+    log_m = math.log(redraws)
+    low = torch.logsumexp(log_w, -1) - log_m
+    high = torch.logsumexp(torch.cat([log_w[:, :-1], log_q.unsqueeze(-1)], -1), -1) - log_m
+    log_p = _log_p(oracle, x, prompt)
+    lo, hi = (low - log_p) / g, (high - log_p) / g
+    root = math.sqrt(n)
+    return KLSandwich(float(lo.mean()), float(lo.std() / root), float(hi.mean()), float(hi.std() / root), n, redraws)
