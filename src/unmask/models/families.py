@@ -19,7 +19,7 @@ from torch import Tensor
 class Family:
     """What differs between MDLM families beyond their weights."""
 
-    name: str  # "llada" | "dream" (Dream and DiffuCoder share an architecture)
+    name: str  # "llada" | "dream" (Dream and DiffuCoder share an architecture) | "sdar" | "fast_dllm_v2"
     mask_token: str  # the mask token's text in the family's tokenizer
     end_tokens: tuple[str, ...]  # tokens that end a document or a turn (EOS, EOT)
     default_eos_ids: tuple[int, ...]  # used only when config and tokenizer name no EOS at all
@@ -27,6 +27,29 @@ class Family:
     logit_shift: int  # 1: position i-1 predicts token i (Dream); 0: logits are aligned (LLaDA)
     model_types: tuple[str, ...]  # config.json model_type values (lower case)
     architectures: tuple[str, ...]  # config.json architectures values
+    attention: str = "full"  # "full" (bidirectional over the canvas) | "block_causal" (causal across model blocks)
+    block_fields: tuple[str, ...] = ()  # config.json fields holding the model's block size (block-causal only)
+    default_block: int | None = None  # the block size when config.json names none (the reference's constant)
+
+    def block_size(self, config: dict[str, Any]) -> int | None:
+        """The model's attention block size from ``config.json`` (None for full attention).
+
+        Positions ``p`` and ``p'`` of a row attend to each other when
+        ``p' // block <= p // block``: bidirectional within a block, causal
+        across blocks (block diffusion, Arriola et al. 2025).
+        """
+        if self.attention == "full":
+            return None
+        for name in self.block_fields:
+            if config.get(name) is not None:
+                value = config[name]
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ValueError(f"config.json {name} must be a positive int (the model's block size), got {value!r}")
+                return value
+        if self.default_block is None:
+            raise ValueError(f"config.json of a {self.name} checkpoint must name its block size in one of "
+                             f"{list(self.block_fields)}")
+        return self.default_block
 
 
 LLADA = Family(
@@ -51,7 +74,41 @@ DREAM = Family(
     architectures=("DreamModel",),
 )
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (LLADA, DREAM)}
+# SDAR (JetLM, Cheng et al. 2025): Qwen3 (q/k RMSNorm per head), block-causal with blocks of 4 tokens.
+# Its config.json names no block size (JetLM's generate.py takes --block_length 4, SGLang hard-codes 4);
+# a ``block_size`` field, when present, wins. Logits are aligned: generate.py samples position i from
+# the logits of position i.
+SDAR = Family(
+    name="sdar",
+    mask_token="<|MASK|>",  # id 151669 in SDAR-*-Chat
+    end_tokens=("<|endoftext|>", "<|im_end|>"),
+    default_eos_ids=(151643, 151645),
+    add_bos=False,  # Qwen tokenizers have no BOS
+    logit_shift=0,
+    model_types=("sdar",),
+    architectures=("SDARForCausalLM",),
+    attention="block_causal",
+    block_fields=("block_size",),
+    default_block=4,
+)
+
+# Fast-dLLM v2 (NVlabs, Wu et al. 2025): Qwen2.5 initialised from an AR model, block-causal with ``bd_size``
+# (32) tokens per block, logits shifted as in the AR model (position i-1 predicts token i).
+FAST_DLLM_V2 = Family(
+    name="fast_dllm_v2",
+    mask_token="|<MASK>|",  # id 151665 in Fast_dLLM_v2_7B
+    end_tokens=("<|endoftext|>", "<|im_end|>"),
+    default_eos_ids=(151643, 151645),
+    add_bos=False,
+    logit_shift=1,
+    model_types=("fast_dllm_qwen",),
+    architectures=("Fast_dLLM_QwenForCausalLM",),
+    attention="block_causal",
+    block_fields=("bd_size",),
+    default_block=32,
+)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (LLADA, DREAM, SDAR, FAST_DLLM_V2)}
 
 
 def describe_families() -> str:
