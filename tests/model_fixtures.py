@@ -201,7 +201,7 @@ def dream_small() -> Path:
 
 def write_qwen_block(path: Path, family: str, *, vocab: int = 96, d: int = 64, layers: int = 2, heads: int = 4,
                      kv_heads: int = 2, mlp: int = 128, specials: dict[str, int] | None = None,
-                     block: int | None = None, std: float = 0.1, seed: int = 2) -> Path:
+                     block: int | None = None, std: float = 0.1, embed_std: float = 0.5, seed: int = 2) -> Path:
     """A block-diffusion checkpoint in its real layout: SDAR (``family="sdar"``: Qwen3 names with per-head
     ``q_norm``/``k_norm``, no q/k/v bias, ``model_type: sdar``, no block size field unless ``block``) or
     Fast-dLLM v2 (``"fast_dllm_v2"``: Qwen2 names with q/k/v biases, ``model_type: Fast_dLLM_Qwen``,
@@ -211,7 +211,7 @@ def write_qwen_block(path: Path, family: str, *, vocab: int = 96, d: int = 64, l
     path.mkdir(parents=True, exist_ok=True)
     g = torch.Generator().manual_seed(seed)
     hd = d // heads
-    t: dict[str, torch.Tensor] = {"model.embed_tokens.weight": _randn(g, vocab, d, std=std * 25)}
+    t: dict[str, torch.Tensor] = {"model.embed_tokens.weight": _randn(g, vocab, d, std=embed_std)}
     for i in range(layers):
         b = f"model.layers.{i}."
         t[b + "input_layernorm.weight"] = _norm(g, d)
@@ -261,7 +261,7 @@ def write_qwen_block(path: Path, family: str, *, vocab: int = 96, d: int = 64, l
 @functools.cache
 def sdar_small() -> Path:
     """SDAR layout (Qwen3 with q/k norms), 96-token vocabulary, block size 4 (the family default), GQA 4/2."""
-    return write_qwen_block(ROOT / "sdar-small", "sdar")
+    return write_qwen_block(ROOT / "sdar-small", "sdar", seed=3)
 
 
 @functools.cache

@@ -29,12 +29,19 @@ from torch import Tensor
 from .denoiser import TokenSpec, canvas_positions
 
 
-def canvas_length(rows: Sequence[Sequence[int]], gen_length: int, block: int | None = None) -> int:
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def canvas_length(rows: Sequence[Sequence[int]], gen_length: int, block: int | None = None,
+                  model_block: int | None = None) -> int:
     """Columns of :meth:`Canvas.build`'s canvas for these rows (without building it)."""
     if block is None:
         return max(map(len, rows)) + gen_length
-    head = max(len(r) - len(r) % block for r in rows)
-    return head + -(-(max(len(r) % block for r in rows) + gen_length) // block) * block
+    width = max(len(r) - len(r) % block for r in rows)
+    need = width + _round_up(max(len(r) % block for r in rows) + gen_length, block)
+    m = model_block or block
+    return max(need, *(width - (len(r) - len(r) % block) + _round_up(len(r) + gen_length, m) for r in rows))
 
 
 @dataclass(frozen=True)
@@ -51,19 +58,22 @@ class Canvas:
 
     @classmethod
     def build(cls, rows: Sequence[Sequence[int]], gen_length: int, spec: TokenSpec,
-              device: torch.device | str = "cpu", block: int | None = None) -> Canvas:
+              device: torch.device | str = "cpu", block: int | None = None,
+              model_block: int | None = None) -> Canvas:
         """Rows of token ids, left-padded with ``spec.pad_id``, followed by ``gen_length`` mask ids.
 
         ``block``: lay blocks of that length out from each row's position 0 (block-diffusion models, see
         the module docstring); the generated region then holds ``max(lead) + gen_length`` rounded up to a
-        whole block, each row's prompt tail at its start.
+        whole block, each row's prompt tail at its start, and runs on with masks to at least each row's
+        ``model_block`` boundary (the model attends to its whole current block, masks included: a row sees
+        the same canvas alone or beside longer rows).
         """
         n = len(rows)
         lead = [0] * n if block is None else [len(r) % block for r in rows]
         head = [len(r) - t for r, t in zip(rows, lead, strict=True)]
         width = max(head)
-        region = gen_length if block is None else -(-(max(lead) + gen_length) // block) * block
-        ids = torch.full((n, width + region), spec.mask_id, dtype=torch.long)
+        total = width + gen_length if block is None else canvas_length(rows, gen_length, block, model_block)
+        ids = torch.full((n, total), spec.mask_id, dtype=torch.long)
         attention_mask = torch.ones(ids.shape, dtype=torch.bool)
         for i, row in enumerate(rows):
             pad = width - head[i]

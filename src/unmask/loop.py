@@ -101,7 +101,7 @@ def _engine_for(denoiser: Denoiser, config: GenerationConfig, request: Request) 
                                                                                  compile=True))
         return engine
     block = denoiser.attention_block
-    total = canvas_length(request.prompts, config.gen_length, None if block is None else config.block_length)
+    total = canvas_length(request.prompts, config.gen_length, None if block is None else config.block_length, block)
     cached = config.cache != "none"
     return Engine(denoiser, EngineConfig(max_rows=request.rows, kv_slots=request.rows if cached else None,
                                          max_length=total if cached else None))

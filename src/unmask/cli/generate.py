@@ -42,8 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gen-length", type=int, default=None,
                    help=f"generated positions (default {DEFAULT_GEN_LENGTH}, shortened to whole blocks that fit the "
                         "model's maximum length, with a note)")
-    p.add_argument("--block-length", type=int, default=32)
-    p.add_argument("--cache", choices=CACHE_MODES, default="none", help="KV cache mode (default none: exact)")
+    p.add_argument("--block-length", type=int, default=32,
+                   help="generated block (default 32); block-diffusion models need a divisor of their own block "
+                        "size (SDAR: 4, Fast-dLLM v2: 32)")
+    p.add_argument("--cache", choices=CACHE_MODES, default="auto",
+                   help="KV cache mode (default auto: committed, exact, for block-diffusion models such as SDAR; "
+                        "none, exact, for the others)")
     p.add_argument("--compile", action="store_true",
                    help="static shapes, torch.compile and (on CUDA) CUDA graphs: the first call of each shape "
                         "compiles once (the time is reported), later ones replay (native checkpoints only)")

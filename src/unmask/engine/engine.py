@@ -118,7 +118,7 @@ class Engine:
             raise ValueError(f"the request has {request.rows} rows (guidance twins counted) but the engine runs at "
                              f"most max_rows={self.config.max_rows} per call")
         block = self.model.attention_block
-        total = canvas_length(request.prompts, cfg.gen_length, None if block is None else cfg.block_length)
+        total = canvas_length(request.prompts, cfg.gen_length, None if block is None else cfg.block_length, block)
         if cfg.cache != "none" and total > self.length:
             raise ValueError(f"the canvas of {total} columns (longest prompt + gen_length) is longer than the "
                              f"engine's key/value slots of max_length={self.length} columns")

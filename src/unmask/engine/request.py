@@ -66,11 +66,11 @@ class RequestState:
         # block-causal models: blocks laid out from each row's position 0 (the prompt tail in block 0)
         self.attention_block = attention_block
         self.canvas = Canvas.build(request.prompts, cfg.gen_length, spec, device,
-                                   None if attention_block is None else cfg.block_length)
+                                   None if attention_block is None else cfg.block_length, attention_block)
         self.x = self.canvas.ids.clone()  # [n, T]: filled in place, call by call
         self.n = len(request.prompts)
-        region = self.total - self.canvas.width
-        self.num_blocks = region // cfg.block_length  # config.num_blocks, plus one when a prompt tail needs it
+        region = self.total - self.canvas.width  # with a block layout, masks may run on past the last block
+        self.num_blocks = -(-(max(self.canvas.leads or [0]) + cfg.gen_length) // cfg.block_length)
         self.committed = 0  # committed cache: columns before this hold final keys/values in every row's slot
         self.recorder = Recorder(self.n, region, device)
         self.noise = Noise.from_seeds(request.seeds, device)
