@@ -211,6 +211,9 @@ def run(args: argparse.Namespace) -> int:
 
         console.print(f"[dim]weights {weight_bytes(denoiser.model) / 2**20:.1f} MiB ({denoiser.dtype}, "
                       f"quantize {args.quantize})[/]", soft_wrap=True)
+    from ..cache import resolve_cache
+
+    cfg = dataclasses.replace(cfg, cache=resolve_cache(cfg.cache, denoiser))  # auto: the model's exact cache
     cfg, note = fit_gen_length(cfg, args.gen_length is not None, max(map(len, prompts)), denoiser.spec.max_length)
     if note:
         console.print(f"[dim]{note}[/]", soft_wrap=True)
