@@ -1,7 +1,7 @@
 """CPU speed of a block-diffusion model: DUS with the committed cache against no cache, same run.
 
-    python benchmarks/block_diffusion_speed.py                  # hidden 256, 4 layers; prompt 64, gen 64, block 4
-    python benchmarks/block_diffusion_speed.py --batches 1 4 --reps 5
+    python benchmarks/block_diffusion_speed.py                  # hidden 512, 4 layers, vocab 32k; prompt 128, gen 32, block 4
+    python benchmarks/block_diffusion_speed.py --batches 1 --reps 5
 
 The model is transformers' Qwen3ForCausalLM in unmask's native adapter with
 SDAR's layout (per-head q/k norms, GQA, block-causal attention with blocks of
@@ -31,17 +31,17 @@ from unmask.models.synthetic import random_sdar
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--kv-heads", type=int, default=4)
-    p.add_argument("--intermediate", type=int, default=768)
-    p.add_argument("--vocab", type=int, default=151936)
-    p.add_argument("--prompt", type=int, default=64, help="prompt tokens per row")
-    p.add_argument("--gen", type=int, default=64, help="generated tokens per row")
+    p.add_argument("--intermediate", type=int, default=1536)
+    p.add_argument("--vocab", type=int, default=32768)
+    p.add_argument("--prompt", type=int, default=128, help="prompt tokens per row")
+    p.add_argument("--gen", type=int, default=32, help="generated tokens per row")
     p.add_argument("--block", type=int, default=4, help="generated block (and the model's block)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4])
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args()
 
