@@ -182,3 +182,21 @@ def test_cli_generate_runs_every_planner_on_a_saved_sdar_checkpoint(capsys):
     code = cli.main(["generate", "--model", str(mf.sdar_small()), "--gen-length", "64", "hello"])
     out, err = capsys.readouterr()
     assert code != 0 and "block_length must divide the model's attention block size 4" in err
+
+
+def test_guidance_twins_give_the_same_tokens_with_the_committed_cache(model):
+    outs = [generate(model, PROMPTS, GenerationConfig(gen_length=8, block_length=4, planner="dilated", cache=mode,
+                                                      cfg_scale=1.0, early_exit=False, seed=4))
+            for mode in ("none", "committed")]
+    assert torch.equal(outs[0].generated, outs[1].generated)
+
+
+def test_an_end_token_in_the_prompt_tail_does_not_end_the_row(model):
+    eos = model.spec.eos_ids[0]
+    prompt = [1, 2, 3, 4, 5, eos]  # blocks of 4: the tail [5, eos] fills block 0's first offsets
+    cfg = GenerationConfig(gen_length=8, block_length=4, planner="dilated", early_exit=False)
+    plain = generate(model, [prompt], cfg)
+    assert not torch.isin(plain.generated, torch.tensor(model.spec.eos_ids)).any()  # nothing generated ends it
+    exiting = generate(model, [prompt], GenerationConfig(**{**cfg.__dict__, "early_exit": True}))
+    assert torch.equal(exiting.generated, plain.generated) and exiting.nfe == plain.nfe
+    assert (exiting.trace.reveal_call >= 0).all()  # no position was filled by an early exit
