@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import shutil
 
+import model_fixtures as mf
 import pytest
 import torch
 
-import model_fixtures as mf
 from unmask import GenerationConfig, generate
 from unmask.engine.runner import Runner
 from unmask.models import load
@@ -171,7 +171,7 @@ def test_compiled_equals_eager_on_cpu(model):
 
 
 def test_cli_generate_runs_every_planner_on_a_saved_sdar_checkpoint(capsys):
-    import unmask.cli as cli
+    from unmask import cli
 
     for planner in PLANNERS:
         code = cli.main(["generate", "--model", str(mf.sdar_small()), "--gen-length", "8", "--block-length", "4",

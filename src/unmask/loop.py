@@ -12,7 +12,6 @@ the input and hands it over.
 from __future__ import annotations
 
 import dataclasses
-
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any

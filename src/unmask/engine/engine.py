@@ -32,11 +32,11 @@ from torch import Tensor
 
 from ..cache import KINDS, check_cache, check_layout, resolve_cache
 from ..canvas import canvas_length
-from ..decide import broken, decide
+from ..decide import broken
 from ..denoiser import Denoiser
-from ..noise import Noise
 from ..output import CallEvent, GenerationOutput
 from .arena import EngineConfig, arena_size
+from .leads import decide_by_lead
 from .request import Request, RequestState, check_prompts
 from .runner import Part, Runner
 from .scheduler import Scheduler
@@ -254,38 +254,15 @@ class Engine:
             positions.append(st.canvas.positions.index_select(0, r)[:, lo:hi])
             keys.append(st.noise.keys.index_select(0, r))
         logits = torch.cat([lg for _, lg in members]) if len(members) > 1 else members[0][1]
-        reveal, tokens, conf, logq, finite = self._decide_by_lead(
-            logits, torch.cat(masked), torch.cat(keys), torch.cat(positions), first, leads)
+        reveal, tokens, conf, logq, finite = decide_by_lead(
+            logits, torch.cat(masked), torch.cat(keys), torch.cat(positions), cfg.planner, cfg.sampling,  # type: ignore[arg-type]
+            call, first.num_blocks, mask_id, leads)
         at = 0
         for (p, _), r, m, m_all in zip(members, idx, masked, masked_all, strict=True):
             k = len(p.rows)
             self._apply(p.state, r, m, m_all, reveal[at : at + k], tokens[at : at + k], conf[at : at + k],
                         logq[at : at + k], None if finite is None else finite[at : at + k])
             at += k
-
-    def _decide_by_lead(self, logits: Tensor, masked: Tensor, keys: Tensor, positions: Tensor, first: RequestState,
-                        leads: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
-        """``decide`` over rows grouped by their lead (block-causal layouts: a prompt tail fills the first
-        offsets of block 0), merged back in row order: reveal, tokens, confidence, logq, finite."""
-        cfg, call, mask_id = first.config, first.call, self.spec.mask_id
-        groups = sorted(set(leads))
-        out: list[Tensor | None] = []
-        for lead in groups:
-            sel = None if len(groups) == 1 else torch.tensor([i for i, t in enumerate(leads) if t == lead],
-                                                             device=logits.device)
-            pick = (lambda t: t) if sel is None else (lambda t: t.index_select(0, sel))  # noqa: E731
-            noise = Noise(pick(keys)).at(call, pick(positions))
-            d = decide(pick(logits), pick(masked), cfg.planner, cfg.sampling, noise, call,  # type: ignore[arg-type]
-                       first.num_blocks, mask_id, lead=lead)
-            got = [d.reveal, d.proposal.tokens, d.proposal.confidence, d.proposal.logq, d.proposal.finite]
-            if sel is None:
-                return tuple(got)  # type: ignore[return-value]
-            if not out:
-                out = [None if t is None else t.new_zeros((len(leads), *t.shape[1:])) for t in got]
-            for o, t in zip(out, got, strict=True):
-                if o is not None:
-                    o.index_copy_(0, sel, t)
-        return tuple(out)  # type: ignore[return-value]
 
     def _apply(self, st: RequestState, rows: Tensor, masked: Tensor, masked_all: Tensor, reveal: Tensor,
                tokens: Tensor, prob: Tensor, logq: Tensor, finite: Tensor | None) -> None:

@@ -18,8 +18,16 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from transformers import (LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from ..denoiser import Denoiser
 from .blockdiff import fast_dllm_config, qwen_rename, sdar_config
