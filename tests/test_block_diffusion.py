@@ -200,3 +200,16 @@ def test_an_end_token_in_the_prompt_tail_does_not_end_the_row(model):
     exiting = generate(model, [prompt], GenerationConfig(**{**cfg.__dict__, "early_exit": True}))
     assert torch.equal(exiting.generated, plain.generated) and exiting.nfe == plain.nfe
     assert (exiting.trace.reveal_call >= 0).all()  # no position was filled by an early exit
+
+
+def test_a_converted_checkpoint_keeps_its_block_size_and_logits(model, tmp_path):
+    from unmask.models import convert
+
+    src = mf.sdar_small() if model.family.name == "sdar" else mf.fast_dllm_small()
+    again, _ = load(convert(src, tmp_path / "native"), device="cpu", dtype=torch.float32)
+    assert (again.family.name, again.attention_block, again.lookbehind) == (
+        model.family.name, model.attention_block, model.lookbehind)
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]])
+    am = torch.ones_like(ids, dtype=torch.bool)
+    pos = torch.arange(11).unsqueeze(0)
+    assert torch.equal(again(ids, am, pos), model(ids, am, pos))
