@@ -213,3 +213,24 @@ def test_a_converted_checkpoint_keeps_its_block_size_and_logits(model, tmp_path)
     am = torch.ones_like(ids, dtype=torch.bool)
     pos = torch.arange(11).unsqueeze(0)
     assert torch.equal(again(ids, am, pos), model(ids, am, pos))
+
+
+def test_engine_requests_with_different_caches_and_leads_get_what_they_get_alone(model):
+    from unmask.engine import Engine, EngineConfig, Request
+
+    mix = [([PROMPTS[0], PROMPTS[2]], dict(planner="dilated", cache="committed", seed=1)),
+           ([PROMPTS[1]], dict(planner="threshold(tau=0.5)", cache="none", seed=2, sampling={"temperature": 1.0})),
+           ([PROMPTS[3], PROMPTS[0]], dict(planner="eb(gamma=1.0)", cache="auto", block_length=2, seed=3)),
+           ([PROMPTS[2]], dict(planner="binary", cache="committed", cfg_scale=1.0, seed=4))]
+    engine = Engine(model, EngineConfig(max_rows=64, kv_slots=16))
+    reqs = []
+    for prompts, kw in mix:
+        cfg = GenerationConfig(**{"gen_length": 8, "block_length": 4, "early_exit": False, **kw})
+        reqs.append(Request(prompts, cfg, [7 + i for i in range(len(prompts))]))
+        engine.add(reqs[-1])
+    outs = engine.run()
+    for req, (prompts, _) in zip(reqs, mix, strict=True):
+        alone = generate(model, prompts, req.config, seeds=req.seeds)
+        assert torch.equal(outs[req.id].generated, alone.generated), req.config
+        assert torch.equal(outs[req.id].nfe_per_row, alone.nfe_per_row), req.config
+    assert engine.stats.rows_per_call > 2  # the requests shared calls
