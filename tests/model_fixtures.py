@@ -49,6 +49,11 @@ DREAM_TEMPLATE = (
 )
 
 
+MASK_TOKENS = {"llada": "<|mdm_mask|>", "dream": "<|mask|>", "sdar": "<|MASK|>", "fast_dllm_v2": "|<MASK>|"}
+SDAR_SMALL = {"<|endoftext|>": 91, "<|im_start|>": 92, "<|im_end|>": 93, "<|MASK|>": 94}
+FAST_DLLM_SMALL = {"<|endoftext|>": 91, "<|im_start|>": 92, "<|im_end|>": 93, "|<MASK>|": 94}
+
+
 def write_tokenizer(path: Path, specials: dict[str, int], vocab_size: int, family: str, instruct: bool,
                     with_mask: bool = True) -> None:
     """A word-level tokenizer: ids 1.. are WORDS then ``t{id}`` fillers (below 100), specials at their own ids."""
@@ -56,7 +61,7 @@ def write_tokenizer(path: Path, specials: dict[str, int], vocab_size: int, famil
     for i in range(1, min(vocab_size, 100)):
         if i not in specials.values():
             vocab[WORDS[i - 1] if i <= len(WORDS) else f"t{i}"] = i
-    mask_token = "<|mdm_mask|>" if family == "llada" else "<|mask|>"
+    mask_token = MASK_TOKENS[family]
     specials = {k: v for k, v in specials.items() if with_mask or k != mask_token}
     vocab.update(specials)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -233,6 +238,64 @@ def write_diffusion_gemma(path: Path, *, moe: bool, vocab: int = 96, d: int = 32
     tok.add_special_tokens(list(GEMMA_SPECIALS))
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>",
                             bos_token="<bos>").save_pretrained(str(path))
+
+
+def write_qwen_block(path: Path, family: str, *, vocab: int = 96, d: int = 64, layers: int = 2, heads: int = 4,
+                     kv_heads: int = 2, mlp: int = 128, specials: dict[str, int] | None = None,
+                     block: int | None = None, std: float = 0.1, embed_std: float = 0.5, seed: int = 2) -> Path:
+    """A block-diffusion checkpoint in its real layout: SDAR (``family="sdar"``: Qwen3 names with per-head
+    ``q_norm``/``k_norm``, no q/k/v bias, ``model_type: sdar``, no block size field unless ``block``) or
+    Fast-dLLM v2 (``"fast_dllm_v2"``: Qwen2 names with q/k/v biases, ``model_type: Fast_dLLM_Qwen``,
+    ``bd_size``)."""
+    sdar = family == "sdar"
+    specials = specials or (SDAR_SMALL if sdar else FAST_DLLM_SMALL)
+    path.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    hd = d // heads
+    t: dict[str, torch.Tensor] = {"model.embed_tokens.weight": _randn(g, vocab, d, std=embed_std)}
+    for i in range(layers):
+        b = f"model.layers.{i}."
+        t[b + "input_layernorm.weight"] = _norm(g, d)
+        t[b + "self_attn.q_proj.weight"] = _randn(g, heads * hd, d, std=d**-0.5)
+        for name in ("k_proj", "v_proj"):
+            t[b + f"self_attn.{name}.weight"] = _randn(g, kv_heads * hd, d, std=d**-0.5)
+        if sdar:
+            t[b + "self_attn.q_norm.weight"] = _norm(g, hd)
+            t[b + "self_attn.k_norm.weight"] = _norm(g, hd)
+        else:
+            t[b + "self_attn.q_proj.bias"] = _randn(g, heads * hd, std=0.1)
+            for name in ("k_proj", "v_proj"):
+                t[b + f"self_attn.{name}.bias"] = _randn(g, kv_heads * hd, std=0.1)
+        t[b + "self_attn.o_proj.weight"] = _randn(g, d, heads * hd, std=d**-0.5)
+        t[b + "post_attention_layernorm.weight"] = _norm(g, d)
+        t[b + "mlp.gate_proj.weight"] = _randn(g, mlp, d, std=d**-0.5)
+        t[b + "mlp.up_proj.weight"] = _randn(g, mlp, d, std=d**-0.5)
+        t[b + "mlp.down_proj.weight"] = _randn(g, d, mlp, std=mlp**-0.5)
+    t["model.norm.weight"] = _norm(g, d)
+    t["lm_head.weight"] = _randn(g, vocab, d, std=std * 25)
+    _save(path, t, 1)
+    config = {
+        "hidden_act": "silu", "hidden_size": d, "intermediate_size": mlp, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "vocab_size": vocab,
+        "max_position_embeddings": 512, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": False,
+        "use_sliding_window": False, "sliding_window": None, "rope_scaling": None,
+        "eos_token_id": specials["<|im_end|>"], "pad_token_id": specials["<|endoftext|>"],
+        "bos_token_id": specials["<|endoftext|>"], "torch_dtype": "bfloat16",
+    }
+    if sdar:
+        config.update({"architectures": ["SDARForCausalLM"], "model_type": "sdar", "head_dim": hd,
+                       "attention_bias": False, "attention_dropout": 0.0,
+                       "auto_map": {"AutoConfig": "configuration_sdar.SDARConfig",
+                                    "AutoModelForCausalLM": "modeling_sdar.SDARForCausalLM"}})
+        if block is not None:
+            config["block_size"] = block
+    else:
+        config.update({"architectures": ["Fast_dLLM_QwenForCausalLM"], "model_type": "Fast_dLLM_Qwen",
+                       "bd_size": 32 if block is None else block,
+                       "auto_map": {"AutoConfig": "configuration.Fast_dLLM_QwenConfig",
+                                    "AutoModelForCausalLM": "modeling.Fast_dLLM_QwenForCausalLM"}})
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    write_tokenizer(path, specials, vocab, family, True)
     return path
 
 
@@ -246,3 +309,14 @@ def diffusion_gemma_dense() -> Path:
 def diffusion_gemma_moe() -> Path:
     """DiffusionGemma layout, vocabulary 96, hidden 32, 3 layers, 4 experts (top 2), canvas 8."""
     return write_diffusion_gemma(ROOT / "diffusion-gemma-moe", moe=True, seed=1)
+
+
+def sdar_small() -> Path:
+    """SDAR layout (Qwen3 with q/k norms), 96-token vocabulary, block size 4 (the family default), GQA 4/2."""
+    return write_qwen_block(ROOT / "sdar-small", "sdar", seed=3)
+
+
+@functools.cache
+def fast_dllm_small() -> Path:
+    """Fast-dLLM v2 layout (Qwen2 with q/k/v biases), 96-token vocabulary, ``bd_size`` 8."""
+    return write_qwen_block(ROOT / "fast-dllm-small", "fast_dllm_v2", block=8, seed=3)

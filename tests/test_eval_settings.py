@@ -57,7 +57,7 @@ def test_setting_of_another_planner_is_refused() -> None:
         ({"batch_size": "auto"}, "batch_size must be a positive int; 'auto'"),
         ({"greedy_check": "maybe"}, r"greedy_check must be one of \('reveal', 'argmax', 'none'\)"),
         ({"gen_length": "many"}, "gen_length must be an int"),
-        ({"cache": "disk"}, r"cache must be one of \('none', 'prefix', 'dual'\)"),
+        ({"cache": "disk"}, r"cache must be one of \('auto', 'none', 'prefix', 'dual', 'committed'\)"),
         ({"temperature": "hot"}, "temperature must be a number"),
         ({"gen_length": 100, "block_length": 32}, r"gen_length \(100\) must be divisible by block_length \(32\)"),
         ({"planner": "topk", "steps": 3, "gen_length": 64, "block_length": 32}, "steps must be a multiple"),

@@ -12,6 +12,19 @@ A denoiser whose logits at column i come from the hidden state at i-1 (Dream)
 declares ``lookbehind = 1``: segments then start that many columns before the
 block (recomputed, not cached), so the block's first column keeps its logits.
 
+``committed`` is for block-diffusion models (block-causal attention): a
+finished model block's keys/values depend on nothing after it, so they are
+written once and never recomputed, exactly as an autoregressive KV cache.
+Each call runs, per request, the columns from the *committed frontier* (the
+first column whose keys are not final in every row) to the end of each row's
+current model block; a block that has just been finished is written by the
+first call of the next block, which runs it as extra queries (the prompt's
+whole blocks likewise by the first call), so the commit costs no call of its
+own (JetLM's SDAR ``generate.py`` and Fast-dLLM v2 spend one more forward per
+block on it, ``store_kv`` / ``update_past_key_values``). The frontier then
+moves to the earliest current model block. Exact by construction: every
+query sees only final keys of earlier blocks and fresh keys of its own.
+
 A policy is a pure function of the call: the engine asks :func:`plan_call`
 for each row's *call kind* (``full``: no cache; ``start``: the whole canvas
 into the arena; ``segment``: some columns against it) and query columns, and
@@ -47,10 +60,44 @@ def plan_call(mode: str, call: int, lo: int, hi: int, total: int, lookbehind: in
     return CallPlan("segment", max(lo - lookbehind, 0), total if mode == "prefix" else hi)
 
 
+def plan_committed(lo: int, committed: int, starts: list[int], ends: list[int], lookbehind: int) -> CallPlan:
+    """A ``committed``-cache call of the block starting at column ``lo``: queries from the committed frontier
+    (or the earliest current model block start ``starts``, or the lookbehind column) to the latest current
+    model block end ``ends`` (one per row); every query writes its keys/values into the arena."""
+    return CallPlan("segment", max(min(committed, min(starts), lo - lookbehind), 0), max(ends))
+
+
+def check_layout(block_length: int, denoiser: Denoiser) -> None:
+    """Raise ``ValueError`` when ``block_length`` does not divide a block-causal model's own block size.
+
+    A generated block must lie within one model block (Fast-dLLM v2 runs
+    sub-blocks of 8 inside its blocks of 32): the model attends causally across
+    its blocks, so a generated block spanning two would see only half of itself.
+    """
+    block = denoiser.attention_block
+    if block is not None and block % block_length:
+        allowed = [d for d in range(1, block + 1) if block % d == 0]
+        raise ValueError(f"block_length must divide the model's attention block size {block} "
+                         f"(one of {allowed}), got {block_length}")
+
+
+def resolve_cache(mode: str, denoiser: Denoiser) -> str:
+    """``auto``: ``committed`` for a block-causal denoiser with a key/value arena, else ``none``; other modes
+    as given."""
+    if mode != "auto":
+        return mode
+    return "committed" if denoiser.attention_block is not None and denoiser.can_cache() else "none"
+
+
 def check_cache(mode: str, denoiser: Denoiser) -> None:
     """Raise ``ValueError`` for an unknown mode, or a cached mode on a denoiser without a key/value arena."""
     if mode not in CACHE_MODES:
         raise ValueError(f"cache must be one of {list(CACHE_MODES)}, got {mode!r}")
+    if mode == "auto":
+        return
+    if mode == "committed" and denoiser.attention_block is None:
+        raise ValueError("cache='committed' needs a block-causal model (SDAR, Fast-dLLM v2: attention_block set); "
+                         f"{type(denoiser).__name__} attends to the whole canvas: use 'none', 'prefix' or 'dual'")
     if mode != "none" and not denoiser.can_cache():
         raise ValueError(
             f"cache={mode!r} needs a denoiser with a key/value cache (the native transformer adapter); "

@@ -43,7 +43,7 @@ class GenerationConfig:
     planner: Planner | str = field(default_factory=Dilated)
     sampling: SamplingParams | Mapping[str, Any] = field(default_factory=SamplingParams)
     cfg_scale: float = 0.0
-    cache: str = "none"
+    cache: str = "auto"  # auto: "committed" for block-causal models, "none" otherwise (resolved by the engine)
     compile: bool = False  # static shapes, compiled and (on CUDA) replayed as graphs: see NativeDenoiser.compiled
     early_exit: bool = True  # stop after a block once every row has produced EOS
     stop: tuple[str, ...] = ()  # stop strings, trimmed after decoding

@@ -82,6 +82,7 @@ class Denoiser(ABC):
     spec: TokenSpec
     lookbehind: int = 0  # leading query columns a cached segment needs (Dream: 1, its logits are shifted)
     add_bos: bool | None = None  # prompt rule for encode_prompts: one BOS (True), none (False), the tokenizer's (None)
+    attention_block: int | None = None  # block-diffusion models: their block size (causal across blocks); None: full
 
     @property
     def device(self) -> torch.device:

@@ -11,6 +11,7 @@ the input and hands it over.
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .cache import check_cache
+from .cache import check_cache, check_layout, resolve_cache
+from .canvas import canvas_length
 from .config import GenerationConfig
 from .denoiser import Denoiser
 from .engine import Engine, EngineConfig, Request
@@ -72,6 +74,9 @@ def generate(
     rows = as_rows(prompts)
     check_prompts(rows, config, denoiser.spec)
     check_cache(config.cache, denoiser)
+    check_layout(config.block_length, denoiser)
+    if config.cache == "auto":  # committed for a block-causal model, none otherwise
+        config = dataclasses.replace(config, cache=resolve_cache(config.cache, denoiser))
     row_seed = row_seeds(seeds, len(rows), config.seed)
     with block_progress(config.num_blocks, enabled=progress) as advance:
         request = Request(rows, config, row_seed, _Progress(listener, advance), tokenizer)
@@ -94,7 +99,8 @@ def _engine_for(denoiser: Denoiser, config: GenerationConfig, request: Request) 
             engine = _COMPILED_ENGINES[compiled] = Engine(denoiser, EngineConfig(max_rows=4096, kv_slots=slots,
                                                                                  compile=True))
         return engine
-    total = max(map(len, request.prompts)) + config.gen_length
+    block = denoiser.attention_block
+    total = canvas_length(request.prompts, config.gen_length, None if block is None else config.block_length, block)
     cached = config.cache != "none"
     return Engine(denoiser, EngineConfig(max_rows=request.rows, kv_slots=request.rows if cached else None,
                                          max_length=total if cached else None))

@@ -42,8 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gen-length", type=int, default=None,
                    help=f"generated positions (default {DEFAULT_GEN_LENGTH}, shortened to whole blocks that fit the "
                         "model's maximum length, with a note)")
-    p.add_argument("--block-length", type=int, default=32)
-    p.add_argument("--cache", choices=CACHE_MODES, default="none", help="KV cache mode (default none: exact)")
+    p.add_argument("--block-length", type=int, default=32,
+                   help="generated block (default 32); block-diffusion models need a divisor of their own block "
+                        "size (SDAR: 4, Fast-dLLM v2: 32)")
+    p.add_argument("--cache", choices=CACHE_MODES, default="auto",
+                   help="KV cache mode (default auto: committed, exact, for block-diffusion models such as SDAR; "
+                        "none, exact, for the others)")
     p.add_argument("--compile", action="store_true",
                    help="static shapes, torch.compile and (on CUDA) CUDA graphs: the first call of each shape "
                         "compiles once (the time is reported), later ones replay (native checkpoints only)")
@@ -207,6 +211,9 @@ def run(args: argparse.Namespace) -> int:
 
         console.print(f"[dim]weights {weight_bytes(denoiser.model) / 2**20:.1f} MiB ({denoiser.dtype}, "
                       f"quantize {args.quantize})[/]", soft_wrap=True)
+    from ..cache import resolve_cache
+
+    cfg = dataclasses.replace(cfg, cache=resolve_cache(cfg.cache, denoiser))  # auto: the model's exact cache
     cfg, note = fit_gen_length(cfg, args.gen_length is not None, max(map(len, prompts)), denoiser.spec.max_length)
     if note:
         console.print(f"[dim]{note}[/]", soft_wrap=True)

@@ -21,6 +21,7 @@ compiled runner of :mod:`unmask.models.runner` beneath it).
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import time
 from collections.abc import Hashable
@@ -29,12 +30,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..cache import KINDS, check_cache
-from ..decide import broken, decide
+from ..cache import KINDS, check_cache, check_layout, resolve_cache
+from ..canvas import canvas_length
+from ..decide import broken
 from ..denoiser import Denoiser
-from ..noise import Noise
 from ..output import CallEvent, GenerationOutput
 from .arena import EngineConfig, arena_size
+from .leads import decide_by_lead
 from .request import Request, RequestState, check_prompts
 from .runner import Part, Runner
 from .scheduler import Scheduler
@@ -106,13 +108,17 @@ class Engine:
         cfg = request.config
         check_prompts(request.prompts, cfg, self.spec)
         check_cache(cfg.cache, self.model)
+        check_layout(cfg.block_length, self.model)
+        if cfg.cache == "auto":  # the model's own default: committed for block-causal models, else none
+            cfg = request.config = dataclasses.replace(cfg, cache=resolve_cache(cfg.cache, self.model))
         if cfg.compile != self.config.compile:
             raise ValueError(f"config.compile={cfg.compile} but this engine runs compile={self.config.compile}: "
                              f"compilation is an engine setting (EngineConfig.compile)")
         if request.rows > self.config.max_rows:
             raise ValueError(f"the request has {request.rows} rows (guidance twins counted) but the engine runs at "
                              f"most max_rows={self.config.max_rows} per call")
-        total = max(map(len, request.prompts)) + cfg.gen_length
+        block = self.model.attention_block
+        total = canvas_length(request.prompts, cfg.gen_length, None if block is None else cfg.block_length, block)
         if cfg.cache != "none" and total > self.length:
             raise ValueError(f"the canvas of {total} columns (longest prompt + gen_length) is longer than the "
                              f"engine's key/value slots of max_length={self.length} columns")
@@ -121,7 +127,7 @@ class Engine:
                              f"but the engine's arena has {self.slots}: raise kv_memory or kv_slots")
         if len(request.seeds) != len(request.prompts):
             raise ValueError(f"seeds must hold one seed per prompt ({len(request.prompts)}), got {len(request.seeds)}")
-        state = RequestState(request, self.spec, self.device)
+        state = RequestState(request, self.spec, self.device, block)
         self._states[request.id] = state
         self._inbox.put(state)
 
@@ -215,7 +221,7 @@ class Engine:
                     else:
                         p.state.full += 1
                     cfg = p.state.config
-                    groups.setdefault((cfg.planner, cfg.sampling, p.state.call, cfg.block_length, cfg.num_blocks),
+                    groups.setdefault((cfg.planner, cfg.sampling, p.state.call, cfg.block_length, p.state.num_blocks),
                                       []).append((p, logits))
         for members in groups.values():
             self._decide(members)
@@ -236,8 +242,10 @@ class Engine:
         """One decision for requests that share planner, sampling, call and block size, applied to each."""
         first = members[0][0].state
         cfg, call, mask_id = first.config, first.call, self.spec.mask_id
-        masked, masked_all, positions, keys, idx = [], [], [], [], []
+        masked, masked_all, positions, keys, idx, leads = [], [], [], [], [], []
         for p, _ in members:
+            row_leads = p.state.leads()
+            leads += [row_leads[r] for r in p.rows]
             st, (lo, hi) = p.state, p.state.bounds()
             r = torch.tensor(p.rows, dtype=torch.long, device=st.x.device)
             idx.append(r)
@@ -246,14 +254,14 @@ class Engine:
             positions.append(st.canvas.positions.index_select(0, r)[:, lo:hi])
             keys.append(st.noise.keys.index_select(0, r))
         logits = torch.cat([lg for _, lg in members]) if len(members) > 1 else members[0][1]
-        noise = Noise(torch.cat(keys)).at(call, torch.cat(positions))
-        d = decide(logits, torch.cat(masked), cfg.planner, cfg.sampling, noise, call, cfg.num_blocks, mask_id)  # type: ignore[arg-type]
+        reveal, tokens, conf, logq, finite = decide_by_lead(
+            logits, torch.cat(masked), torch.cat(keys), torch.cat(positions), cfg.planner, cfg.sampling,  # type: ignore[arg-type]
+            call, first.num_blocks, mask_id, leads)
         at = 0
         for (p, _), r, m, m_all in zip(members, idx, masked, masked_all, strict=True):
             k = len(p.rows)
-            self._apply(p.state, r, m, m_all, d.reveal[at : at + k], d.proposal.tokens[at : at + k],
-                        d.proposal.confidence[at : at + k], d.proposal.logq[at : at + k],
-                        None if d.proposal.finite is None else d.proposal.finite[at : at + k])
+            self._apply(p.state, r, m, m_all, reveal[at : at + k], tokens[at : at + k], conf[at : at + k],
+                        logq[at : at + k], None if finite is None else finite[at : at + k])
             at += k
 
     def _apply(self, st: RequestState, rows: Tensor, masked: Tensor, masked_all: Tensor, reveal: Tensor,

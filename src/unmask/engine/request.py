@@ -22,13 +22,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..cache import CallPlan, plan_call
+from ..cache import CallPlan, plan_call, plan_committed
 from ..canvas import Canvas
 from ..config import GenerationConfig
 from ..decide import check
 from ..denoiser import TokenSpec
 from ..noise import Noise
-from ..output import PENDING, BlockEvent, GenerationOutput, Listener, Recorder
+from ..output import PENDING, BlockEvent, GenerationOutput, Listener, Recorder, Trace
 from ..planners import Planner
 from ..text import decode_rows, first_eos, trim_at_stop
 
@@ -58,14 +58,21 @@ class Request:
 class RequestState:
     """One request in the engine: its canvas, where it is, and what it has cost."""
 
-    def __init__(self, request: Request, spec: TokenSpec, device: torch.device) -> None:
+    def __init__(self, request: Request, spec: TokenSpec, device: torch.device,
+                 attention_block: int | None = None) -> None:
         cfg = request.config
         self.request, self.config, self.spec = request, cfg, spec
         self.planner: Planner = cfg.planner  # type: ignore[assignment]
-        self.canvas = Canvas.build(request.prompts, cfg.gen_length, spec, device)
+        # block-causal models: blocks laid out from each row's position 0 (the prompt tail in block 0)
+        self.attention_block = attention_block
+        self.canvas = Canvas.build(request.prompts, cfg.gen_length, spec, device,
+                                   None if attention_block is None else cfg.block_length, attention_block)
         self.x = self.canvas.ids.clone()  # [n, T]: filled in place, call by call
         self.n = len(request.prompts)
-        self.recorder = Recorder(self.n, cfg.gen_length, device)
+        region = self.total - self.canvas.width  # with a block layout, masks may run on past the last block
+        self.num_blocks = -(-(max(self.canvas.leads or [0]) + cfg.gen_length) // cfg.block_length)
+        self.committed = 0  # committed cache: columns before this hold final keys/values in every row's slot
+        self.recorder = Recorder(self.n, region, device)
         self.noise = Noise.from_seeds(request.seeds, device)
         self.eos = torch.tensor(spec.eos_ids, dtype=torch.long, device=device)
         self.done = torch.zeros(self.n, dtype=torch.bool, device=device)
@@ -73,7 +80,7 @@ class RequestState:
         self.has_masks: list[bool] = [True] * self.n  # host: rows with masks in the current block (adaptive)
         self.block = 0
         self.call = 0  # within the block
-        self.fixed = self.planner.calls_per_block(cfg.block_length, cfg.num_blocks)  # None: adaptive
+        self.fixed = self.planner.calls_per_block(cfg.block_length, self.num_blocks)  # None: adaptive
         self.full = self.partial = 0
         self.shared_rows = 0  # rows of every request summed over the calls this one was in
         self.skipped = 0
@@ -105,7 +112,20 @@ class RequestState:
 
     def plan(self, lookbehind: int) -> CallPlan:
         lo, hi = self.bounds()
-        return plan_call(self.config.cache, self.call, lo, hi, self.total, lookbehind)
+        if self.config.cache != "committed":
+            return plan_call(self.config.cache, self.call, lo, hi, self.total, lookbehind)
+        assert self.attention_block is not None
+        m, pads = self.attention_block, self.canvas.pads
+        starts = [p + (lo - p) // m * m for p in pads]  # each row's model block holding the generated block
+        ends = [min(p + -(-(hi - p) // m) * m, self.total) for p in pads]
+        plan = plan_committed(lo, self.committed, starts, ends, lookbehind)
+        if self.call == 0:  # every row runs this call: what lies before each row's model block becomes final
+            self.committed = min(starts)
+        return plan
+
+    def leads(self) -> list[int]:
+        """Each row's filled offsets of the current block before its first call (its prompt tail in block 0)."""
+        return [self.canvas.lead(i) if self.block == 0 else 0 for i in range(self.n)]
 
     def masked_rows(self) -> Tensor:
         """``[n]`` bool on the device: rows with masks left in the current block."""
@@ -124,10 +144,12 @@ class RequestState:
         cfg, c, x, b = self.config, self.canvas, self.x, self.block
         lo, hi = self.bounds()
         assert not bool((x[:, lo:hi] == self.spec.mask_id).any()), f"{self.planner} left masks in block {b}"
-        last = b == cfg.num_blocks - 1
+        last = b == self.num_blocks - 1
         finished = torch.zeros_like(self.done)
-        if cfg.early_exit:
-            finished |= torch.isin(x[:, c.width : hi], self.eos).any(-1)  # rows with EOS in finished blocks
+        if cfg.early_exit:  # rows with EOS in finished blocks (a prompt tail not counted)
+            finished |= (torch.isin(x[:, c.width : hi], self.eos) & self._generated(hi)).any(-1)
+        if c.leads:  # a row whose gen_length tokens are all in finished blocks is done (the rest is trimmed)
+            finished |= torch.tensor([t + cfg.gen_length <= hi - c.width for t in c.leads], device=x.device)
         stopped = self._stopped(hi)
         if self.request.listener is not None:
             stopped += self.request.listener.dropped()
@@ -145,7 +167,7 @@ class RequestState:
         if last or all(self.done_rows):
             self.finished = True
             if not last:
-                self.skipped = cfg.num_blocks - 1 - b
+                self.skipped = self.num_blocks - 1 - b
         else:
             self.block, self.call = b + 1, 0
             self.has_masks = [not d for d in self.done_rows]
@@ -158,27 +180,49 @@ class RequestState:
             return []
         eos, out = set(self.spec.eos_ids), []
         for i, row in enumerate(self.x[:, self.canvas.width : hi].tolist()):
+            row = row[self.canvas.lead(i) :]
             if not self.done_rows[i]:
                 text = tok.decode(row[: first_eos(row, eos)], skip_special_tokens=True)
                 if len(trim_at_stop(text, stop)) < len(text):
                     out.append(i)
         return out
 
+    def _generated(self, hi: int) -> Tensor:
+        """``[n, hi - width]`` bool: generated columns (not a row's prompt tail) of the finished blocks."""
+        c = self.canvas
+        cols = torch.arange(hi - c.width, device=self.x.device)
+        return cols >= torch.tensor(c.leads or [0] * self.n, device=self.x.device).unsqueeze(1)
+
     def output(self, seconds: float) -> GenerationOutput:
         cfg, c, rec = self.config, self.canvas, self.recorder
         trace = rec.trace()
+        x, mask = self.x, c.attention_mask
+        if c.leads:  # each row's gen_length tokens after its prompt tail, laid out as an ordinary canvas
+            trace, x, mask = self._trimmed(trace)
         assert not bool((trace.reveal_call == PENDING).any()), "a position was never revealed"
+        width = x.shape[1] - cfg.gen_length
         cpb = self.fixed
         out = GenerationOutput(
-            sequences=self.x, attention_mask=c.attention_mask, prompt_lengths=c.attention_mask[:, : c.width].sum(-1).tolist(),
+            sequences=x, attention_mask=mask, prompt_lengths=mask[:, :width].sum(-1).tolist(),
             nfe=rec.calls, nfe_per_row=rec.nfe_rows, trace=trace, full_forwards=self.full,
             partial_forwards=self.partial, skipped_blocks=self.skipped,
-            calls_saved=None if cpb is None else cpb * cfg.num_blocks - rec.calls, seconds=seconds,
+            calls_saved=None if cpb is None else cpb * self.num_blocks - rec.calls, seconds=seconds,
             rows_per_call=self.shared_rows / rec.calls if rec.calls else 0.0,
         )
         if self.request.tokenizer is not None:
-            out.texts = decode_rows(self.request.tokenizer, self.x[:, c.width :], self.spec.eos_ids, cfg.stop)
+            out.texts = decode_rows(self.request.tokenizer, x[:, width:], self.spec.eos_ids, cfg.stop)
         return out
+
+    def _trimmed(self, trace: Trace) -> tuple[Trace, Tensor, Tensor]:
+        """The trace, sequences and attention mask of the rows' own ``gen_length`` tokens (block layout)."""
+        c, g = self.canvas, self.config.gen_length
+        plain = Canvas.build(self.request.prompts, g, self.spec, self.x.device)
+        x = plain.ids.clone()
+        x[:, plain.width :] = c.trim(self.x[:, c.width :], g)
+        calls = c.trim(trace.reveal_call, g)
+        per_call = (calls.unsqueeze(0) == torch.arange(trace.num_calls, device=calls.device)[:, None, None]).sum(-1)
+        return (Trace(calls, c.trim(trace.token_prob, g), c.trim(trace.token_logq, g), per_call, trace.block_of_call),
+                x, plain.attention_mask)
 
 
 def check_prompts(rows: list[list[int]], config: GenerationConfig, spec: TokenSpec) -> None:

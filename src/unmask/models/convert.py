@@ -78,6 +78,8 @@ def convert(
         is_causal=False,
         dtype=str(stored_dtype).removeprefix("torch.") if stored_dtype is not None else None,
     )
+    if family.block_fields:  # block-diffusion models: the block size travels with the checkpoint
+        cfg[family.block_fields[0]] = family.block_size(raw)
     (out_dir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     for item in path.iterdir():
         if item.is_file() and item.name not in _NOT_COPIED and not item.name.endswith(_WEIGHT_SUFFIXES):

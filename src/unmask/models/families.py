@@ -19,7 +19,8 @@ from torch import Tensor
 class Family:
     """What differs between MDLM families beyond their weights."""
 
-    name: str  # "llada" | "dream" (Dream and DiffuCoder share an architecture) | "llada2" | "diffusion_gemma"
+    name: str  # "llada" | "dream" (Dream and DiffuCoder share an architecture) | "sdar" | "fast_dllm_v2" |
+    # "llada2" | "diffusion_gemma"
     mask_token: str  # the mask token's text in the family's tokenizer ("" for uniform-state families: none)
     end_tokens: tuple[str, ...]  # tokens that end a document or a turn (EOS, EOT)
     default_eos_ids: tuple[int, ...]  # used only when config and tokenizer name no EOS at all
@@ -75,6 +76,41 @@ DREAM = Family(
     architectures=("DreamModel",),
 )
 
+# SDAR (JetLM, Cheng et al. 2025): Qwen3 (q/k RMSNorm per head), block-causal with blocks of 4 tokens.
+# Its config.json names no block size (JetLM's generate.py takes --block_length 4, SGLang hard-codes 4);
+# a ``block_size`` field, when present, wins. Logits are aligned: generate.py samples position i from
+# the logits of position i.
+SDAR = Family(
+    name="sdar",
+    mask_token="<|MASK|>",  # id 151669 in SDAR-*-Chat
+    end_tokens=("<|endoftext|>", "<|im_end|>"),
+    default_eos_ids=(151643, 151645),
+    add_bos=False,  # Qwen tokenizers have no BOS
+    logit_shift=0,
+    model_types=("sdar",),
+    architectures=("SDARForCausalLM",),
+    attention="block_causal",
+    block_fields=("block_size",),
+    default_block=4,
+)
+
+# Fast-dLLM v2 (NVlabs, Wu et al. 2025): Qwen2.5 initialised from an AR model, block-causal with ``bd_size``
+# (32) tokens per block, logits shifted as in the AR model (position i-1 predicts token i).
+FAST_DLLM_V2 = Family(
+    name="fast_dllm_v2",
+    mask_token="|<MASK>|",  # id 151665 in Fast_dLLM_v2_7B
+    end_tokens=("<|endoftext|>", "<|im_end|>"),
+    default_eos_ids=(151643, 151645),
+    add_bos=False,
+    logit_shift=1,
+    model_types=("fast_dllm_qwen",),
+    architectures=("Fast_dLLM_QwenForCausalLM",),
+    attention="block_causal",
+    block_fields=("bd_size",),
+    default_block=32,
+)
+
+
 # LLaDA2.0 / LLaDA2.1 (inclusionAI): a BailingMoeV2 MoE block (models/llada2.py), block-causal with blocks of
 # 32 (its own generate() and SGLang's dLLM config default; config.json names no block size, a ``block_size``
 # field wins), blocks counted from position 0, logits aligned.
@@ -105,7 +141,8 @@ DIFFUSION_GEMMA = Family(  # transformers' DiffusionGemmaForBlockDiffusion (mode
     corruption="uniform",
 )
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (LLADA, DREAM, LLADA2, DIFFUSION_GEMMA)}
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (LLADA, DREAM, SDAR, FAST_DLLM_V2, LLADA2, DIFFUSION_GEMMA)}
 
 
 def describe_families() -> str:

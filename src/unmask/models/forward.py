@@ -6,7 +6,10 @@ norms, projections and MLPs, and writes only the attention core, because the
 loop needs three things transformers' forward does not give together:
 
 - bidirectional attention with a key mask (left padding), for queries that
-  are any contiguous run of canvas columns;
+  are any contiguous run of canvas columns; or, for block-diffusion models
+  (SDAR, Fast-dLLM v2), block-causal attention: a query at position p sees
+  the keys at positions p' with ``p' // block <= p // block`` (positions
+  counted from each row's first real token);
 - one static key/value arena per layer ``[S, H_kv, L + 1, D]`` of row slots:
   the queries' keys/values are written in place at their (slot, column) cells
   and every query attends to its row's slot, so a cached call has fixed
@@ -98,8 +101,11 @@ def _attention(attn: torch.nn.Module, x: Tensor, cos: Tensor, sin: Tensor, bias:
     """One attention block on ``x [N, q, d]``; ``bias [N, 1, 1, K]`` bool (True = attend)."""
     n, q, _ = x.shape
     dim = attn.head_dim
-    query = attn.q_proj(x).view(n, q, -1, dim).transpose(1, 2)  # [N, H, q, D]
-    key = attn.k_proj(x).view(n, q, -1, dim).transpose(1, 2)  # [N, H_kv, q, D]
+    query = attn.q_proj(x).view(n, q, -1, dim)  # [N, q, H, D]
+    key = attn.k_proj(x).view(n, q, -1, dim)  # [N, q, H_kv, D]
+    if hasattr(attn, "q_norm"):  # Qwen3: RMSNorm over each head's dimension before the rotary embedding
+        query, key = attn.q_norm(query), attn.k_norm(key)
+    query, key = query.transpose(1, 2), key.transpose(1, 2)  # [N, H, q, D], [N, H_kv, q, D]
     value = attn.v_proj(x).view(n, q, -1, dim).transpose(1, 2)
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [N, 1, q, D]
     query = query * cos + _rotate_half(query) * sin
@@ -119,6 +125,26 @@ def _attention(attn: torch.nn.Module, x: Tensor, cos: Tensor, sin: Tensor, bias:
     return attn.o_proj(out.transpose(1, 2).reshape(n, q, -1))
 
 
+def block_causal_mask(position_ids: Tensor, key_mask: Tensor | None, key_positions: Tensor, block: int) -> Tensor:
+    """``[N, 1, q, K]`` bool (True = attend): key block ``<=`` query block, block = position // ``block``.
+
+    ``position_ids [N, q]`` of the queries, ``key_positions [N or 1, K]`` of the
+    keys, ``key_mask [N, K]`` (None: every key is real).
+    """
+    allowed = (key_positions // block).unsqueeze(1) <= (position_ids // block).unsqueeze(-1)  # [N, q, K]
+    if key_mask is not None:
+        allowed = allowed & key_mask.unsqueeze(1)
+    return allowed.unsqueeze(1)
+
+
+def arena_key_positions(key_mask: Tensor | None, keys: int, device: torch.device) -> Tensor:
+    """Positions of a row's arena columns ``[0, keys)``: counted from its first real key (``key_mask``),
+    or the column itself without a mask (no left padding)."""
+    if key_mask is None:
+        return torch.arange(keys, device=device).unsqueeze(0)
+    return (key_mask.long().cumsum(-1) - 1).clamp_min(0)
+
+
 def decoder_forward(
     model: PreTrainedModel,
     input_ids: Tensor,
@@ -127,6 +153,7 @@ def decoder_forward(
     out_index: Tensor | None,
     arena: KVBuffers | None = None,
     io: ArenaIO | None = None,
+    block: int | None = None,
 ) -> Tensor:
     """Raw LM-head logits ``[N, n_out, V]`` of the queries ``out_index`` (``[n_out]`` shared, ``[N, n_out]``
     per row, or None for all).
@@ -135,12 +162,18 @@ def decoder_forward(
     to each other, with ``key_mask [N, q]``; with one they write their
     keys/values into it where ``io`` says and attend to their rows' first
     ``io.keys`` columns, with ``key_mask [N, io.keys]``. ``key_mask=None``
-    attends to every key.
+    attends to every key. ``block``: block-causal attention with blocks of
+    that many positions (None: bidirectional); the keys' positions are the
+    queries' own without an arena, and come from ``key_mask`` with one.
     """
     inner = model.model
     hidden = inner.embed_tokens(input_ids)  # [N, q, d]
     cos, sin = inner.rotary_emb(hidden, position_ids)  # [N, q, D]
-    bias = None if key_mask is None else key_mask[:, None, None, :]  # [N, 1, 1, K] bool
+    if block is None:
+        bias = None if key_mask is None else key_mask[:, None, None, :]  # [N, 1, 1, K] bool
+    else:
+        keys = position_ids if arena is None else arena_key_positions(key_mask, io.keys, input_ids.device)  # type: ignore[union-attr]
+        bias = block_causal_mask(position_ids, key_mask, keys, block)  # [N, 1, q, K]
     for i, layer in enumerate(inner.layers):
         layer_kv = None if arena is None else (arena.keys[i], arena.values[i])
         hidden = hidden + _attention(layer.self_attn, layer.input_layernorm(hidden), cos, sin, bias, layer_kv, io)

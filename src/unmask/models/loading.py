@@ -18,9 +18,19 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from ..denoiser import Denoiser
+from .blockdiff import fast_dllm_config, qwen_rename, sdar_config
 from .dream import dream_config, dream_rename
 from .families import Family, check_masked, detect_family, is_converted
 from .llada import llada_config, llada_rename
@@ -31,10 +41,14 @@ from .tokenizer import bos_rule, load_tokenizer, token_spec
 HF_CLASSES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
     "llada": (LlamaConfig, LlamaForCausalLM),
     "dream": (Qwen2Config, Qwen2ForCausalLM),
+    "sdar": (Qwen3Config, Qwen3ForCausalLM),
+    "fast_dllm_v2": (Qwen2Config, Qwen2ForCausalLM),
 }
 ORIGINAL_LAYOUTS: dict[str, tuple[Callable[[dict], PretrainedConfig], Callable[[str], str]]] = {
     "llada": (llada_config, llada_rename),
     "dream": (dream_config, dream_rename),
+    "sdar": (sdar_config, qwen_rename),
+    "fast_dllm_v2": (fast_dllm_config, qwen_rename),
 }
 
 
@@ -242,10 +256,12 @@ def load(
 ) -> tuple[Denoiser, Any]:
     """Load an MDLM checkpoint as ``(denoiser, tokenizer)``.
 
-    The family is read from ``config.json`` (LLaDA, Dream/DiffuCoder, or a
-    checkpoint written by ``unmask convert``). Known families run natively in
-    transformers' Llama/Qwen2 with bidirectional attention and a KV cache
-    (``cache="prefix" | "dual"``); with ``native=False`` or for unknown
+    The family is read from ``config.json`` (LLaDA, Dream/DiffuCoder, SDAR,
+    Fast-dLLM v2, or a checkpoint written by ``unmask convert``). Known
+    families run natively in transformers' Llama/Qwen2/Qwen3 with bidirectional
+    attention and a KV cache (``cache="prefix" | "dual"``), or, for the
+    block-diffusion families (SDAR, Fast-dLLM v2), block-causal attention and
+    the exact ``cache="committed"`` (their default); with ``native=False`` or for unknown
     families, the checkpoint's own code runs through ``AutoModel`` (no cache).
     ``device`` defaults to CUDA when available; ``dtype`` to bfloat16 on CUDA and
     float32 on CPU. ``quantize="int8"`` or ``"int4"`` stores the decoder
@@ -280,6 +296,7 @@ def load(
         from .fallback import load_remote
 
         return load_remote(path, raw, family, dev, dt)
+    family.block_size(raw)  # a bad block size field is said before any weight is read
     tokenizer = load_tokenizer(path)
     config = hf_config(raw, family)
     # validate special ids before reading any weights
@@ -287,4 +304,4 @@ def load(
     model = build_native(path, config, family, is_converted(raw), dev, dt)
     if quant is not None:
         quantize_model(model, quant, dev, dt)
-    return NativeDenoiser(model, spec, family, bos_rule(raw, family, tokenizer)), tokenizer
+    return NativeDenoiser(model, spec, family, bos_rule(raw, family, tokenizer), family.block_size(raw)), tokenizer

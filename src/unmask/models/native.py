@@ -1,4 +1,4 @@
-"""The native denoiser: a transformers decoder run bidirectionally, with a static key/value cache.
+"""The native denoiser: a transformers decoder run bidirectionally (or block-causally), with a static key/value cache.
 
 The weights live in transformers' own ``LlamaForCausalLM`` (LLaDA) or
 ``Qwen2ForCausalLM`` (Dream, DiffuCoder); :func:`~unmask.models.forward.decoder_forward`
@@ -7,6 +7,9 @@ computes the LM head only on the columns the caller asks for. Dream's logits
 are shifted (position i-1 predicts token i): ``family.logit_shift`` realigns
 them here, and cached segments start ``lookbehind`` columns before the block
 so that the block's first position still gets its aligned logits.
+Block-diffusion families (SDAR in ``Qwen3ForCausalLM``, Fast-dLLM v2 in
+``Qwen2ForCausalLM``) declare ``attention_block``, the model's own block size,
+and every call runs with the block-causal mask.
 
 The key/value cache is one :class:`~unmask.models.forward.KVBuffers` arena of
 row slots, owned by the engine that generates with it. :meth:`NativeDenoiser.compiled` gives the same model
@@ -57,24 +60,30 @@ def source_index(want: Tensor, position_ids: Tensor, shift: int) -> Tensor:
 
 
 def run_want(model: PreTrainedModel, ids: Tensor, pos: Tensor, key_mask: Tensor | None, want: Want, shift: int,
-             arena: KVBuffers | None = None, io: ArenaIO | None = None) -> Tensor:
+             arena: KVBuffers | None = None, io: ArenaIO | None = None, block: int | None = None) -> Tensor:
     """Aligned logits of the query indices ``want`` (shared window or ``[N, W]``) from one decoder forward."""
     if isinstance(want, tuple):
         a, b = logit_columns(0, ids.shape[1], want, shift)
         index = torch.arange(a, b, device=ids.device)
-        raw = decoder_forward(model, ids, pos, key_mask, index, arena, io)
+        raw = decoder_forward(model, ids, pos, key_mask, index, arena, io, block)
         return align(raw, pos, a, b, want[1] - want[0], shift)
-    return decoder_forward(model, ids, pos, key_mask, source_index(want, pos, shift), arena, io)
+    return decoder_forward(model, ids, pos, key_mask, source_index(want, pos, shift), arena, io, block)
 
 
 class NativeDenoiser(CachingDenoiser):
-    """A :class:`~unmask.denoiser.CachingDenoiser` over a transformers decoder with bidirectional attention."""
+    """A :class:`~unmask.denoiser.CachingDenoiser` over a transformers decoder, bidirectional or, with
+    ``attention_block`` (block-diffusion families), block-causal."""
 
-    def __init__(self, model: PreTrainedModel, spec: TokenSpec, family: Family, add_bos: bool | None = None) -> None:
+    def __init__(self, model: PreTrainedModel, spec: TokenSpec, family: Family, add_bos: bool | None = None,
+                 attention_block: int | None = None) -> None:
         check_supported(model)
+        if (attention_block is None) != (family.attention == "full"):
+            raise ValueError(f"the {family.name} family has {family.attention} attention: attention_block must be "
+                             f"{'None' if family.attention == 'full' else 'its block size'}, got {attention_block!r}")
         self.model = model  # used as given: generation runs under no_grad, and the forward has no dropout
         self.spec = spec
         self.family = family
+        self.attention_block = attention_block
         self.add_bos = family.add_bos if add_bos is None else add_bos
         self.lookbehind = family.logit_shift
         self._compiled: CachingDenoiser | None = None
@@ -91,12 +100,13 @@ class NativeDenoiser(CachingDenoiser):
         self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, window: Window | None = None
     ) -> Tensor:
         want = (0, input_ids.shape[1]) if window is None else window
-        return run_want(self.model, input_ids, position_ids, attention_mask.bool(), want, self.lookbehind)
+        return run_want(self.model, input_ids, position_ids, attention_mask.bool(), want, self.lookbehind,
+                        block=self.attention_block)
 
     def logits_at(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, want: Want,
                   padded: bool = True) -> Tensor:
         key_mask = attention_mask.bool() if padded else None  # no mask: the fastest attention kernels
-        return run_want(self.model, input_ids, position_ids, key_mask, want, self.lookbehind)
+        return run_want(self.model, input_ids, position_ids, key_mask, want, self.lookbehind, block=self.attention_block)
 
     def new_arena(self, slots: int, length: int) -> KVBuffers:
         return KVBuffers.allocate(self.model, slots, length)
@@ -110,7 +120,8 @@ class NativeDenoiser(CachingDenoiser):
             raise ValueError(f"an arena of {arena.length} columns and key_mask "
                              f"{None if key_mask is None else tuple(key_mask.shape)} do not fit {io.keys} keys")
         io = ArenaIO(io.slots, torch.where(io.cols < 0, arena.length, io.cols), io.keys)  # -1: the scratch column
-        return run_want(self.model, input_ids, position_ids, key_mask, want, self.lookbehind, arena, io)
+        return run_want(self.model, input_ids, position_ids, key_mask, want, self.lookbehind, arena, io,
+                        self.attention_block)
 
     def compiled(self) -> CachingDenoiser:
         """This model with static shapes, compiled once per shape and kept (graphs are reused across calls)."""

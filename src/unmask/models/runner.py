@@ -149,9 +149,10 @@ class CompiledDenoiser(CachingDenoiser):
         self.graphs = native.device.type == "cuda" if graphs is None else graphs
         self.cache_dir = keep_compiled_code()
         _raise_recompile_limit()
-        model = native.model
+        model, block = native.model, native.attention_block
+        self.attention_block = block
         self._fn = torch.compile(
-            lambda ids, pos, mask, index, arena, io: decoder_forward(model, ids, pos, mask, index, arena, io),
+            lambda ids, pos, mask, index, arena, io: decoder_forward(model, ids, pos, mask, index, arena, io, block),
             backend=backend, dynamic=True, fullgraph=True,  # one graph per kind: buckets only re-capture
         )
         self._pool = torch.cuda.graph_pool_handle() if self.graphs is True else None

@@ -51,3 +51,43 @@ def random_llada(
     model = finish_model(model, dev)
     spec = TokenSpec(mask_id=vocab - 1, eos_ids=(vocab - 2,), pad_id=vocab - 2, vocab_size=vocab, max_length=max_length)
     return NativeDenoiser(model, spec, LLADA)
+
+
+@torch.no_grad()
+def random_sdar(
+    *,
+    hidden: int = 2048,
+    layers: int = 28,
+    heads: int = 16,
+    kv_heads: int = 8,
+    head_dim: int = 128,
+    intermediate: int = 6144,
+    vocab: int = 151936,
+    block: int = 4,
+    max_length: int = 4096,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    seed: int = 0,
+) -> NativeDenoiser:
+    """An SDAR-shaped :class:`NativeDenoiser` (defaults: SDAR-1.7B: Qwen3 with q/k norms, GQA, blocks of 4)
+    with random weights, block-causal; built as :func:`random_llada` (linear weights ~ N(0, 0.02), norms 1)."""
+    from .families import SDAR
+
+    dev = default_device(device)
+    dt = default_dtype(dtype, dev)
+    raw = {  # an SDAR config.json
+        "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim, "vocab_size": vocab,
+        "max_position_embeddings": max_length, "rope_theta": 1000000.0, "tie_word_embeddings": False,
+        "block_size": block,
+    }
+    model = meta_model(hf_config(raw, SDAR), SDAR).to(dtype=dt).to_empty(device=dev)
+    g = torch.Generator(device=dev).manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("norm.weight"):
+            p.fill_(1.0)
+        else:
+            p.normal_(0.0, 0.02, generator=g)
+    model = finish_model(model, dev)
+    spec = TokenSpec(mask_id=vocab - 1, eos_ids=(vocab - 2,), pad_id=vocab - 2, vocab_size=vocab, max_length=max_length)
+    return NativeDenoiser(model, spec, SDAR, attention_block=SDAR.block_size(raw))
