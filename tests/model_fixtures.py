@@ -238,6 +238,7 @@ def write_diffusion_gemma(path: Path, *, moe: bool, vocab: int = 96, d: int = 32
     tok.add_special_tokens(list(GEMMA_SPECIALS))
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", eos_token="<eos>", pad_token="<pad>",
                             bos_token="<bos>").save_pretrained(str(path))
+    return path
 
 
 def write_qwen_block(path: Path, family: str, *, vocab: int = 96, d: int = 64, layers: int = 2, heads: int = 4,
@@ -311,6 +312,7 @@ def diffusion_gemma_moe() -> Path:
     return write_diffusion_gemma(ROOT / "diffusion-gemma-moe", moe=True, seed=1)
 
 
+@functools.cache
 def sdar_small() -> Path:
     """SDAR layout (Qwen3 with q/k norms), 96-token vocabulary, block size 4 (the family default), GQA 4/2."""
     return write_qwen_block(ROOT / "sdar-small", "sdar", seed=3)
