@@ -253,3 +253,52 @@ def test_revising_costs_no_extra_host_reads(monkeypatch, planner):
     revising, calls = reads(planner)
     fixed, _ = reads("dilated")
     assert revising - fixed <= calls + 1  # one read per call, as every adaptive planner
+
+
+# -- views ------------------------------------------------------------------------------------------------------
+def edited_run():
+    den = ToyDenoiser(seed=3)
+    cfg = GenerationConfig(gen_length=16, block_length=8, planner="edit(dilated, threshold=0.5, max_edit_calls=2)",
+                           early_exit=False)
+    out = generate(den, [[3, 4, 5]], cfg)
+    revised = out.trace.revised(0)
+    assert revised, "the run must hold an edit for the views to show"
+    return out, revised
+
+
+def test_terminal_view_marks_edited_tokens():
+    from unmask.viz import reveal_text
+    out, revised = edited_run()
+    pieces = [str(t) for t in out.generated[0].tolist()]
+    text = reveal_text(pieces, out.trace.reveal_call[0].tolist(), edited=set(revised))
+    starts = {len("".join(pieces[:i])): i for i in range(len(pieces))}
+    marked = {starts[s.start] for s in text.spans if "underline" in str(s.style)}
+    assert marked == set(revised)
+
+
+def test_html_view_marks_edited_cells_from_their_first_revision():
+    from unmask.viz.html import replay_row, reveal_html
+    out, revised = edited_run()
+    pieces = [str(t) for t in out.generated[0].tolist()]
+    calls = out.trace.reveal_call[0].tolist()
+    row = replay_row("edit", pieces, calls, revised)
+    first = min(calls)
+    assert row["edits"] == {p: sorted(c - first for c, _, _ in r) for p, r in revised.items()}
+    page = reveal_html([("edit", pieces, calls, revised)])
+    assert ".tok.edited" in page and "revised at call" in page
+    plain = reveal_html([("edit", pieces, calls)])
+    assert "revised at call" not in plain
+
+
+def test_png_crosses_the_revised_cells(tmp_path):
+    import matplotlib.image as mpimg
+
+    from unmask.viz.png import plot_reveal_order, revision_cells
+    assert revision_cells([[3, 4, 5], [7, 8, 7]], [(6, 0, 1, 2, 3), (9, 1, 2, 4, 5)]) == [(2, 2), (3, 1)]
+    with pytest.raises(ValueError, match="revisions"):
+        revision_cells([3, 4], [(5, 0, 2, 1, 1)])
+    out, _ = edited_run()
+    plain = plot_reveal_order(tmp_path / "a.png", out.trace.reveal_call[0])
+    crossed = plot_reveal_order(tmp_path / "b.png", out.trace.reveal_call[0], revisions=out.trace.revisions)
+    dark = lambda p: int((mpimg.imread(p)[..., :3] < 0.15).all(-1).sum())  # noqa: E731
+    assert dark(crossed) > dark(plain)
