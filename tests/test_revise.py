@@ -302,3 +302,10 @@ def test_png_crosses_the_revised_cells(tmp_path):
     crossed = plot_reveal_order(tmp_path / "b.png", out.trace.reveal_call[0], revisions=out.trace.revisions)
     dark = lambda p: int((mpimg.imread(p)[..., :3] < 0.15).all(-1).sum())  # noqa: E731
     assert dark(crossed) > dark(plain)
+
+
+@pytest.mark.parametrize("spec", ["edit(threshold, threshold=0.9)", "stable(eb, window=2)", "remask(dilated)"])
+def test_exact_enumeration_refuses_what_it_does_not_follow(spec):
+    from unmask.oracles import enumerate_sampler, named_oracle
+    with pytest.raises(ValueError, match="revises or keeps"):
+        enumerate_sampler(named_oracle("markov1"), parse_planner(spec), 4, 4)
