@@ -54,7 +54,8 @@ class GenerationOutput:
     attention_mask: Tensor  # [N, P + G] bool: False on left padding
     prompt_lengths: list[int]
     nfe: int  # denoiser calls for the whole batch (one batched call = 1)
-    nfe_per_row: Tensor  # [N] long: calls in which each row still had masked positions
+    nfe_per_row: Tensor  # [N] long: calls in which each row still had masked positions (or, with a revising
+    # planner, took part: edit calls after the last mask count)
     trace: Trace
     full_forwards: int = 0  # calls that ran the whole canvas
     partial_forwards: int = 0  # calls that ran a segment against cached keys/values

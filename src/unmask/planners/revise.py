@@ -160,7 +160,10 @@ class Remask(Planner):
     At call k < ``max_calls`` - 1: the inner planner reveals, and
     ``floor(eta * R_k)`` of the ``R_k`` positions revealed before call k whose
     token now has the lowest probability return to the mask. The last allowed
-    call (``max_calls``; None: the block length) reveals every mask left.
+    call (``max_calls``; None: the block length) reveals every mask left. A
+    block ends earlier only when a call leaves no mask, so once
+    ``floor(eta * R) >= 1`` it costs ``max_calls`` calls: ReMDM's premise, a
+    fixed budget of calls spent on re-drawing the least probable tokens.
     """
 
     inner: Planner

@@ -131,6 +131,11 @@ class UnmaskAlgorithm(DllmAlgorithm):
         planner = self.settings.planner
         self.cap = planner.max_calls_per_block(self.block_size) if planner.revises else None
 
+    def max_steps(self, block_size: int) -> int:
+        """Steps SGLang's synchronous loop allows a block: the planner's bound on calls, plus the step that finds
+        the block done (SGLang's default, ``block_size + 1``, for planners that only reveal)."""
+        return (block_size if self.cap is None else max(block_size, self.cap)) + 1
+
     def init_step_state(self, forward_batch: Any) -> list[RequestState]:
         return [RequestState(seed) for seed in request_seeds(forward_batch, self.settings.seed)]
 
