@@ -309,3 +309,23 @@ def test_exact_enumeration_refuses_what_it_does_not_follow(spec):
     from unmask.oracles import enumerate_sampler, named_oracle
     with pytest.raises(ValueError, match="revises or keeps"):
         enumerate_sampler(named_oracle("markov1"), parse_planner(spec), 4, 4)
+
+
+@pytest.mark.parametrize("planner", ["edit(threshold(tau=0.7), threshold=0.3, max_edit_calls=2)",
+                                     "wino(wide=0.99, narrow=0.9999, max_calls=5)", "remask(dilated, eta=0.3, max_calls=4)"])
+@pytest.mark.parametrize("mode", ["prefix", "dual"])
+def test_revising_planners_run_cached_and_batch_equals_alone(planner, mode):
+    import model_fixtures as mf
+
+    from unmask.models import load
+    den, _ = load(mf.llada_small(), dtype=torch.float64)
+    prompts = [[1, 2, 3, 4, 5, 6], [7, 8], []]
+    cfg = GenerationConfig(gen_length=16, block_length=8, planner=planner, cache=mode, early_exit=False)
+    batch = generate(den, prompts, cfg)
+    assert not (batch.generated == den.spec.mask_id).any()
+    assert batch.full_forwards == cfg.num_blocks and batch.full_forwards + batch.partial_forwards == batch.nfe
+    per_block = torch.bincount(batch.trace.block_of_call, minlength=cfg.num_blocks)
+    assert int(per_block.max()) <= cfg.planner.max_calls_per_block(8)
+    for i, p in enumerate(prompts):
+        alone = generate(den, [p], cfg)
+        assert torch.equal(batch.generated[i], alone.generated[0]), f"row {i} differs from its single run"
