@@ -258,14 +258,10 @@ class Engine:
         at = 0
         for (p, _), r, m, m_all in zip(members, idx, masked, masked_all, strict=True):
             k = len(p.rows)
-            part = slice(at, at + k)
-            p.state.keep_state(r, None if d.state is None else tuple(t[part] for t in d.state),
-                               None if d.pending is None else d.pending[part])
-            self._apply(p.state, r, m, m_all, d.reveal[part], d.proposal.tokens[part],
-                        d.proposal.confidence[part], d.proposal.logq[part],
-                        None if d.proposal.finite is None else d.proposal.finite[part],
-                        *((None, None) if not planner.revises else
-                          (None if d.edit is None else d.edit[part], None if d.remask is None else d.remask[part])))
+            cut = lambda t, part=slice(at, at + k): None if t is None else t[part]  # noqa: E731
+            p.state.keep_state(r, None if d.state is None else tuple(map(cut, d.state)), cut(d.pending))
+            self._apply(p.state, r, m, m_all, cut(d.reveal), cut(d.proposal.tokens), cut(d.proposal.confidence),
+                        cut(d.proposal.logq), cut(d.proposal.finite), cut(d.edit), cut(d.remask))
             at += k
 
     def _apply(self, st: RequestState, rows: Tensor, masked: Tensor, masked_all: Tensor, reveal: Tensor,
