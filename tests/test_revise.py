@@ -86,7 +86,7 @@ def test_wino_last_allowed_call_reveals_everything_and_remasks_nothing():
 
 
 def test_remask_returns_the_floor_of_eta_times_the_revealed_lowest_current_first():
-    p = Remask(TopK(counts=(1, 1, 1, 1, 1)), eta=0.5, max_calls=4)
+    p = Remask(TopK(counts=(1, 1, 1, 1, 1)), eta=0.5, max_calls=4, score="current")
     # 5 revealed (positions 0-4), floor(0.5 * 5) = 2: the two lowest current probabilities (ties leftmost)
     st = step([0.9] * 7, [0] * 7, [1, 2, 3, 4, 5, M, M], call=1, current=[0.8, 0.3, 0.9, 0.3, 0.3, 0, 0])
     sel = p.select(st)
@@ -94,6 +94,18 @@ def test_remask_returns_the_floor_of_eta_times_the_revealed_lowest_current_first
     assert len(where(sel.reveal)) == 1
     last = p.select(step([0.9] * 7, [0] * 7, [1, 2, 3, 4, 5, M, M], call=3, current=[0.1] * 5 + [0, 0]))
     assert where(last.reveal) == [5, 6] and where(last.remask) == []
+
+
+def test_remask_by_reveal_confidence_keeps_it_as_state():
+    p = Remask(TopK(counts=(2, 2, 2)), eta=0.5, max_calls=5)
+    s0 = p.select(step([0.9, 0.6, 0.8, 0.7, 0.2, 0.1], [0] * 6, [M] * 6, call=0))
+    assert where(s0.reveal) == [0, 2] and where(s0.remask) == []  # nothing revealed before call 0
+    (kept,) = s0.state
+    assert kept[0, [0, 2]].tolist() == pytest.approx([0.9, 0.8])
+    tokens = [1, M, 3, M, M, M]  # call 1 sees new confidences; the one kept for 2 (0.8) is the lowest
+    s1 = p.select(step([0.1, 0.95, 0.99, 0.7, 0.2, 0.1], [0] * 6, tokens, call=1, state=s0.state))
+    assert where(s1.reveal) == [1, 3] and where(s1.remask) == [2]  # floor(0.5 * 2) = 1
+    assert s1.state[0][0, [0, 1, 2, 3]].tolist() == pytest.approx([0.9, 0.95, 0.8, 0.7])
 
 
 # -- stable -----------------------------------------------------------------------------------------------------
@@ -120,7 +132,7 @@ def test_stable_window_one_and_tau_zero_is_its_inner_planner():
     ("edit(threshold, threshold=1.5)", "threshold"), ("edit(threshold, max_edit_calls=-1)", "max_edit_calls"),
     ("edit(wino)", "must only reveal"), ("spaced(wino)", "must only reveal"), ("wino(wide=0)", "wide"),
     ("wino(narrow=2)", "narrow"), ("wino(max_calls=0)", "max_calls"), ("remask(dilated, eta=1.0)", "eta"),
-    ("remask(dilated, max_calls=0)", "max_calls"), ("stable(eb, window=0)", "window"), ("stable(eb, tau=-1)", "tau"),
+    ("remask(dilated, max_calls=0)", "max_calls"), ("remask(dilated, score='x')", "score"), ("stable(eb, window=0)", "window"), ("stable(eb, tau=-1)", "tau"),
     ("edit", "inner"),
 ])
 def test_bad_settings_are_refused_with_the_setting_named(spec, needle):

@@ -15,8 +15,10 @@
   Diffusion Models with Inference-Time Scaling", arXiv 2503.00307), with a
   deterministic confidence schedule: at call k the inner planner reveals, and
   ``floor(eta * R_k)`` of the ``R_k`` positions revealed before call k, those
-  whose current token has the lowest probability now (ties leftmost), return
-  to the mask.
+  with the lowest score (ties leftmost), return to the mask; the score is the
+  probability the token had when it was revealed (``score="reveal"``,
+  ReMDM-conf's confidence, kept as per-row state) or the probability the
+  model gives it now (``score="current"``).
 - ``Stable``: history-aware commitment (the stability rules of LESS-style
   samplers): a position the inner planner picks is revealed only once its
   proposal has been the same, with confidence >= ``tau``, over the last
@@ -153,13 +155,20 @@ class Wino(Planner):
         return Selection(reveal, priority, remask=remask)
 
 
+REMASK_SCORES = ("reveal", "current")
+
+
 @dataclass(frozen=True)
 class Remask(Planner):
     """ReMDM-style remasking (arXiv 2503.00307) at a fixed call cap, lowest current confidence first.
 
     At call k < ``max_calls`` - 1: the inner planner reveals, and
-    ``floor(eta * R_k)`` of the ``R_k`` positions revealed before call k whose
-    token now has the lowest probability return to the mask. The last allowed
+    ``floor(eta * R_k)`` of the ``R_k`` positions revealed before call k with
+    the lowest score return to the mask. ``score="reveal"`` (default): the
+    probability the token had when it was revealed (ReMDM-conf; per-row state,
+    no extra work per call); ``score="current"``: the probability the model
+    gives it now, with the token in its context (meaningful for models trained
+    to score revealed tokens; one more pass over the vocabulary). The last allowed
     call (``max_calls``; None: the block length) reveals every mask left. A
     block ends earlier only when a call leaves no mask, so once
     ``floor(eta * R) >= 1`` it costs ``max_calls`` calls: ReMDM's premise, a
@@ -169,11 +178,14 @@ class Remask(Planner):
     inner: Planner
     eta: float = 0.1
     max_calls: int | None = None
+    score: str = "reveal"
     name: ClassVar[str] = "remask"
     revises: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _inner_ok(self.inner, "remask")
+        if self.score not in REMASK_SCORES:
+            raise ValueError(f"score must be one of {REMASK_SCORES}, got {self.score!r}")
         if not isinstance(self.eta, (int, float)) or isinstance(self.eta, bool) or not 0.0 <= self.eta < 1.0:
             raise ValueError(f"eta must be a number in [0, 1) (the share of revealed tokens re-masked per call), "
                              f"got {self.eta!r}")
@@ -181,7 +193,7 @@ class Remask(Planner):
 
     @property
     def needs(self) -> frozenset[str]:  # type: ignore[override]
-        return self.inner.needs | {"current"}
+        return self.inner.needs | ({"current"} if self.score == "current" else set())
 
     def check(self, gen_length: int, block_length: int) -> None:
         self.inner.check(gen_length, block_length)
@@ -190,14 +202,22 @@ class Remask(Planner):
         return block_length if self.max_calls is None else self.max_calls
 
     def select(self, step: PlanStep) -> Selection:
-        assert step.current is not None, "remask needs the current tokens' probabilities (needs 'current')"
-        sel = self.inner.select(step)
+        own, inner_state = _split(step.state, 1)
+        sel = self.inner.select(replace(step, state=inner_state))
+        kept = torch.zeros_like(step.proposal.confidence) if own is None else own[0]  # [N, Bl] p at reveal
+        kept = torch.where(sel.reveal, step.proposal.confidence, kept)
         if _last(step, self.max_calls_per_block(step.block_length)):
-            return Selection(step.masked, sel.priority, remask=torch.zeros_like(step.masked), state=sel.state)
+            return Selection(step.masked, sel.priority, remask=torch.zeros_like(step.masked),
+                             state=_join((kept,), sel.state))
+        if self.score == "current":
+            assert step.current is not None, "remask(score='current') needs 'current' (PlanStep.current)"
+            score = step.current
+        else:
+            score = kept
         old = revealed(step)  # [N, Bl]
         count = torch.floor(old.sum(-1).double() * self.eta).long()  # [N]
-        lowest = top_n(-step.current.double(), old, count)  # least probable current tokens first
-        return Selection(sel.reveal, sel.priority, remask=lowest, state=sel.state)
+        lowest = top_n(-score.double(), old, count)  # least probable first
+        return Selection(sel.reveal, sel.priority, remask=lowest, state=_join((kept,), sel.state))
 
 
 @dataclass(frozen=True)
