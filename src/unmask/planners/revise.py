@@ -10,7 +10,9 @@
 - ``Wino``: WINO, wide-in narrow-out (Hong et al. 2025, arXiv 2507.18578):
   reveal every masked position with confidence >= ``wide`` (at least one), and
   return to the mask every position revealed earlier in the block whose token
-  now has probability < ``narrow``.
+  now has probability < ``narrow``. The probability is the model's at the
+  revealed position in the same call (WINO scores drafted tokens through a
+  shadow block of masks; that costs extra columns and is not done here).
 - ``Remask``: ReMDM-style remasking (Wang et al. 2025, "Remasking Discrete
   Diffusion Models with Inference-Time Scaling", arXiv 2503.00307), with a
   deterministic confidence schedule: at call k the inner planner reveals, and
