@@ -23,6 +23,7 @@ PLANNERS = [
     "factor(factor=1.0)",
     "spaced(eb(gamma=2.0), start_stride=4)",
     "spaced(dilated(), start_stride=2)",
+    "stable(threshold(tau=0.5), window=2, tau=0.2)",  # history kept as explicit state; reveals each position once
 ]
 
 

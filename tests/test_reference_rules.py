@@ -25,7 +25,12 @@ probabilities of the logits (the precision the reference implementations score i
   > threshold, else the most confident one;
 - JetEngine's ``entropy_bounded`` (SDAR's engine): the largest prefix of masked positions
   by ascending entropy (nats, probabilities clamped at 1e-12) whose sum is < the bound,
-  at least one.
+  at least one;
+- SGLang's ``JointThreshold`` (LLaDA2.1 token editing): mask-to-token above
+  ``threshold``, token-to-token above ``edit_threshold``, at most
+  ``max_post_edit_steps`` forwards after the last mask, against
+  ``edit(threshold(tau=...), threshold=..., max_edit_calls=...)`` on logits that
+  change every call or every other call.
 
 Blocks that begin inside the prompt (SDAR, SGLang and Fast-dLLM v2 lay blocks from
 position 0) and Fast-dLLM v2's sub-blocks: ``tests/test_reference_rules_block.py``.
@@ -48,6 +53,7 @@ import torch
 from toy import ToyDenoiser
 
 from unmask import Denoiser, GenerationConfig, TokenSpec, generate
+from unmask.planners import parse_planner
 from unmask.denoiser import select_window
 from unmask.noise import ORDER, Noise
 from unmask.schedules import binary_levels, dilated_levels
@@ -469,3 +475,76 @@ def test_dream_schedule_with_steps_equal_to_gen_length_starts_with_a_call_that_r
     assert out.nfe == len(counts) - 1
     assert [set(torch.nonzero(rc == c)[:, 0].tolist()) for c in range(out.nfe)] == [o for o in order if o]
     assert torch.equal(out.generated[0], x[len(prompt):])
+
+
+# ---- SGLang's JointThreshold (LLaDA2.1 editing), restated, against edit(threshold(...)) ----
+
+
+class Held(Scripted):
+    """Scripted logits that change every ``period`` calls, so edits stop when they hold."""
+
+    def __init__(self, regime: str, seed: int, period: int) -> None:
+        super().__init__(regime, seed)
+        self.period = period
+
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, window=None):
+        z = script_logits(self.seed, self.calls // self.period, input_ids.shape[1], self.regime)
+        self.calls += 1
+        return select_window(z.unsqueeze(0).expand(input_ids.shape[0], -1, -1).clone(), window)
+
+
+def ref_joint_threshold(den, prompt, threshold, edit_threshold, max_post_edit_steps):
+    """SGLang's ``JointThreshold`` step, restated, one block after another.
+
+    Each forward: every masked position whose argmax probability is above ``threshold`` takes its argmax (the
+    most confident one if none is); every revealed position whose argmax differs from its token and whose
+    argmax probability is above ``edit_threshold`` takes its argmax (token to token). A forward that finds no
+    mask counts one post-edit step; the block is finished when a step changes nothing, or, without a look at
+    the logits, when the post-edit steps exceed ``max_post_edit_steps`` (a forward SGLang spends and unmask
+    does not make: ``spent``). Returns the tokens, per forward made (reveals, edits) and the spent forwards.
+    """
+    x, start, calls, spent = torch.tensor(prompt + [MASK] * GEN), len(prompt), [], 0
+    for lo in range(start, start + GEN, BL):
+        post = 0
+        while True:
+            block = x[lo : lo + BL]
+            masked = block == MASK
+            if not masked.any():
+                post += 1
+                if post > max_post_edit_steps:
+                    spent += 1
+                    break
+            z = den(x[None])[0, lo : lo + BL].double()
+            p, a = z.softmax(-1).max(-1)
+            m2t = masked & (p > threshold)
+            if masked.any() and not m2t.any():
+                m2t = pick(best_first(p, masked)[:1])
+            t2t = ~masked & (p > edit_threshold) & (block != a)
+            calls.append((set((torch.nonzero(m2t)[:, 0] + lo - start).tolist()),
+                          set((torch.nonzero(t2t)[:, 0] + lo - start).tolist())))
+            if not (m2t | t2t).any():
+                break
+            x[lo : lo + BL] = torch.where(m2t | t2t, a, block)
+    return x[start:], calls, spent
+
+
+@pytest.mark.parametrize("regime", ["near-tie", "moderate"])
+@pytest.mark.parametrize("period", [1, 2])
+@pytest.mark.parametrize("threshold, edit_threshold, max_post", [(0.9, 0.5, 16), (0.9, 0.95, 3), (0.5, 0.3, 0)])
+def test_edit_matches_sglang_joint_threshold_at_every_call(regime, period, threshold, edit_threshold, max_post):
+    spec = f"edit(threshold(tau={threshold}), threshold={edit_threshold}, max_edit_calls={max_post})"
+    for seed, prompt in enumerate(PROMPTS):
+        den = Held(regime, seed, period)
+        out = generate(den, [prompt], GenerationConfig(gen_length=GEN, block_length=BL, planner=spec,
+                                                       early_exit=False), seeds=[SEED])
+        rc, edits = out.trace.reveal_call[0], {}
+        for call, _, pos, _, _ in out.trace.revisions.tolist():
+            edits.setdefault(call, set()).add(pos)
+        revealed = [set(torch.nonzero(rc == c)[:, 0].tolist()) for c in range(out.nfe)]
+        ours = [(revealed[c], edits.get(c, set())) for c in range(out.nfe)]
+        den.calls = 0
+        ref_tokens, ref_calls, spent = ref_joint_threshold(den, prompt, threshold, edit_threshold, max_post)
+        assert ours == ref_calls, f"prompt {prompt}: {first_difference(ours, ref_calls)}"
+        assert torch.equal(out.generated[0], ref_tokens)
+        assert out.nfe == len(ref_calls)  # SGLang spends ``spent`` more forwards, on blocks whose edit budget ran out
+        assert out.nfe <= (GEN // BL) * parse_planner(spec).max_calls_per_block(BL)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .noise import CallNoise
-from .planners import PlanStep, Planner
+from .planners import PlanStep, Planner, State
 from .sampling import Proposal, SamplingParams, propose
 
 
@@ -21,6 +21,10 @@ from .sampling import Proposal, SamplingParams, propose
 class Decision:
     reveal: Tensor  # [N, Bl] bool: positions revealed by this call (a subset of the masked ones)
     proposal: Proposal  # tokens and scores of every position of the block
+    edit: Tensor | None = None  # [N, Bl] bool: revealed positions overwritten with the proposal (revising planners)
+    remask: Tensor | None = None  # [N, Bl] bool: revealed positions returned to the mask (revising planners)
+    pending: Tensor | None = None  # [N] bool: rows that want another call even with no mask left
+    state: State = None  # the planner's per-row state, to pass back at the next call of the block
 
 
 def decide(
@@ -34,6 +38,8 @@ def decide(
     mask_id: int,
     *,
     lead: int = 0,
+    tokens: Tensor | None = None,
+    state: State = None,
 ) -> Decision:
     """Sample and score every position of the block, and let ``planner`` pick what to reveal.
 
@@ -44,21 +50,46 @@ def decide(
     before its first call (a prompt ending mid-block, as SGLang lays blocks
     out; 0 in unmask's own loop): schedule-based planners plan the other
     offsets as a block of ``Bl - lead`` (:class:`~unmask.planners.PlanStep`).
+    ``tokens [N, Bl]``: the block's tokens (the mask id where masked), which
+    revising planners (``planner.revises``) and planners that need the
+    probability of the current tokens (``"current"`` in ``planner.needs``)
+    require. ``state``: the planner's per-row state returned by the previous
+    call of the block (``Decision.state``; None at the block's first call).
     Nothing is read back to the host: the caller checks ``proposal.finite``
     and :func:`broken` (with :func:`check`) when it syncs anyway.
     """
     block_length = masked.shape[-1]
     if not isinstance(lead, int) or isinstance(lead, bool) or not 0 <= lead < block_length:
         raise ValueError(f"lead must be an int in [0, block length {block_length}), got {lead!r}")
+    wants_current = "current" in planner.needs
+    if (planner.revises or wants_current) and (tokens is None or tokens.shape != masked.shape):
+        raise ValueError(f"planner {planner.name!r} looks at revealed tokens: pass tokens=[N, Bl], the block's ids")
     logits[..., mask_id] = float("-inf")
-    proposal = propose(logits, params, noise, planner.needs)
-    step = PlanStep(masked, proposal, call, block_length, num_blocks, noise, lead)
-    return Decision(planner.select(step).reveal, proposal)
+    current = current_prob(logits, tokens) if wants_current else None  # type: ignore[arg-type]
+    proposal = propose(logits, params, noise, planner.needs - {"current"})
+    step = PlanStep(masked, proposal, call, block_length, num_blocks, noise, lead, tokens, current, state)
+    sel = planner.select(step)
+    return Decision(sel.reveal, proposal, sel.edit, sel.remask, sel.pending, sel.state)
 
 
-def broken(masked: Tensor, reveal: Tensor) -> Tensor:
-    """Bool scalar: the reveal is not a subset of the masked positions, or a row with masks revealed nothing."""
-    return (reveal & ~masked).any() | ~(reveal.any(-1) | ~masked.any(-1)).all()
+def current_prob(logits: Tensor, tokens: Tensor) -> Tensor:
+    """``[N, Bl]`` float32: the model probability ``softmax(logits)`` of each position's current token (0 where
+    it is the mask, whose logit is -inf by then). One extra pass over the vocabulary, for planners that ask."""
+    z = logits.float()
+    return (z.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, -1)).exp()
+
+
+def broken(masked: Tensor, reveal: Tensor, edit: Tensor | None = None, remask: Tensor | None = None) -> Tensor:
+    """Bool scalar: the reveal is not a subset of the masked positions, a row with masks revealed nothing, or an
+    edit or re-mask touched a masked position (or the same position twice)."""
+    bad = (reveal & ~masked).any() | ~(reveal.any(-1) | ~masked.any(-1)).all()
+    if edit is not None:
+        bad = bad | (edit & masked).any()
+    if remask is not None:
+        bad = bad | (remask & masked).any()
+        if edit is not None:
+            bad = bad | (edit & remask).any()
+    return bad
 
 
 def check(nonfinite: Tensor, invariant_broken: Tensor, planner: Planner) -> None:
@@ -67,4 +98,4 @@ def check(nonfinite: Tensor, invariant_broken: Tensor, planner: Planner) -> None
     if flags[0]:
         raise ValueError("denoiser returned logits with NaN or +inf (or a position where every token has -inf); "
                          "logits must be finite or -inf")
-    assert not flags[1], f"{planner} revealed an unmasked position or made no progress"
+    assert not flags[1], f"{planner} revealed an unmasked position, made no progress, or revised a masked position"

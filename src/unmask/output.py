@@ -28,6 +28,18 @@ class Trace:
     token_logq: Tensor  # [N, G] float: its log-probability under the sampling distribution (0.0 if filled)
     revealed_per_call: Tensor  # [C, N] long: positions each call revealed in each row
     block_of_call: Tensor  # [C] long: the block each call worked on
+    # [R, 5] long, one row per edit or re-mask of a revising planner, in call order:
+    # (global call, row, generated position, old token, new token); a re-mask's new token is the mask id
+    revisions: Tensor | None = None
+
+    def revised(self, row: int) -> dict[int, list[tuple[int, int, int]]]:
+        """Row ``row``'s revisions by generated position: ``[(call, old, new), ...]`` (empty without any)."""
+        out: dict[int, list[tuple[int, int, int]]] = {}
+        if self.revisions is not None:
+            for call, r, pos, old, new in self.revisions.tolist():
+                if r == row:
+                    out.setdefault(pos, []).append((call, old, new))
+        return out
 
     @property
     def num_calls(self) -> int:
@@ -42,7 +54,8 @@ class GenerationOutput:
     attention_mask: Tensor  # [N, P + G] bool: False on left padding
     prompt_lengths: list[int]
     nfe: int  # denoiser calls for the whole batch (one batched call = 1)
-    nfe_per_row: Tensor  # [N] long: calls in which each row still had masked positions
+    nfe_per_row: Tensor  # [N] long: calls in which each row still had masked positions (or, with a revising
+    # planner, took part: edit calls after the last mask count)
     trace: Trace
     full_forwards: int = 0  # calls that ran the whole canvas
     partial_forwards: int = 0  # calls that ran a segment against cached keys/values
@@ -76,6 +89,8 @@ class CallEvent:
     offset: int  # first generated position of the block
     reveal: Tensor  # [N, Bl] bool: positions revealed by this call
     tokens: Tensor  # [N, Bl] long: the block's tokens after the call
+    edit: Tensor | None = None  # [N, Bl] bool: revealed positions this call overwrote (revising planners)
+    remask: Tensor | None = None  # [N, Bl] bool: revealed positions this call returned to the mask
 
 
 @dataclass(frozen=True)
@@ -112,20 +127,47 @@ class Recorder:
         self.nfe_rows = torch.zeros(n, dtype=torch.long, device=device)
         self.per_call: list[Tensor] = []
         self.block_of_call: list[int] = []
+        self.revisions: list[Tensor] = []  # per revising call: [3, N, Bl] changed / old / new (on the device)
+        self._revise_at: list[tuple[int, int]] = []  # its global call and first generated position
+        self.revising = False
 
     @property
     def calls(self) -> int:
         return len(self.block_of_call)
 
-    def record(self, block: int, g: slice, masked: Tensor, reveal: Tensor, prob: Tensor, logq: Tensor) -> None:
+    def record(self, block: int, g: slice, masked: Tensor, reveal: Tensor, prob: Tensor, logq: Tensor,
+               ran: Tensor | None = None, edit: Tensor | None = None) -> None:
         """A call on generated positions ``g`` revealed ``reveal [N, Bl]`` of the ``masked`` ones, with the
-        model probabilities ``prob`` and sampling log-probabilities ``logq [N, Bl]`` of their tokens."""
+        model probabilities ``prob`` and sampling log-probabilities ``logq [N, Bl]`` of their tokens.
+
+        ``ran [N]`` (revising planners): the rows the call ran, each charged a call even without masks;
+        ``edit [N, Bl]``: positions overwritten, whose probabilities are those of their new tokens."""
+        written = reveal if edit is None else reveal | edit
         self.reveal_call[:, g] = torch.where(reveal, self.calls, self.reveal_call[:, g])
-        self.token_prob[:, g] = torch.where(reveal, prob, self.token_prob[:, g])
-        self.token_logq[:, g] = torch.where(reveal, logq, self.token_logq[:, g])
+        self.token_prob[:, g] = torch.where(written, prob, self.token_prob[:, g])
+        self.token_logq[:, g] = torch.where(written, logq, self.token_logq[:, g])
         self.per_call.append(reveal.sum(-1))
         self.block_of_call.append(block)
-        self.nfe_rows += masked.any(-1)
+        self.nfe_rows += masked.any(-1) if ran is None else ran
+
+    def revise(self, g: slice, changed: Tensor, old: Tensor, new: Tensor) -> None:
+        """The next call to :meth:`record` overwrote or re-masked ``changed [N, Bl]``: ``old`` -> ``new`` tokens.
+
+        Kept as the call's rows of ``(call, row, position, old, new)``; ``nonzero`` is the only sync, and it
+        runs in :meth:`trace`, after the request."""
+        self.revising = True
+        self.revisions.append(torch.stack([changed.long(), old, new]))
+        self._revise_at.append((self.calls, g.start))
+
+    def _revision_rows(self) -> Tensor:
+        rows = []
+        for (call, start), packed in zip(self._revise_at, self.revisions, strict=True):
+            changed, old, new = packed[0].bool(), packed[1], packed[2]
+            idx = changed.nonzero()  # [r, 2]: row, offset
+            r = idx.shape[0]
+            rows.append(torch.stack([torch.full((r,), call, dtype=torch.long, device=idx.device), idx[:, 0],
+                                     idx[:, 1] + start, old[changed], new[changed]], -1))
+        return torch.cat(rows).cpu() if rows else torch.zeros(0, 5, dtype=torch.long)
 
     def fill(self, rows: Tensor, start: int) -> None:
         """Rows ``[N]`` bool were filled (or dropped) from generated position ``start`` on."""
@@ -135,4 +177,5 @@ class Recorder:
         n = self.reveal_call.shape[0]
         per_call = torch.stack(self.per_call) if self.per_call else torch.zeros(0, n, dtype=torch.long)
         return Trace(self.reveal_call, self.token_prob, self.token_logq, per_call,
-                     torch.tensor(self.block_of_call, dtype=torch.long))
+                     torch.tensor(self.block_of_call, dtype=torch.long),
+                     self._revision_rows() if self.revising else None)

@@ -115,7 +115,8 @@ def show_order(console: Console, tokenizer: object, out: GenerationOutput, row: 
     from ..viz import render_reveal
 
     pieces, calls = revealed_row(tokenizer, out, row, eos_ids)
-    render_reveal(console, pieces, calls, title=f"reveal order ({int(out.nfe_per_row[row])} calls)")
+    render_reveal(console, pieces, calls, title=f"reveal order ({int(out.nfe_per_row[row])} calls)",
+                  edited=set(out.trace.revised(row)))
 
 
 def write_views(args: argparse.Namespace, texts: list[str], tokenizer: object, out: GenerationOutput,
@@ -123,13 +124,16 @@ def write_views(args: argparse.Namespace, texts: list[str], tokenizer: object, o
     """The ``--html`` replay (every prompt) and the ``--png`` figure (first prompt)."""
     from ..viz import plot_reveal_order, write_reveal_html
 
-    rows = [(f"[{i}] {text[:80]}", *revealed_row(tokenizer, out, i, eos_ids)) for i, text in enumerate(texts)]  # the page adds "(N calls)"
+    rows = [(f"[{i}] {text[:80]}", *revealed_row(tokenizer, out, i, eos_ids), out.trace.revised(i))
+            for i, text in enumerate(texts)]  # the page adds "(N calls)"
     files = []
     if args.html:
         files.append(write_reveal_html(args.html, rows, title=f"unmask: reveal order, planner {args.planner}"))
     if args.png:
+        rev = out.trace.revisions  # row 0's edits and re-masks within the shown positions
+        rev = None if rev is None else rev[(rev[:, 1] == 0) & (rev[:, 2] < len(rows[0][2]))]
         files.append(plot_reveal_order(args.png, rows[0][2], title=f"positions revealed by each call ({args.planner})",
-                                       pieces=rows[0][1]))
+                                       pieces=rows[0][1], revisions=rev))
     return files
 
 

@@ -242,7 +242,9 @@ class Engine:
         """One decision for requests that share planner, sampling, call and block size, applied to each."""
         first = members[0][0].state
         cfg, call, mask_id = first.config, first.call, self.spec.mask_id
-        masked, masked_all, positions, keys, idx, leads = [], [], [], [], [], []
+        planner = first.planner
+        looks_back = planner.revises or "current" in planner.needs  # planners that read the block's tokens
+        masked, masked_all, positions, keys, idx, tokens, states, leads = [], [], [], [], [], [], [], []
         for p, _ in members:
             row_leads = p.state.leads()
             leads += [row_leads[r] for r in p.rows]
@@ -253,20 +255,28 @@ class Engine:
             masked.append(masked_all[-1].index_select(0, r))
             positions.append(st.canvas.positions.index_select(0, r)[:, lo:hi])
             keys.append(st.noise.keys.index_select(0, r))
+            if looks_back:
+                tokens.append(st.x[:, lo:hi].index_select(0, r))
+            states.append(st.rows_state(r))
         logits = torch.cat([lg for _, lg in members]) if len(members) > 1 else members[0][1]
-        reveal, tokens, conf, logq, finite = decide_by_lead(
-            logits, torch.cat(masked), torch.cat(keys), torch.cat(positions), cfg.planner, cfg.sampling,  # type: ignore[arg-type]
-            call, first.num_blocks, mask_id, leads)
+        state = None if states[0] is None else tuple(torch.cat(parts) for parts in zip(*states, strict=True))
+        d = decide_by_lead(logits, torch.cat(masked), torch.cat(keys), torch.cat(positions), cfg.planner,  # type: ignore[arg-type]
+                           cfg.sampling, call, first.num_blocks, mask_id, leads,  # type: ignore[arg-type]
+                           tokens=torch.cat(tokens) if looks_back else None, state=state)
         at = 0
         for (p, _), r, m, m_all in zip(members, idx, masked, masked_all, strict=True):
             k = len(p.rows)
-            self._apply(p.state, r, m, m_all, reveal[at : at + k], tokens[at : at + k], conf[at : at + k],
-                        logq[at : at + k], None if finite is None else finite[at : at + k])
+            cut = lambda t, part=slice(at, at + k): None if t is None else t[part]  # noqa: E731
+            p.state.keep_state(r, None if d.state is None else tuple(map(cut, d.state)), cut(d.pending))
+            self._apply(p.state, r, m, m_all, cut(d.reveal), cut(d.tokens), cut(d.confidence), cut(d.logq),
+                        cut(d.finite), cut(d.edit), cut(d.remask))
             at += k
 
     def _apply(self, st: RequestState, rows: Tensor, masked: Tensor, masked_all: Tensor, reveal: Tensor,
-               tokens: Tensor, prob: Tensor, logq: Tensor, finite: Tensor | None) -> None:
-        """Write one request's reveals into its canvas and trace, and tell its listener."""
+               tokens: Tensor, prob: Tensor, logq: Tensor, finite: Tensor | None,
+               edit: Tensor | None = None, remask: Tensor | None = None) -> None:
+        """Write one request's reveals (and a revising planner's edits and re-masks) into its canvas and trace,
+        and tell its listener."""
         lo, hi = st.bounds()
         block = st.x[:, lo:hi]
         full = (st.n, hi - lo)
@@ -274,15 +284,36 @@ class Engine:
         prob_all = torch.ones(full, dtype=prob.dtype, device=block.device).index_copy_(0, rows, prob)
         logq_all = torch.zeros(full, dtype=logq.dtype, device=block.device).index_copy_(0, rows, logq)
         tokens_all = block.clone().index_copy_(0, rows, tokens)
-        st.x[:, lo:hi] = torch.where(reveal_all, tokens_all, block)
-        st.broken |= broken(masked, reveal)
+        g = slice(lo - st.canvas.width, hi - st.canvas.width)
+        if st.cap is None:
+            st.x[:, lo:hi] = torch.where(reveal_all, tokens_all, block)
+            st.recorder.record(st.block, g, masked_all, reveal_all, prob_all, logq_all)
+            edit_all = remask_all = None
+        else:
+            edit_all, remask_all = self._revise(st, rows, reveal_all, tokens_all, edit, remask, g)
+            ran = torch.zeros(st.n, dtype=torch.bool, device=block.device).index_fill_(0, rows, True)
+            st.recorder.record(st.block, g, masked_all, reveal_all, prob_all, logq_all, ran, edit_all)
+        st.broken |= broken(masked, reveal, edit, remask)
         if finite is not None:
             st.nonfinite |= ~finite.all()
-        g = slice(lo - st.canvas.width, hi - st.canvas.width)
-        st.recorder.record(st.block, g, masked_all, reveal_all, prob_all, logq_all)
         if st.request.listener is not None:
-            st.request.listener.on_call(CallEvent(st.recorder.calls - 1, st.block, g.start, reveal_all, st.x[:, lo:hi]))
+            st.request.listener.on_call(CallEvent(st.recorder.calls - 1, st.block, g.start, reveal_all, st.x[:, lo:hi],
+                                                  edit_all, remask_all))
         st.call += 1
+
+    def _revise(self, st: RequestState, rows: Tensor, reveal_all: Tensor, tokens_all: Tensor,
+                edit: Tensor | None, remask: Tensor | None, g: slice) -> tuple[Tensor, Tensor]:
+        """A revising planner's call: reveal, overwrite ``edit`` with the proposal, return ``remask`` to the mask;
+        the trace keeps every edit and re-mask (old and new token)."""
+        lo, hi = st.bounds()
+        before = st.x[:, lo:hi].clone()
+        none = torch.zeros_like(reveal_all)
+        edit_all = none if edit is None else none.clone().index_copy_(0, rows, edit)
+        remask_all = none if remask is None else none.clone().index_copy_(0, rows, remask)
+        after = torch.where(reveal_all | edit_all, tokens_all, before).masked_fill_(remask_all, self.spec.mask_id)
+        st.x[:, lo:hi] = after
+        st.recorder.revise(g, edit_all | remask_all, before, after)
+        return edit_all, remask_all
 
     def _end_blocks(self) -> list[Finished]:
         """Blocks that are full end (one host read for every adaptive request); finished requests leave."""

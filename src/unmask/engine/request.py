@@ -29,7 +29,7 @@ from ..decide import check
 from ..denoiser import TokenSpec
 from ..noise import Noise
 from ..output import PENDING, BlockEvent, GenerationOutput, Listener, Recorder, Trace
-from ..planners import Planner
+from ..planners import Planner, State
 from ..text import decode_rows, first_eos, trim_at_stop
 
 _ids = itertools.count()
@@ -81,6 +81,10 @@ class RequestState:
         self.block = 0
         self.call = 0  # within the block
         self.fixed = self.planner.calls_per_block(cfg.block_length, self.num_blocks)  # None: adaptive
+        # revising planners: the declared bound on calls per block, and which rows still edit (device, [n])
+        self.cap = self.planner.max_calls_per_block(cfg.block_length) if self.planner.revises else None
+        self.pending = torch.zeros(self.n, dtype=torch.bool, device=device)
+        self.plan_state: State = None  # the planner's per-row state within the block (all n rows)
         self.full = self.partial = 0
         self.shared_rows = 0  # rows of every request summed over the calls this one was in
         self.skipped = 0
@@ -130,12 +134,30 @@ class RequestState:
     def masked_rows(self) -> Tensor:
         """``[n]`` bool on the device: rows with masks left in the current block."""
         lo, hi = self.bounds()
-        return (self.x[:, lo:hi] == self.spec.mask_id).any(-1)
+        masks = (self.x[:, lo:hi] == self.spec.mask_id).any(-1)
+        return masks | self.pending if self.cap is not None else masks
+
+    def rows_state(self, rows: Tensor) -> State:
+        """The planner state of ``rows`` (None at the block's first call or for stateless planners)."""
+        return None if self.plan_state is None else tuple(t.index_select(0, rows) for t in self.plan_state)
+
+    def keep_state(self, rows: Tensor, state: State, pending: Tensor | None) -> None:
+        """Store the planner's new state and still-editing flags for ``rows`` (rows outside the call keep theirs)."""
+        if state is not None:
+            if self.plan_state is None:  # first call of the block: rows outside the call start from zeros
+                self.plan_state = tuple(torch.zeros((self.n, *t.shape[1:]), dtype=t.dtype, device=t.device)
+                                        for t in state)
+            for kept, new in zip(self.plan_state, state, strict=True):
+                kept.index_copy_(0, rows, new)
+        if pending is not None:
+            self.pending.index_copy_(0, rows, pending)
 
     def block_complete(self) -> bool:
         """Whether the current block is finished (host state only; ``has_masks`` is refreshed by the engine)."""
         if self.fixed is not None:
             return self.call >= self.fixed
+        if self.cap is not None and self.call >= self.cap:  # the planner left no mask at its last allowed call
+            return True
         return not any(m and not d for m, d in zip(self.has_masks, self.done_rows, strict=True))
 
     def end_block(self) -> BlockEvent:
@@ -171,6 +193,8 @@ class RequestState:
         else:
             self.block, self.call = b + 1, 0
             self.has_masks = [not d for d in self.done_rows]
+            self.plan_state = None
+            self.pending.zero_()
         return event
 
     def _stopped(self, hi: int) -> list[int]:

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 GREEDY_CHECKS = ("reveal", "argmax", "none")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZE = ("none", "int8", "int4")  # unmask.models.quantize.QUANTIZE_MODES (not imported: that loads transformers)
-# every setting of every registered planner (``inner`` is spaced's wrapped planner)
+# every setting of every registered planner (``inner`` is a wrapper's inner planner: spaced, edit, remask, stable)
 PLANNER_KEYS: tuple[str, ...] = tuple(sorted({f for name in PLANNERS for f in planner_fields(name)}))
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "tempered_scores")
 GENERATION_KEYS = ("gen_length", "block_length", "planner", *SAMPLING_KEYS, "cfg_scale", "cache", "compile", "early_exit")
@@ -108,9 +108,9 @@ def _planner_value(key: str, value: Any) -> Any:
     """Coerce one planner setting given as text (from the command line) to the planner's type."""
     if _none(value):
         return None
-    if key in ("base", "skip_exp", "start_stride", "steps"):
+    if key in ("base", "skip_exp", "start_stride", "steps", "max_edit_calls", "max_calls", "window"):
         return _as_int(key, value)
-    if key in ("confidence_threshold", "gamma", "tau", "factor"):
+    if key in ("confidence_threshold", "gamma", "tau", "factor", "threshold", "wide", "narrow", "eta"):
         return _as_float(key, value)
     if key == "counts":
         if isinstance(value, (list, tuple)):

@@ -161,6 +161,11 @@ def _merge(canvas: Tensor, weight: Tensor, acc: Tensor) -> tuple[Tensor, Tensor,
 
 
 @torch.no_grad()
+def _keeps_state(planner: Planner) -> bool:
+    """Whether ``planner`` (or a planner inside it) carries state between calls (``stable``'s history)."""
+    return planner.name == "stable" or any(_keeps_state(v) for v in vars(planner).values() if isinstance(v, Planner))
+
+
 def enumerate_sampler(
     oracle: ChainOracle, planner: Planner, gen_length: int, block_length: int, prompt: Sequence[int] = (),
     max_rows: int = 4_000_000,
@@ -175,6 +180,9 @@ def enumerate_sampler(
     """
     config = GenerationConfig(gen_length=gen_length, block_length=block_length, planner=planner, early_exit=False)
     planner = config.planner  # type: ignore[assignment]  # spec strings parsed and checked
+    if planner.revises or _keeps_state(planner):
+        raise ValueError(f"planner {planner.name!r} revises or keeps per-row history, which this enumeration does "
+                         f"not follow yet; its law here would be wrong")
     prompt = [int(t) for t in prompt]
     if any(not 0 <= t < oracle.num_tokens for t in prompt):
         raise ValueError(f"prompt must hold token ids in [0, {oracle.num_tokens}), got {prompt!r}")

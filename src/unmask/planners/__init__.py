@@ -11,16 +11,18 @@ import dataclasses
 from typing import Any
 
 from .adaptive import EB, Factor, Spaced, Threshold
-from .base import PlanStep, Planner, Selection
+from .base import PlanStep, Planner, Selection, State
 from .dynamic import Dynamic
 from .entropy_sum import EntropySum
 from .orders import Farthest, Interleave, Schedule
+from .revise import Edit, Remask, Stable, Wino
 from .scheduled import TOPK_SCORES, Binary, Dilated, TopK, fixed_schedule
 
+WRAPPERS = ("spaced", "edit", "remask", "stable")  # planners whose ``inner`` setting is a planner
 PLANNERS: dict[str, type[Planner]] = {
     cls.name: cls
     for cls in (Dilated, Binary, TopK, EB, Threshold, Factor, Spaced, Interleave, Farthest, Schedule, Dynamic,
-                EntropySum)
+                EntropySum, Edit, Wino, Remask, Stable)
 }
 
 
@@ -37,7 +39,7 @@ def make_planner(name: str, **kwargs: Any) -> Planner:
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
         raise ValueError(f"planner {name!r} does not take {unknown}; its settings are {allowed}")
-    if name == "spaced" and isinstance(kwargs.get("inner"), str):
+    if name in WRAPPERS and isinstance(kwargs.get("inner"), str):
         kwargs["inner"] = parse_planner(kwargs["inner"])
     if name in ("topk", "dynamic") and isinstance(kwargs.get("counts"), list):
         kwargs["counts"] = tuple(kwargs["counts"])
@@ -67,7 +69,7 @@ def _build(node: ast.AST, spec: str) -> Planner:
         if len(node.args) > 1:
             raise ValueError(f"planner spec {spec!r}: use keyword settings, e.g. eb(gamma=1.0)")
         kwargs = {kw.arg: _literal(kw.value, spec, kw.arg) for kw in node.keywords if kw.arg}
-        if node.args:  # spaced(eb(...)) : the one positional argument is the inner planner
+        if node.args:  # spaced(eb(...)), edit(threshold(...)): the one positional argument is the inner planner
             kwargs["inner"] = _literal(node.args[0], spec, "inner")
         return make_planner(node.func.id, **kwargs)
     raise ValueError(f"planner spec {spec!r} is not of the form name or name(key=value, ...)")
@@ -109,6 +111,7 @@ def parse_planner(spec: str) -> Planner:
 
 
 __all__ = [
-    "EB", "PLANNERS", "TOPK_SCORES", "Binary", "Dilated", "Dynamic", "EntropySum", "Factor", "Farthest", "Interleave", "PlanStep", "Planner",
-    "Schedule", "Selection", "Spaced", "Threshold", "TopK", "fixed_schedule", "make_planner", "parse_planner", "planner_fields",
+    "EB", "PLANNERS", "TOPK_SCORES", "Binary", "Dilated", "Dynamic", "Edit", "EntropySum", "Factor", "Farthest",
+    "Interleave", "PlanStep", "Planner", "Remask", "Schedule", "Selection", "Spaced", "Stable", "State", "Threshold",
+    "TopK", "Wino", "fixed_schedule", "make_planner", "parse_planner", "planner_fields",
 ]

@@ -131,6 +131,9 @@ class Spaced(Planner):
     def __post_init__(self) -> None:
         if not isinstance(self.inner, Planner):
             raise ValueError(f"inner must be a Planner, got {type(self.inner).__name__}")
+        if self.inner.revises:
+            raise ValueError(f"spaced filters reveals, so its inner planner must only reveal; {self.inner.name!r} "
+                             f"revises (nest it the other way, e.g. edit(spaced(...)))")
         if not isinstance(self.start_stride, int) or self.start_stride < 1:
             raise ValueError(f"start_stride must be a positive int, got {self.start_stride!r}")
 
@@ -156,4 +159,4 @@ class Spaced(Planner):
             nearest = torch.where(accepted, dist, 1 << 30).min(-1).values  # [N]; no accepted pick = no limit
             ok = cand[rows, pos] & (nearest >= gap)
             accepted[rows, pos] |= ok
-        return Selection(reveal=accepted, priority=sel.priority)
+        return Selection(reveal=accepted, priority=sel.priority, state=sel.state)

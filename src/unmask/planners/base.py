@@ -5,9 +5,18 @@ proposals and scores for them, and the call index within the block, and
 returns the positions to reveal now. It keeps no hidden state: the masked set
 and the call index (and, for a block whose first offsets were filled before
 its first call, their number ``lead``) are the whole state, and the caller
-passes them in. Every
-planner reveals at least one masked position per row that still has one, so
-every block finishes, whatever the scores.
+passes them in. A planner that needs more (a per-row history) returns it as
+``Selection.state`` and gets it back as ``PlanStep.state`` at the next call of
+the block: explicit state the caller keeps per row. Every planner reveals at
+least one masked position per row that still has one, and declares a hard
+bound on its calls per block (:meth:`Planner.max_calls_per_block`), so every
+block finishes, whatever the scores.
+
+A *revising* planner (``revises = True``) may also name positions revealed
+earlier in the block to overwrite with this call's proposal (``edit``) or to
+return to the mask (``remask``), and answers per row whether it wants another
+call once no mask is left (``pending``). It must leave no mask at its last
+allowed call.
 """
 
 from __future__ import annotations
@@ -21,6 +30,9 @@ from torch import Tensor
 
 from ..noise import ORDER, CallNoise
 from ..sampling import Proposal
+
+
+State = tuple[Tensor, ...] | None  # per-row planner state: tensors whose first dimension is the row
 
 
 @dataclass(frozen=True)
@@ -37,6 +49,9 @@ class PlanStep:
     # SGLang lays blocks out): schedule-based planners plan offsets lead..Bl-1 exactly as a block of
     # Bl - lead. unmask's own loop starts every block after the prompt, so it always passes 0.
     lead: int = 0
+    tokens: Tensor | None = None  # long: the block's tokens before this call (the mask id where masked)
+    current: Tensor | None = None  # float: model probability of the current token (0 where masked), if needed
+    state: State = None  # the planner's own per-row state from the previous call of the block (None at call 0)
 
 
 @dataclass(frozen=True)
@@ -45,13 +60,18 @@ class Selection:
 
     reveal: Tensor  # bool [N, Bl], a subset of the masked positions
     priority: Tensor  # float [N, Bl], higher = more eager to reveal (used by post-filters)
+    edit: Tensor | None = None  # bool [N, Bl]: revealed positions to overwrite with this call's proposal
+    remask: Tensor | None = None  # bool [N, Bl]: revealed positions to return to the mask
+    pending: Tensor | None = None  # bool [N]: the row wants another call even when no mask is left
+    state: State = None  # per-row state for the next call of the block
 
 
 class Planner(ABC):
     """Base class: subclasses are frozen dataclasses whose fields are their settings."""
 
     name: ClassVar[str]
-    needs: ClassVar[frozenset[str]] = frozenset()  # optional scores: "margin", "entropy"
+    needs: ClassVar[frozenset[str]] = frozenset()  # optional scores: "margin", "entropy", "current"
+    revises: ClassVar[bool] = False  # may edit or re-mask revealed positions (then adaptive)
 
     def check(self, gen_length: int, block_length: int) -> None:
         """Raise ``ValueError`` if this planner cannot run with these sizes."""
@@ -60,6 +80,11 @@ class Planner(ABC):
         """Calls one block costs when fixed in advance (the loop then never asks whether masks are left),
         else None (adaptive planners)."""
         return None
+
+    def max_calls_per_block(self, block_length: int) -> int:
+        """A hard bound on the calls one block of ``block_length`` costs (at most one per position here, as
+        every call reveals at least one masked position); revising planners declare their own."""
+        return block_length
 
     @abstractmethod
     def select(self, step: PlanStep) -> Selection: ...
@@ -90,6 +115,13 @@ def at_least_one(reveal: Tensor, priority: Tensor, masked: Tensor) -> Tensor:
     starved = masked.any(-1) & ~reveal.any(-1)  # [N]; no early return: that would read it back to the host
     best = top_n(priority, masked, 1)
     return reveal | (best & starved.unsqueeze(-1))
+
+
+def revealed(step: PlanStep) -> Tensor:
+    """``[N, Bl]`` bool: positions a revising planner may edit or re-mask (revealed before this call, not the
+    prompt's offsets before ``lead``)."""
+    offsets = torch.arange(step.block_length, device=step.masked.device)
+    return ~step.masked & (offsets >= step.lead)
 
 
 def confident(proposal: Proposal, tau: float) -> Tensor:

@@ -6,7 +6,11 @@ generated sequence; masked positions are grey ``[M]`` boxes, and a position
 revealed at a row's k-th call takes that call's colour, the same colours as
 :func:`unmask.viz.terminal.call_colors` (early calls blue, late calls red).
 Positions filled with EOS after an early exit (``FILLED``) appear, dimmed, at
-the end. Play/pause, step buttons and a slider move through the calls.
+the end. A position a revising planner overwrote or re-masked (a row's
+optional fourth item, the calls of its revisions by position:
+``Trace.revised(row)``) is drawn with a dashed border from its first revision
+on, and its tooltip lists the revision calls. Play/pause, step buttons and a
+slider move through the calls.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from ..output import FILLED
 from .terminal import text_color_for, call_colors
 
-Row = tuple[str, Sequence[str], Sequence[int]]
+Row = tuple  # (title, pieces, reveal_call) or (title, pieces, reveal_call, {position: [call or (call, ...), ...]})
 
 REPLAY_CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 18px; background: #fafafa; color: #222; }
@@ -36,6 +40,7 @@ h1 { font-size: 18px; margin: 0 0 10px 0; }
 .tok.masked { background: #c8c8c8; color: #666; font-size: 11px; }
 .tok.filled { background: #eeeeee; color: #aaa; }
 .tok.new { outline: 2px solid #222; }
+.tok.edited { border: 2px dashed #222; font-weight: 700; }
 .legend { display: flex; gap: 2px; font-size: 11px; font-family: monospace; margin-top: 6px; }
 .legend span { padding: 1px 4px; border-radius: 2px; }
 """
@@ -58,6 +63,8 @@ function render() {
       } else if (c < t) {
         bg = row.colors[c]; fg = row.fgs[c];
         if (c === t - 1 && t < total) cls += ' new';
+        const e = row.edits[i];
+        if (e !== undefined && e[0] < t) cls += ' edited';
       } else { cls += ' masked'; text = '[M]'; }
       el.className = cls; el.style.backgroundColor = bg; el.style.color = fg; el.textContent = text;
     });
@@ -80,8 +87,9 @@ render();
 """
 
 
-def replay_row(title: str, pieces: Sequence[str], reveal_call: Sequence[int]) -> dict:
-    """Normalise one row: its own calls start at 0; FILLED positions become -1."""
+def replay_row(title: str, pieces: Sequence[str], reveal_call: Sequence[int], revised: dict | None = None) -> dict:
+    """Normalise one row: its own calls start at 0; FILLED positions become -1; ``revised`` maps a position to its
+    revisions (global calls, or ``(call, old, new)`` tuples as ``Trace.revised`` gives)."""
     calls = [int(c) for c in reveal_call]
     if len(calls) != len(pieces):
         raise ValueError(f"rows: {title!r} has {len(pieces)} pieces but {len(calls)} reveal calls")
@@ -98,7 +106,12 @@ def replay_row(title: str, pieces: Sequence[str], reveal_call: Sequence[int]) ->
         "num_calls": n,
         "colors": colors,
         "fgs": [text_color_for(c) for c in colors],
+        "edits": {int(pos): sorted(_call(e) - first for e in calls_) for pos, calls_ in (revised or {}).items()},
     }
+
+
+def _call(revision: int | Sequence[int]) -> int:
+    return int(revision) if isinstance(revision, int) else int(revision[0])
 
 
 def reveal_html(rows: Sequence[Row], title: str = "unmask: reveal order", interval_ms: int = 600, start: int = 0) -> str:
@@ -107,7 +120,7 @@ def reveal_html(rows: Sequence[Row], title: str = "unmask: reveal order", interv
         raise ValueError("rows must hold at least one (title, pieces, reveal_call) row")
     if interval_ms < 1:
         raise ValueError(f"interval_ms must be a positive int, got {interval_ms}")
-    data = [replay_row(str(t), list(p), list(c)) for t, p, c in rows]
+    data = [replay_row(str(r[0]), list(r[1]), list(r[2]), r[3] if len(r) > 3 else None) for r in rows]
     total = max(r["num_calls"] for r in data)
     parts = [
         "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n",
@@ -120,7 +133,8 @@ def reveal_html(rows: Sequence[Row], title: str = "unmask: reveal order", interv
     for r, row in enumerate(data):
         parts.append(f"<div class='row'><div class='title'>{html.escape(row['title'])} "
                      f"<span class='calls'>({row['num_calls']} calls)</span></div><div class='tokens'>")
-        parts += [f"<span class='tok masked' id='t{r}_{i}'>{html.escape(p)}</span>" for i, p in enumerate(row["pieces"])]
+        parts += [f"<span class='tok masked' id='t{r}_{i}'{_tip(row, i)}>{html.escape(p)}</span>"
+                  for i, p in enumerate(row["pieces"])]
         parts.append("</div><div class='legend'>call:")
         parts += [f"<span style='background:{c};color:{f}'>{k + 1}</span>"
                   for k, (c, f) in enumerate(zip(row["colors"], row["fgs"]))]
@@ -130,6 +144,11 @@ def reveal_html(rows: Sequence[Row], title: str = "unmask: reveal order", interv
     return "".join(parts)
 
 
+def _tip(row: dict, i: int) -> str:
+    calls = row["edits"].get(i)
+    return "" if not calls else f" title='revised at call {', '.join(str(c + 1) for c in calls)}'"
+
+
 def write_reveal_html(path: str | Path, rows: Sequence[Row], title: str = "unmask: reveal order",
                       interval_ms: int = 600, start: int = 0) -> Path:
     """Write a self-contained page replaying each row's unmasking, call by call.
@@ -137,7 +156,8 @@ def write_reveal_html(path: str | Path, rows: Sequence[Row], title: str = "unmas
     ``rows``: ``(title, pieces, reveal_call)`` per sequence, ``pieces`` the
     per-token display strings (e.g. :func:`unmask.viz.token_pieces`) and
     ``reveal_call`` the global call index revealing each token
-    (``Trace.reveal_call[i]``; ``FILLED`` for EOS filled after an early exit).
+    (``Trace.reveal_call[i]``; ``FILLED`` for EOS filled after an early exit);
+    an optional fourth item ``Trace.revised(i)`` marks the edited cells.
     ``start``: the number of calls shown when the page opens (-1: all, the end state).
     """
     path = Path(path)

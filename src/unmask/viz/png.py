@@ -5,6 +5,8 @@ that call's colour (:func:`unmask.viz.terminal.call_colors`); for a batch
 ``[N, G]`` a cell's opacity is the fraction of rows whose position was revealed
 at that call (each row's calls counted from its own first call). Positions
 filled with EOS after an early exit sit in a grey "filled" row at the bottom.
+Cells where a revising planner overwrote or re-masked a position
+(``Trace.revisions``) carry a black cross.
 """
 
 from __future__ import annotations
@@ -47,14 +49,32 @@ def reveal_matrix(reveal_call: torch.Tensor | np.ndarray | Sequence) -> tuple[np
     return frac, (~real).mean(0)
 
 
+def revision_cells(reveal_call: torch.Tensor | np.ndarray | Sequence, revisions: torch.Tensor | np.ndarray | Sequence,
+                   ) -> list[tuple[int, int]]:
+    """``(call, position)`` cells, each row's calls counted from its own first call, of ``revisions``: rows of
+    ``(global call, row, position, old, new)`` (``Trace.revisions``; row 0 for a single ``[G]`` row)."""
+    rc = np.asarray(reveal_call.cpu() if isinstance(reveal_call, torch.Tensor) else reveal_call, dtype=np.int64)
+    rc = rc[None] if rc.ndim == 1 else rc
+    rev = np.asarray(revisions.cpu() if isinstance(revisions, torch.Tensor) else revisions, dtype=np.int64).reshape(-1, 5)
+    real = rc != FILLED
+    first = np.where(real, rc, np.iinfo(np.int64).max).min(1)
+    first = np.where(real.any(1), first, 0)
+    if rev.size and (rev[:, 1].max() >= rc.shape[0] or rev[:, 2].max() >= rc.shape[1] or rev.min() < 0):
+        raise ValueError(f"revisions name rows or positions outside reveal_call of shape {tuple(rc.shape)}")
+    return sorted({(int(c - first[r]), int(g)) for c, r, g, _, _ in rev})
+
+
 def plot_reveal_order(path: str | Path, reveal_call: torch.Tensor | np.ndarray | Sequence, title: str = "",
-                      pieces: Sequence[str] | None = None, dpi: int = 150) -> Path:
+                      pieces: Sequence[str] | None = None, dpi: int = 150,
+                      revisions: torch.Tensor | np.ndarray | Sequence | None = None) -> Path:
     """Save a figure of which positions each call revealed (``reveal_call`` ``[G]`` or ``[N, G]``).
 
     ``pieces`` (one string per position, single rows only) labels the x axis
-    with the generated tokens.
+    with the generated tokens; ``revisions`` (``Trace.revisions``) puts a cross
+    on each cell where a call edited or re-masked a position.
     """
     frac, filled = reveal_matrix(reveal_call)
+    crosses = revision_cells(reveal_call, revisions) if revisions is not None else []
     num_calls, g = frac.shape
     if pieces is not None and len(pieces) != g:
         raise ValueError(f"pieces must have one string per position ({g}), got {len(pieces)}")
@@ -66,10 +86,19 @@ def plot_reveal_order(path: str | Path, reveal_call: torch.Tensor | np.ndarray |
     img[:num_calls] = 1.0 - alpha * (1.0 - colors[:, None, :])  # call colour blended on white by share
     if show_filled:
         img[num_calls] = 1.0 - filled[:, None] * (1.0 - np.array([0.6, 0.6, 0.6]))
+    if crosses:  # a revision can come after the last reveal (edit calls): room for those calls
+        extra = max(c for c, _ in crosses) + 1 - num_calls
+        if extra > 0:
+            img = np.concatenate([img[:num_calls], np.ones((extra, g, 3)), img[num_calls:]])
+            num_calls, rows = num_calls + extra, rows + extra
     fig_w = min(16.0, max(5.0, 0.28 * g + 1.5))
     fig_h = min(10.0, max(2.2, 0.28 * rows + 1.3))
     fig, ax = plt.subplots(figsize=(fig_w, fig_h))
     ax.imshow(img, aspect="auto", interpolation="nearest", extent=(-0.5, g - 0.5, rows - 0.5, -0.5))
+    if crosses:
+        ax.scatter([p for _, p in crosses], [c for c, _ in crosses], marker="x", color="black", s=28, linewidths=1.2,
+                   label="edited / re-masked")
+        ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
     ax.set_xticks(np.arange(-0.5, g, 1), minor=True)
     ax.set_yticks(np.arange(-0.5, rows, 1), minor=True)
     ax.grid(which="minor", color="#dddddd", linewidth=0.5)

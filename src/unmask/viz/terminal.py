@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from matplotlib import colormaps
@@ -35,24 +35,27 @@ def token_pieces(tokenizer: Any, ids: Sequence[int], eos_glyph: str | None = Non
     return [eos_glyph if p == tokenizer.eos_token else p for p in pieces]
 
 
-def reveal_text(pieces: Sequence[str], reveal_call: Sequence[int], first_call: int = 0, num_calls: int | None = None) -> Text:
+def reveal_text(pieces: Sequence[str], reveal_call: Sequence[int], first_call: int = 0, num_calls: int | None = None,
+                edited: Collection[int] = ()) -> Text:
     """A rich ``Text`` of ``pieces`` with each token's background set by its reveal call.
 
     ``reveal_call`` holds global call indices (``FILLED`` for EOS filled after an
     early exit, shown dim); ``first_call`` is subtracted so a row's own calls
-    start at colour 0.
+    start at colour 0. Positions in ``edited`` (a revising planner overwrote or
+    re-masked them: ``Trace.revised(row)``) are shown bold and underlined.
     """
     calls = [c - first_call for c in reveal_call if c != FILLED]
     n = num_calls if num_calls is not None else (max(calls) + 1 if calls else 1)
     colors = call_colors(n)
     text = Text()
-    for piece, call in zip(pieces, reveal_call, strict=True):
+    for i, (piece, call) in enumerate(zip(pieces, reveal_call, strict=True)):
         shown = piece.replace("\n", "\u21b5")
         if call == FILLED:
             text.append(shown, style="dim")
         else:
             bg = colors[min(call - first_call, n - 1)]
-            text.append(shown, style=f"{text_color_for(bg)} on {bg}")
+            mark = " bold underline" if i in edited else ""
+            text.append(shown, style=f"{text_color_for(bg)} on {bg}{mark}")
     return text
 
 
@@ -71,14 +74,15 @@ def reveal_legend(num_calls: int) -> Text:
 
 
 def render_reveal(
-    console: Console, pieces: Sequence[str], reveal_call: Sequence[int], title: str | None = None, legend: bool = True
+    console: Console, pieces: Sequence[str], reveal_call: Sequence[int], title: str | None = None, legend: bool = True,
+    edited: Collection[int] = (),
 ) -> None:
-    """Print the coloured text (and a legend) to ``console``."""
+    """Print the coloured text (and a legend) to ``console``; ``edited`` positions bold and underlined."""
     real = [c for c in reveal_call if c != FILLED]
     first = min(real) if real else 0
     num = (max(real) - first + 1) if real else 1
     if title:
         console.print(f"[bold]{title}[/]")
-    console.print(reveal_text(pieces, reveal_call, first, num))
+    console.print(reveal_text(pieces, reveal_call, first, num, edited))
     if legend:
         console.print(reveal_legend(num))

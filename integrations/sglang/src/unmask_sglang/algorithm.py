@@ -34,6 +34,15 @@ it plans a block of ``B - m`` in ``unmask.generate``
 (:class:`unmask.planners.PlanStep`), instead of treating the prompt's offsets
 as already revealed levels.
 
+Revising planners (``edit``, ``wino``, ``remask``) write an edit's proposal
+and a re-mask's mask id into ``input_ids`` like a reveal; a block stays open
+after its last mask while the planner asks for another call (``edit``'s
+post-fill edit calls: the request's ``pending`` flag, read in the step's one
+host read) and reports done at the step after, whose forward holds the final
+tokens, or once the request has made the planner's ``max_calls_per_block``
+calls. Per-request planner state (``edit``'s call count, ``stable``'s
+history) rides in :class:`RequestState` between steps.
+
 SGLang up to 0.5.23 passes ``step`` the dense logits tensor
 (``logits_output.full_logits``); its main branch passes the
 ``LogitsProcessorOutput`` itself. ``step`` takes either (:func:`dense_logits`).
@@ -68,6 +77,8 @@ class RequestState:
     seed: int  # the request's noise seed (>= 0)
     call: int = 0  # index of the next call within the block
     lead: int = 0  # offsets of the block filled before its first call (the prompt's tail)
+    plan: tuple[Tensor, ...] | None = None  # the planner's state for this block's row ([1, ...] tensors)
+    pending: Tensor | None = None  # 0-dim bool on the device: a revising planner wants another call
 
 
 def rid_key(rid: str) -> int:
@@ -117,6 +128,13 @@ class UnmaskAlgorithm(DllmAlgorithm):
         if not self.kind:
             raise TypeError("UnmaskAlgorithm is a base class; use one of unmask_sglang.ALGORITHMS")
         self.settings = Settings.parse(self.kind, config.algorithm_config, self.block_size)
+        planner = self.settings.planner
+        self.cap = planner.max_calls_per_block(self.block_size) if planner.revises else None
+
+    def max_steps(self, block_size: int) -> int:
+        """Steps SGLang's synchronous loop allows a block: the planner's bound on calls, plus the step that finds
+        the block done (SGLang's default, ``block_size + 1``, for planners that only reveal)."""
+        return (block_size if self.cap is None else max(block_size, self.cap)) + 1
 
     def init_step_state(self, forward_batch: Any) -> list[RequestState]:
         return [RequestState(seed) for seed in request_seeds(forward_batch, self.settings.seed)]
@@ -133,9 +151,15 @@ class UnmaskAlgorithm(DllmAlgorithm):
         prompt = getattr(forward_batch, "dllm_prompt_mask", None)  # committed tokens that are literally the mask id
         if prompt is not None:
             masked &= ~prompt.view(n, bl)
-        # per row: has masks, and the filled offsets before its first mask (the lead, read at call 0);
-        # one host read, as SGLang's own algorithms make
-        active, leads = torch.stack([masked.any(-1).long(), (~masked).long().cumprod(-1).sum(-1)]).tolist()
+        # per row: has masks (or, for a revising planner, still edits), and the filled offsets before its first
+        # mask (the lead, read at call 0); one host read, as SGLang's own algorithms make
+        flags = [masked.any(-1).long(), (~masked).long().cumprod(-1).sum(-1)]
+        if self.cap is not None:
+            no = torch.zeros((), dtype=torch.bool, device=ids.device)
+            pending = torch.stack([no if s.pending is None else s.pending for s in states]).long()
+            under = torch.tensor([s.call < self.cap for s in states], dtype=torch.long, device=ids.device)
+            flags[0] = (flags[0] | pending) & under  # the planner leaves no mask at its last allowed call
+        active, leads = torch.stack(flags).tolist()
         groups: dict[tuple[int, int], list[int]] = {}
         for i, has_masks in enumerate(active):
             if has_masks:
@@ -162,11 +186,22 @@ class UnmaskAlgorithm(DllmAlgorithm):
         whole = len(rows) == ids.shape[0]  # the common case: no gather, no scatter
         idx = None if whole else torch.tensor(rows, dtype=torch.long, device=ids.device)
         pick = (lambda t: t) if idx is None else (lambda t: t.index_select(0, idx))
-        m = pick(masked)
+        m, planner = pick(masked), self.settings.planner
         noise = Noise.from_seeds([states[i].seed for i in rows], ids.device).at(call, pick(positions))
-        d = decide(pick(logits), m, self.settings.planner, self.settings.sampling, noise, call, 1, self.mask_id,
-                   lead=lead)
-        new = torch.where(d.reveal, d.proposal.tokens, pick(ids))  # [k, bl]
+        looks_back = planner.revises or "current" in planner.needs
+        kept = [states[i].plan for i in rows]
+        state = None if kept[0] is None else tuple(torch.cat(parts) for parts in zip(*kept, strict=True))
+        d = decide(pick(logits), m, planner, self.settings.sampling, noise, call, 1, self.mask_id,
+                   lead=lead, tokens=pick(ids) if looks_back else None, state=state)
+        write = d.reveal if d.edit is None else d.reveal | d.edit
+        new = torch.where(write, d.proposal.tokens, pick(ids))  # [k, bl]
+        if d.remask is not None:
+            new = new.masked_fill(d.remask, self.mask_id)
+        for j, i in enumerate(rows):
+            if d.state is not None:
+                states[i].plan = tuple(t[j : j + 1] for t in d.state)
+            if d.pending is not None:
+                states[i].pending = d.pending[j]
         if idx is None:
             ids.copy_(new)
         else:
@@ -174,7 +209,7 @@ class UnmaskAlgorithm(DllmAlgorithm):
         finite = d.proposal.finite
         if finite is not None:
             nonfinite = nonfinite | ~finite.all()  # per row: any row of this group
-        return nonfinite, bad | broken(m, d.reveal)
+        return nonfinite, bad | broken(m, d.reveal, d.edit, d.remask)
 
 
 def _adapter(kind: str) -> type[UnmaskAlgorithm]:

@@ -32,6 +32,10 @@ DEFAULT_SPECS = {
     "spaced": "spaced(eb(gamma=2.0), start_stride=8)",
     "interleave": "interleave(k=4)",
     "farthest": "farthest(calls=5)",
+    "edit": "edit(threshold(tau=0.9), threshold=0.9, max_edit_calls=16)",
+    "wino": "wino(wide=0.7, narrow=0.9)",
+    "remask": "remask(threshold(tau=0.9), eta=0.1, max_calls=16)",
+    "stable": "stable(threshold(tau=0.9), window=2, tau=0.5)",
 }
 NEEDS_SPEC = {  # planners with no sensible default: the YAML must name one
     "schedule": "an explicit schedule of the block offsets, e.g. the winner of unmask tune: "
