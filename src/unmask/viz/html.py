@@ -63,7 +63,7 @@ function render() {
       } else if (c < t) {
         bg = row.colors[c]; fg = row.fgs[c];
         if (c === t - 1 && t < total) cls += ' new';
-        const e = row.edits[i];
+        const e = row.edits && row.edits[i];  // rows streamed by the playground carry no edits
         if (e !== undefined && e[0] < t) cls += ' edited';
       } else { cls += ' masked'; text = '[M]'; }
       el.className = cls; el.style.backgroundColor = bg; el.style.color = fg; el.textContent = text;
