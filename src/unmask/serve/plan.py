@@ -101,10 +101,13 @@ def _config(req: CompletionRequest | ChatRequest, max_tokens: int, served: Serve
     except ValueError as err:
         raise _library_error(err, None) from None
     block = req.block_length if req.block_length is not None else min(s.block_length, max_tokens)
+    model_block = served.denoiser.attention_block
+    if req.block_length is None and model_block is not None and model_block % block:
+        block = model_block  # block-causal models: a block that does not divide the model's is refused; use it
     if block < 1:
         raise bad_request(f"block_length must be a positive int, got {block}", "block_length")
-    cache = "none" if req.cache is None else req.cache
-    if cache != "none" and not served.denoiser.can_cache():
+    cache = "auto" if req.cache is None else req.cache  # auto: the committed cache on block-causal models, else none
+    if cache not in ("none", "auto") and not served.denoiser.can_cache():
         raise bad_request(f"cache={cache!r} needs a model with a key/value cache; this one has none: use 'none'", "cache")
     try:
         return GenerationConfig(gen_length=-(-max_tokens // block) * block, block_length=block, planner=planner,

@@ -21,6 +21,7 @@ import threading
 from ..engine import Engine, EngineConfig, Request
 from ..output import GenerationOutput
 from .job import Choice, Job, Result, row_text
+from ..canvas import prompt_leads
 from .listener import Display, JobListener
 from .metrics import Metrics
 from .plan import Served
@@ -77,7 +78,9 @@ class Worker:
         if self.engine.waiting >= self.settings.queue_limit:
             raise QueueFull(max(1, math.ceil(self.metrics.mean_request_seconds())))
         plan = job.plan
-        request = Request(plan.rows, plan.config, plan.seeds, JobListener(job, self.display))
+        block = plan.config.block_length if self.engine.model.attention_block is not None else None
+        listener = JobListener(job, self.display, prompt_leads(plan.rows, block))
+        request = Request(plan.rows, plan.config, plan.seeds, listener)
         job.request = request
         with self._swap:  # not while a failed engine is being replaced
             self.jobs[request.id] = job  # before the engine can finish it (or fail it) in its thread
