@@ -5,6 +5,7 @@ cache by default; the CLI's block length defaults to the model's block size."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import model_fixtures as mf
 import pytest
@@ -96,3 +97,39 @@ def test_offline_generate_on_sdar_needs_the_model_block_divisible():
     den, _ = unmask.load(mf.sdar_small(), device="cpu", dtype=torch.float32)
     with pytest.raises(ValueError, match="block_length must divide"):
         unmask.generate(den, [[1, 2]], GenerationConfig(gen_length=32, block_length=32))
+
+
+def test_tune_runs_on_a_saved_sdar_checkpoint(tmp_path, capsys):
+    from unmask.cli import main
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("\n".join(["hello world", "the cat sat", "on a mat", "what is", "the world", "a cat"]))
+    code = main(["tune", "--model", str(mf.sdar_small()), "--prompts", str(prompts), "--budget", "2",
+                 "--gen-length", "8", "--block-length", "4", "--samples", "4", "--no-chat-template", "--device", "cpu",
+                 "--dtype", "float32", "--plot", str(tmp_path / "t.png"), "--json", str(tmp_path / "t.json"),
+                 "--candidates", "dilated(base=2)", "threshold(tau=0.7)", "eb(gamma=1.0)"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "winner: " in out and (tmp_path / "t.png").exists()
+
+
+def test_eval_generation_and_block_likelihood_on_sdar():
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+
+    from unmask.eval import UnmaskLM
+    from unmask.eval.likelihood import block_pairs
+
+    lm = UnmaskLM(pretrained=str(mf.sdar_small()), gen_length=8, block_length=4, mc_num=2, batch_size=4,
+                  device="cpu", dtype="float32")
+    req = Instance("generate_until", {}, ("hello world the cat", {"until": ["\n"]}), 0, ("t", 0, 1))  # lead 0
+    texts = lm.generate_until([req])
+    assert len(texts) == 1 and lm.speed.tasks["t"].nfe == 2 * 2  # dilated (base 2): 2 calls in each of 2 blocks
+    assert lm.config.cache == "auto" and lm.speed.denoiser_calls == 4
+    ctx, cont = lm._encode_request("hello world the", " cat sat on a mat")
+    (ll, greedy), = lm.loglikelihood([Instance("loglikelihood", {}, ("hello world the", " cat sat on a mat"), 0,
+                                                ("l", 0, 1))])
+    pieces = len(block_pairs([(ctx, cont)], 4)[0])
+    assert (len(ctx), len(cont), pieces) == (3, 5, 2)  # block 0 holds 1 continuation token, block 1 the other 4
+    assert math.isfinite(ll) and ll < 0 and isinstance(greedy, bool)
+    assert lm.speed.tasks["l"].nfe >= 2 * pieces  # mc_num draws per model block
