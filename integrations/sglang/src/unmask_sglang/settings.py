@@ -32,6 +32,8 @@ DEFAULT_SPECS = {
     "spaced": "spaced(eb(gamma=2.0), start_stride=8)",
     "interleave": "interleave(k=4)",
     "farthest": "farthest(calls=5)",
+    "dynamic": "dynamic(counts='dilated')",
+    "entropy_sum": "entropy_sum(bound=0.35)",
 }
 NEEDS_SPEC = {  # planners with no sensible default: the YAML must name one
     "schedule": "an explicit schedule of the block offsets, e.g. the winner of unmask tune: "
