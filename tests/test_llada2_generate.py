@@ -143,3 +143,16 @@ def test_convert_refuses_with_its_reason(path, tmp_path):
 
     with pytest.raises(ValueError, match="LLaDA2"):
         convert(path, tmp_path / "out")
+
+
+def test_random_llada2_shape_is_block_causal_moe_with_partial_rotary():
+    from unmask.models.synthetic import random_llada2
+
+    den = random_llada2(hidden=32, layers=2, heads=4, kv_heads=2, head_dim=8, intermediate=48, experts=8, top_k=2,
+                        groups=4, top_groups=2, expert_intermediate=16, vocab=64, block=8, device="cpu",
+                        dtype=torch.float32)
+    assert den.family is LLADA2 and den.attention_block == 8 and den.model.config.n_routed_experts == 8
+    outs = [generate(den, [[1, 2, 3], [4, 5, 6, 7, 8]], GenerationConfig(gen_length=16, block_length=8, cache=mode,
+                                                                          planner="dilated", early_exit=False))
+            for mode in ("none", "committed")]
+    assert torch.equal(outs[0].generated, outs[1].generated)

@@ -1,7 +1,9 @@
 """The native adapter's forward pass: a bidirectional decoder over transformers' own modules.
 
-LLaDA runs in transformers' ``LlamaForCausalLM`` and Dream/DiffuCoder in
-``Qwen2ForCausalLM``; this file calls their embedding, rotary embedding,
+LLaDA runs in transformers' ``LlamaForCausalLM``, Dream/DiffuCoder in
+``Qwen2ForCausalLM``, SDAR in ``Qwen3ForCausalLM`` and LLaDA2 in
+``Glm4MoeForCausalLM`` (its rotary embedding covers part of each head: the
+rest passes through); this file calls their embedding, rotary embedding,
 norms, projections and MLPs, and writes only the attention core, because the
 loop needs three things transformers' forward does not give together:
 
