@@ -193,8 +193,11 @@ def run(args: argparse.Namespace) -> int:
     if args.gen_length is not None and args.gen_length < 1:
         raise ValueError(f"--gen-length must be a positive int, got {args.gen_length}")
     gen_length = DEFAULT_GEN_LENGTH if args.gen_length is None else args.gen_length
-    cfg = GenerationConfig(  # without --block-length the lengths are checked once the model's block is known
-        gen_length=gen_length, block_length=gen_length if args.block_length is None else args.block_length,
+    block = args.block_length
+    if block is None:  # checked with 32 now (or one block when that does not divide), with the model's block later
+        block = 32 if gen_length % 32 == 0 else gen_length
+    cfg = GenerationConfig(
+        gen_length=gen_length, block_length=block,
         planner=args.planner,
         cfg_scale=args.cfg_scale, cache=args.cache,
         sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
@@ -207,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, native=False if args.remote_code else None,
                                quantize=args.quantize)
+    if args.block_length is None:  # the model's own block for block-diffusion models, else 32
+        model_block = getattr(denoiser, "attention_block", None)
+        cfg = dataclasses.replace(cfg, block_length=32 if model_block is None else model_block)
     chat = has_chat_template(tokenizer) and not args.no_chat_template
     prompts = encode_prompts(tokenizer, texts, chat=chat, add_bos=denoiser.add_bos)
     if hasattr(denoiser, "model"):  # once the prompts are known to be good
@@ -216,10 +222,7 @@ def run(args: argparse.Namespace) -> int:
                       f"quantize {args.quantize})[/]", soft_wrap=True)
     from ..cache import resolve_cache
 
-    block = args.block_length
-    if block is None:  # the model's own block for block-diffusion models, else 32
-        block = denoiser.attention_block if getattr(denoiser, "attention_block", None) is not None else 32
-    cfg = dataclasses.replace(cfg, block_length=block, cache=resolve_cache(cfg.cache, denoiser))  # auto: its exact cache
+    cfg = dataclasses.replace(cfg, cache=resolve_cache(cfg.cache, denoiser))  # auto: the model's exact cache
     cfg, note = fit_gen_length(cfg, args.gen_length is not None, max(map(len, prompts)), denoiser.spec.max_length)
     if note:
         console.print(f"[dim]{note}[/]", soft_wrap=True)
