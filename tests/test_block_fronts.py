@@ -16,13 +16,13 @@ from unmask import GenerationConfig
 
 pytest.importorskip("fastapi")
 
-from unmask.serve import Served, ServeSettings  # noqa: E402
-from unmask.serve.job import Job, row_text  # noqa: E402
-from unmask.serve.metrics import Metrics  # noqa: E402
-from unmask.serve.plan import build_plan  # noqa: E402
-from unmask.serve.prompts import completion_prompts  # noqa: E402
-from unmask.serve.schemas import CompletionRequest  # noqa: E402
-from unmask.serve.worker import Worker  # noqa: E402
+from unmask.serve import Served, ServeSettings
+from unmask.serve.job import Job, row_text
+from unmask.serve.metrics import Metrics
+from unmask.serve.plan import build_plan
+from unmask.serve.prompts import completion_prompts
+from unmask.serve.schemas import CompletionRequest
+from unmask.serve.worker import Worker
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +133,34 @@ def test_eval_generation_and_block_likelihood_on_sdar():
     assert (len(ctx), len(cont), pieces) == (3, 5, 2)  # block 0 holds 1 continuation token, block 1 the other 4
     assert math.isfinite(ll) and ll < 0 and isinstance(greedy, bool)
     assert lm.speed.tasks["l"].nfe >= 2 * pieces  # mc_num draws per model block
+
+
+def test_serve_default_block_is_the_models_when_the_servers_does_not_divide_it():
+    from unmask.serve.plan import default_block
+
+    assert default_block(32, 12, 4) == 4 and default_block(32, 12, None) == 12  # SDAR's 4; a full-attention model
+    assert default_block(2, 12, 4) == 2 and default_block(32, 64, 32) == 32  # a divisor is kept
+    assert default_block(16, 12, 32) == 32  # 12 does not divide LLaDA2's 32: the model's block
+
+
+def test_serve_warm_up_compiles_the_committed_cache_on_sdar(served):
+    from rich.console import Console
+
+    from unmask.cli.serve import warm_up
+
+    class FakeEngine:  # records what warm_up asks for, no compiling
+        model = type("M", (), {"attention_block": 4, "warmup_seconds": {}})()
+        spec = served.denoiser.spec
+
+        def __init__(self):
+            self.configs = []
+
+        def add(self, request):
+            self.configs.append(request.config)
+
+        def run(self):
+            return {}
+
+    engine = FakeEngine()
+    warm_up(type("W", (), {"engine": engine})(), served.settings, Console(quiet=True))
+    assert {(c.cache, c.block_length) for c in engine.configs} == {("none", 4), ("committed", 4)}

@@ -102,7 +102,7 @@ def test_block_causal_likelihood_is_the_sum_of_clean_past_block_elbos(context) -
     from unmask.eval.likelihood import block_pairs, greedy_check
 
     cont = [1] * 11
-    lls, calls = mc_loglikelihood(CleanPast(), [(context, cont)], mc_num=4, batch_size=64, seed=0)
+    lls, _ = mc_loglikelihood(CleanPast(), [(context, cont)], mc_num=4, batch_size=64, seed=0)
     # exact (every piece sees a clean past) up to float32's log-softmax: about 2 ulp of 1.0 per token
     assert lls[0] == pytest.approx(11 * math.log(0.9), rel=0, abs=11 * 2 * 2**-23)
     pieces, owner = block_pairs([(context, cont)], 4)

@@ -18,10 +18,10 @@ import logging
 import math
 import threading
 
+from ..canvas import prompt_leads
 from ..engine import Engine, EngineConfig, Request
 from ..output import GenerationOutput
 from .job import Choice, Job, Result, row_text
-from ..canvas import prompt_leads
 from .listener import Display, JobListener
 from .metrics import Metrics
 from .plan import Served
@@ -116,7 +116,7 @@ class Worker:
             calls, row_calls = stats.calls, stats.row_calls
             try:
                 finished = self.engine.step()
-            except Exception as err:  # noqa: BLE001 - a fault outside any one request: every job in flight gets it
+            except Exception as err:
                 log.exception("the engine failed; answering every request in flight and starting a fresh engine")
                 self._restart(err)
                 continue
