@@ -2,6 +2,7 @@
 
     python benchmarks/block_diffusion_speed.py                  # hidden 512, 4 layers, vocab 32k; prompt 128, gen 32, block 4
     python benchmarks/block_diffusion_speed.py --batches 1 --reps 5
+    python benchmarks/block_diffusion_speed.py --family llada2 --block 32 --gen 64   # LLaDA2-shaped MoE
 
 The model is transformers' Qwen3ForCausalLM in unmask's native adapter with
 SDAR's layout (per-head q/k norms, GQA, block-causal attention with blocks of
@@ -10,6 +11,9 @@ than SDAR-1.7B so that a run stays short on a CPU. Both cache modes run the
 same planner (``dilated(base=2)``: 2 calls per block of 4) on the same prompts
 and give the same tokens (checked here); no cache runs the whole canvas every
 call, the committed cache only the columns after the last finished block.
+``--family llada2``: transformers' Glm4MoeForCausalLM with LLaDA2's layout
+(partial rotary, q/k norms, the first layer dense, then 16 grouped
+sigmoid-routed experts, top 4, plus a shared one; ``random_llada2``).
 Each cell is the median of ``--reps`` generations, the two modes interleaved.
 Not a test.
 """
@@ -26,11 +30,12 @@ import time
 import torch
 
 from unmask import GenerationConfig, generate
-from unmask.models.synthetic import random_sdar
+from unmask.models.synthetic import random_llada2, random_sdar
 
 
 def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--family", choices=("sdar", "llada2"), default="sdar")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=8)
@@ -49,9 +54,10 @@ def parse() -> argparse.Namespace:
 def main() -> None:
     args = parse()
     torch.set_num_threads(args.threads)
-    den = random_sdar(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
-                      head_dim=args.hidden // args.heads, intermediate=args.intermediate, vocab=args.vocab,
-                      block=args.block, device="cpu", dtype=torch.float32)
+    build = random_sdar if args.family == "sdar" else random_llada2
+    den = build(hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
+                head_dim=args.hidden // args.heads, intermediate=args.intermediate, vocab=args.vocab,
+                block=args.block, device="cpu", dtype=torch.float32)
     g = torch.Generator().manual_seed(0)
     rows = []
     for batch in args.batches:
@@ -68,7 +74,7 @@ def main() -> None:
         assert torch.equal(outs["none"].generated, outs["committed"].generated), "the cache changed the tokens"
         tps = {m: batch * args.gen / statistics.median(s) for m, s in secs.items()}
         rows.append((batch, outs["none"].nfe, tps["none"], tps["committed"], tps["committed"] / tps["none"]))
-    print(f"SDAR-shaped random model: hidden {args.hidden}, {args.layers} layers, {args.heads}/{args.kv_heads} heads, "
+    print(f"{args.family}-shaped random model: hidden {args.hidden}, {args.layers} layers, {args.heads}/{args.kv_heads} heads, "
           f"vocab {args.vocab}, block {args.block}; prompt {args.prompt}(+row), gen {args.gen}; "
           f"CPU {platform.processor() or platform.machine()}, {args.threads} thread(s), median of {args.reps}")
     print()

@@ -49,7 +49,8 @@ DREAM_TEMPLATE = (
 )
 
 
-MASK_TOKENS = {"llada": "<|mdm_mask|>", "dream": "<|mask|>", "sdar": "<|MASK|>", "fast_dllm_v2": "|<MASK>|"}
+MASK_TOKENS = {"llada": "<|mdm_mask|>", "dream": "<|mask|>", "sdar": "<|MASK|>", "fast_dllm_v2": "|<MASK>|",
+               "llada2": "<|mask|>"}
 SDAR_SMALL = {"<|endoftext|>": 91, "<|im_start|>": 92, "<|im_end|>": 93, "<|MASK|>": 94}
 FAST_DLLM_SMALL = {"<|endoftext|>": 91, "<|im_start|>": 92, "<|im_end|>": 93, "|<MASK>|": 94}
 

@@ -179,7 +179,7 @@ def test_cli_generate_runs_every_planner_on_a_saved_sdar_checkpoint(capsys):
         out, err = capsys.readouterr()
         assert code == 0, (planner, err)
         assert "cache committed" in out and "0 full + " in out, out  # the default: the committed cache, segments only
-    code = cli.main(["generate", "--model", str(mf.sdar_small()), "--gen-length", "64", "hello"])
+    code = cli.main(["generate", "--model", str(mf.sdar_small()), "--gen-length", "64", "--block-length", "32", "hello"])
     out, err = capsys.readouterr()
     assert code != 0 and "block_length must divide the model's attention block size 4" in err
 

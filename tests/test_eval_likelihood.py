@@ -74,3 +74,49 @@ def test_stratified_draws_are_unbiased_with_the_variance_the_math_gives() -> Non
         est = estimates[stratified]
         assert abs(float(est.mean()) - exact_mean) < 4 * math.sqrt(var / n)  # unbiased, within 4 standard errors
         assert float(est.var()) == pytest.approx(var, rel=0.3)  # the sample variance of 512 requests: about 6% off
+
+
+class CleanPast(Denoiser):
+    """Block-causal toy (blocks of 4 from each row's first token): a position whose earlier blocks hold no mask
+    puts probability 0.9 on token 1 (the rest spread evenly), else a uniform distribution. Tokens of a block are
+    independent given a clean past, so each block's ELBO is its exact log-likelihood, ``n log 0.9`` for n ones."""
+
+    spec = TokenSpec(mask_id=MASK, eos_ids=(32,), pad_id=0, vocab_size=VOCAB)
+    attention_block: int | None = 4
+    model_block = 4  # what the toy computes with (attention_block None: the estimator treats it as bidirectional)
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                 window: Window | None = None) -> torch.Tensor:
+        m = self.model_block
+        masked = (input_ids == MASK) & attention_mask  # [N, T]
+        key_block, query_block = position_ids // m, position_ids // m
+        dirty = ((key_block.unsqueeze(1) < query_block.unsqueeze(2)) & masked.unsqueeze(1)).any(-1)  # [N, T]
+        peaked = torch.full((VOCAB,), math.log(0.1 / (VOCAB - 1)))
+        peaked[1] = math.log(0.9)
+        logits = torch.where(dirty.unsqueeze(-1), torch.zeros(VOCAB), peaked)
+        return select_window(logits, window)
+
+
+@pytest.mark.parametrize("context", [[5, 6, 7], [5, 6, 7, 8], [5]])  # the continuation starts mid-block or on a boundary
+def test_block_causal_likelihood_is_the_sum_of_clean_past_block_elbos(context) -> None:
+    from unmask.eval.likelihood import block_pairs, greedy_check
+
+    cont = [1] * 11
+    lls, _ = mc_loglikelihood(CleanPast(), [(context, cont)], mc_num=4, batch_size=64, seed=0)
+    # exact (every piece sees a clean past) up to float32's log-softmax: about 2 ulp of 1.0 per token
+    assert lls[0] == pytest.approx(11 * math.log(0.9), rel=0, abs=11 * 2 * 2**-23)
+    pieces, owner = block_pairs([(context, cont)], 4)
+    assert [len(c) for _, c in pieces] == [(4 - len(context) % 4) % 4 or 4] + [
+        len(c) for _, c in pieces[1:]] and sum(len(c) for _, c in pieces) == 11 and set(owner) == {0}
+    assert all((len(x) + len(c)) % 4 == 0 or len(x) + len(c) == len(context) + 11 for x, c in pieces)
+    greedy, nfe, _ = greedy_check(CleanPast(), [(context, cont)], "reveal", batch_size=8)
+    assert greedy == [True] and nfe[0] == 11  # block by block, one reveal per token
+    # the whole continuation masked at once (the bidirectional estimator) conditions later blocks on masks
+    flat = type("Flat", (CleanPast,), {"attention_block": None})
+    biased, _ = mc_loglikelihood(flat(), [(context, cont)], mc_num=4, batch_size=64, seed=0)
+    assert biased[0] < lls[0] - 1.0
+
+
+def test_block_causal_likelihood_refuses_guidance() -> None:
+    with pytest.raises(ValueError, match="cfg_scale=1.0 is not supported by the block-diffusion likelihood"):
+        mc_loglikelihood(CleanPast(), [([5], [1, 1])], mc_num=2, batch_size=4, cfg_scale=1.0)

@@ -210,3 +210,49 @@ def test_a_confidence_equal_to_the_threshold_counts_as_confident_in_unmask_only(
                    0, 1, MASK)
         assert d.reveal[0].tolist() == [True, True, True, True], spec
     assert best_first(confidence(z[0].double()), masked[0])[0] == 3
+
+
+def test_fast_dllm_v2_block_boundary_token_is_the_commit_calls_argmax_at_temperature_0():
+    """Fast-dLLM v2 takes a block's first token greedily from the call that writes the finished block before it
+    (its last position's shifted logits). unmask departs (docs/reference.md): the committed cache folds that call
+    into the next block's first call and the planner reveals the offset like any other. The relation: the aligned
+    logits of a block's first offset are those of the reference's commit call in every call of the block (the
+    position before the block sees nothing of it), so greedy unmask writes the reference's token there, whichever
+    call reveals it; sampling, unmask draws it where the reference still takes the argmax."""
+    import model_fixtures as mf
+
+    from unmask import GenerationConfig, generate
+    from unmask.models import load
+
+    den, _ = load(mf.fast_dllm_small(), device="cpu", dtype=torch.float32)  # bd_size 8, shifted logits
+    prompt, b = [1, 2, 3, 4, 5, 6, 7, 8], 8  # lead 0: every generated block starts on a model block boundary
+    out = generate(den, [prompt], GenerationConfig(gen_length=32, block_length=b, planner="threshold(tau=0.9)",
+                                                   early_exit=False, seed=0))
+    seq = out.sequences[0][out.attention_mask[0]]
+    firsts, late = [], 0
+    for start in range(len(prompt), len(seq), b):
+        ids = seq[None, :start]
+        pos = torch.arange(start)[None]
+        allowed = (pos[:, None, :] // b <= pos[:, :, None] // b)
+        with torch.no_grad():  # the commit call: transformers' own forward of the finished blocks
+            raw = den.model(input_ids=ids, attention_mask=torch.where(allowed, 0.0, -math.inf)[:, None],
+                            position_ids=pos).logits
+        firsts.append((int(seq[start]), int(raw[0, -1].argmax())))
+        g = start - len(prompt)
+        first_call = int(out.trace.reveal_call[0, g : g + b].min())
+        late += int(out.trace.reveal_call[0, g]) > first_call  # revealed after its block's first call
+    assert all(ours == ref for ours, ref in firsts), firsts
+    sampled = []
+    for seed in range(6):
+        o = generate(den, [prompt], GenerationConfig(gen_length=32, block_length=b, planner="threshold(tau=0.9)",
+                                                     early_exit=False, seed=seed, sampling={"temperature": 1.0}))
+        s = o.sequences[0][o.attention_mask[0]]
+        for start in range(len(prompt), len(s), b):
+            pos = torch.arange(start)[None]
+            allowed = (pos[:, None, :] // b <= pos[:, :, None] // b)
+            with torch.no_grad():
+                raw = den.model(input_ids=s[None, :start], attention_mask=torch.where(allowed, 0.0, -math.inf)[:, None],
+                                position_ids=pos).logits
+            sampled.append(int(s[start]) == int(raw[0, -1].argmax()))
+    assert late > 0  # the reference fills every one before its block's first diffusion call; unmask did not here
+    assert not all(sampled)  # temperature 1: unmask draws the boundary token, the reference takes the argmax

@@ -44,6 +44,12 @@ def canvas_length(rows: Sequence[Sequence[int]], gen_length: int, block: int | N
     return max(need, *(width - (len(r) - len(r) % block) + _round_up(len(r) + gen_length, m) for r in rows))
 
 
+def prompt_leads(rows: Sequence[Sequence[int]], block: int | None) -> list[int]:
+    """Each row's prompt tail in generated block 0 (``len % block``) when blocks are laid out from position 0
+    (``block``: block-causal models), else zeros: the offset of a row's first generated token in its region."""
+    return [0] * len(rows) if block is None else [len(r) % block for r in rows]
+
+
 @dataclass(frozen=True)
 class Canvas:
     """``ids [N, width + gen_length]`` and what the denoiser and the loop need about them."""
@@ -69,7 +75,7 @@ class Canvas:
         the same canvas alone or beside longer rows).
         """
         n = len(rows)
-        lead = [0] * n if block is None else [len(r) % block for r in rows]
+        lead = prompt_leads(rows, block)
         head = [len(r) - t for r, t in zip(rows, lead, strict=True)]
         width = max(head)
         total = width + gen_length if block is None else canvas_length(rows, gen_length, block, model_block)

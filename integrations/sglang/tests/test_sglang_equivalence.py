@@ -43,6 +43,9 @@ PLANNERS = [
     ("factor(factor=1.0)", None),
     ("spaced(eb(gamma=2.0), start_stride=8)", None),
     ("spaced(threshold(tau=0.3), start_stride=4)", None),
+    ("topk(score='position', counts='dilated')", None),
+    ("dynamic(counts='dilated', tau=0.6)", None),
+    ("entropy_sum(bound=0.5)", None),
 ]
 EOS_FREE = 14  # prompt tokens lie below the EOS and mask ids
 SAMPLING = {"greedy": {}, "seeded": {"temperature": 0.8, "top_p": 0.95}}

@@ -46,6 +46,9 @@ PLANNERS = [
     "topk(score='margin', steps=3)",
     "eb(gamma=1.0)",
     "threshold(tau=0.5)",
+    "topk(score='position', counts='dilated')",
+    "dynamic(counts='dilated', tau=0.6)",
+    "entropy_sum(bound=0.5)",
 ]
 SAMPLING = {"greedy": {}, "seeded": {"temperature": 0.8, "top_p": 0.95}}
 EOS_FREE = 14  # prompt tokens lie below the EOS and mask ids

@@ -22,8 +22,8 @@ from unmask_sglang.settings import DEFAULT_SPECS, NEEDS_SPEC, Settings, algorith
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 NAMES = ["unmask-dus", "unmask-binary", "unmask-topk", "unmask-eb", "unmask-threshold", "unmask-factor",
-         "unmask-spaced", "unmask-interleave", "unmask-farthest", "unmask-schedule", "unmask-edit", "unmask-wino",
-         "unmask-remask", "unmask-stable"]
+         "unmask-spaced", "unmask-interleave", "unmask-farthest", "unmask-schedule", "unmask-dynamic",
+         "unmask-entropy_sum", "unmask-edit", "unmask-wino", "unmask-remask", "unmask-stable"]
 SCHEDULE = {"planner": "schedule(groups=((0, 16), (8, 24), " + repr(tuple(i for i in range(32) if i % 8)) + "))"}
 
 

@@ -42,9 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gen-length", type=int, default=None,
                    help=f"generated positions (default {DEFAULT_GEN_LENGTH}, shortened to whole blocks that fit the "
                         "model's maximum length, with a note)")
-    p.add_argument("--block-length", type=int, default=32,
-                   help="generated block (default 32); block-diffusion models need a divisor of their own block "
-                        "size (SDAR: 4, Fast-dLLM v2: 32)")
+    p.add_argument("--block-length", type=int, default=None,
+                   help="generated block (default: the model's own block size for block-diffusion models, e.g. "
+                        "SDAR 4, Fast-dLLM v2 and LLaDA2 32, which need a divisor of it; 32 for the others)")
     p.add_argument("--cache", choices=CACHE_MODES, default="auto",
                    help="KV cache mode (default auto: committed, exact, for block-diffusion models such as SDAR; "
                         "none, exact, for the others)")
@@ -182,7 +182,8 @@ def print_output(console: Console, args: argparse.Namespace, texts: list[str], t
     cache = f", {out.full_forwards} full + {out.partial_forwards} cached" if config.cache != "none" else ""
     console.print(
         f"[dim]NFE {out.nfe}{cache}, {out.seconds:.2f} s, {out.tokens_per_second:.1f} tokens/s "
-        f"({len(texts)} x {config.gen_length} positions, planner {args.planner}, cache {config.cache})[/]",
+        f"({len(texts)} x {config.gen_length} positions, blocks of {config.block_length}, planner {args.planner}, "
+        f"cache {config.cache})[/]",
         soft_wrap=True,
     )
 
@@ -195,8 +196,13 @@ def run(args: argparse.Namespace) -> int:
     # everything a user can get wrong is checked before the model is read
     if args.gen_length is not None and args.gen_length < 1:
         raise ValueError(f"--gen-length must be a positive int, got {args.gen_length}")
+    gen_length = DEFAULT_GEN_LENGTH if args.gen_length is None else args.gen_length
+    block = args.block_length
+    if block is None:  # checked with 32 now (or one block when that does not divide), with the model's block later
+        block = 32 if gen_length % 32 == 0 else gen_length
     cfg = GenerationConfig(
-        gen_length=DEFAULT_GEN_LENGTH if args.gen_length is None else args.gen_length, block_length=args.block_length, planner=args.planner,
+        gen_length=gen_length, block_length=block,
+        planner=args.planner,
         cfg_scale=args.cfg_scale, cache=args.cache,
         sampling={"temperature": args.temperature, "top_p": args.top_p, "top_k": args.top_k,
                   "tempered_scores": args.tempered_scores},
@@ -208,6 +214,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, native=False if args.remote_code else None,
                                quantize=args.quantize)
+    if args.block_length is None:  # the model's own block for block-diffusion models, else 32
+        model_block = getattr(denoiser, "attention_block", None)
+        cfg = dataclasses.replace(cfg, block_length=32 if model_block is None else model_block)
     chat = has_chat_template(tokenizer) and not args.no_chat_template
     prompts = encode_prompts(tokenizer, texts, chat=chat, add_bos=denoiser.add_bos)
     if hasattr(denoiser, "model"):  # once the prompts are known to be good

@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout-s", type=float, default=60.0, help="per-request limit; later answers are 504 (default 60)")
     p.add_argument("--max-tokens", type=int, default=None,
                    help="default max_tokens of a request (default: 32 for tiny-arith, else 128)")
-    p.add_argument("--block-length", type=int, default=32, help="default block_length of a request (default 32)")
+    p.add_argument("--block-length", type=int, default=32,
+                   help="default block_length of a request (default 32; on a block-diffusion model whose block "
+                        "it does not divide, the model's block)")
     p.add_argument("--planner", default="dilated", help="default planner spec of a request (default 'dilated')")
     p.add_argument("--chat-template", metavar="FILE", default=None,
                    help="a Jinja chat template for models whose tokenizer has none (chat requests need one)")
@@ -164,11 +166,13 @@ def warm_up(worker: Any, settings: Any, console: Console) -> None:
     on the default request, for one row and for two, before the first request arrives."""
     from ..config import GenerationConfig
     from ..engine import Request
+    from ..serve.plan import default_block
 
     engine = worker.engine
-    block = min(settings.block_length, settings.max_tokens)
+    model_block = engine.model.attention_block
+    block = default_block(settings.block_length, settings.max_tokens, model_block)
     prompt = [engine.spec.pad_id]
-    for cache in ("none", "dual", "prefix"):
+    for cache in ("none", "dual", "prefix") if model_block is None else ("none", "committed"):
         cfg = GenerationConfig(gen_length=-(-settings.max_tokens // block) * block, block_length=block,
                                planner=settings.planner, compile=True, cache=cache)
         for rows in (1, 2):

@@ -63,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default: 0 (greedy) for models and factories, 1 for oracles (greedy ones have a single output)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--cache", choices=CACHE_MODES, default="none")
+    p.add_argument("--cache", choices=CACHE_MODES, default="auto",
+                   help="KV cache mode (default auto: the committed cache on block-diffusion models, else none)")
     p.add_argument("--plot", default="unmask-tune.png", metavar="PATH",
                    help="frontier plot (default unmask-tune.png; several budgets: one per budget, NAME-BUDGET.png)")
     p.add_argument("--markdown", default=None, metavar="PATH",

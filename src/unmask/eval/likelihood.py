@@ -15,6 +15,20 @@ with less variance than independent draws. Every request's draws come from its
 own generator, seeded by the request's tokens and ``seed``, so the estimate
 does not depend on batching or data-parallel sharding.
 
+Block-diffusion models (SDAR, Fast-dLLM v2, LLaDA2: block-causal attention,
+blocks of ``m`` positions counted from each row's first token) factor the
+likelihood over their blocks, ``log p(c | x) = sum_b log p(c_b | x, c_<b)``,
+and were trained on each block's masked-diffusion ELBO with the blocks before
+it clean (Arriola et al. 2025, BD3-LM). Masking positions anywhere in ``c`` at
+once would condition later blocks on a corrupted past the model never saw, so
+for them each (context, continuation) pair is cut at the model's block
+boundaries (:func:`block_pairs`): block b's continuation tokens are scored
+with ``x`` and ``c_<b`` clean as context (the context's tail in the first block
+stays, as in generation), by the estimator above, and the blocks' ELBOs are
+summed; the greedy check is likewise block by block (each block's greedy
+completion given the clean blocks before it: all of them greedy iff
+generating block by block gives ``c``).
+
 ``is_greedy`` (:func:`greedy_check`), two modes:
 
 - ``"reveal"`` (default, as the LLaDA/DUS reference harness): start from the
@@ -107,6 +121,30 @@ def _call(denoiser: Denoiser, ids: Tensor, att: Tensor, pos: Tensor, prompt: Ten
     return model(ids, att, pos)
 
 
+def block_pairs(pairs: Sequence[Pair], block: int) -> tuple[list[Pair], list[int]]:
+    """Each pair cut at the model's block boundaries: ``(x + c_<b, c_b)`` per block b holding continuation tokens
+    (positions from the row's first token, blocks of ``block``), and the index of the pair each piece belongs to."""
+    out: list[Pair] = []
+    owner: list[int] = []
+    for p, (ctx, cont) in enumerate(pairs):
+        row, start = list(ctx) + list(cont), len(ctx)
+        while start < len(row):
+            end = min((start // block + 1) * block, len(row))
+            out.append((row[:start], row[start:end]))
+            owner.append(p)
+            start = end
+    return out, owner
+
+
+def _block_causal(denoiser: Denoiser, cfg_scale: float) -> int | None:
+    """The model's attention block (None: bidirectional); guidance is refused with it (``ValueError``)."""
+    block = getattr(denoiser, "attention_block", None)
+    if block is not None and cfg_scale > 0:
+        raise ValueError(f"cfg_scale={cfg_scale} is not supported by the block-diffusion likelihood (its pieces take "
+                         "earlier continuation blocks as context, which guidance would mask as prompt); use cfg_scale=0")
+    return block
+
+
 @torch.no_grad()
 def mc_loglikelihood(
     denoiser: Denoiser,
@@ -124,11 +162,25 @@ def mc_loglikelihood(
     is called with the number of rows after each call (for progress bars);
     ``stratified``: the masked counts of a request's draws are stratified
     (:func:`mask_counts`), as in LLaDA's ``get_log_likelihood``, instead of independent.
+    Block-causal models: the sum of the blocks' ELBOs (module docstring).
     """
-    spec, device = denoiser.spec, denoiser.device
     for p, (_, cont) in enumerate(pairs):
         if len(cont) == 0:
             raise ValueError(f"continuation {p} is empty: nothing to score")
+    block = _block_causal(denoiser, cfg_scale)
+    if block is not None:
+        pieces, owner = block_pairs(pairs, block)
+        lls, calls = _mc_loglikelihood(denoiser, pieces, mc_num, batch_size, seed, cfg_scale, on_batch, stratified)
+        sums = [0.0] * len(pairs)
+        for p, ll in zip(owner, lls, strict=True):
+            sums[p] += ll
+        return sums, calls
+    return _mc_loglikelihood(denoiser, pairs, mc_num, batch_size, seed, cfg_scale, on_batch, stratified)
+
+
+def _mc_loglikelihood(denoiser: Denoiser, pairs: Sequence[Pair], mc_num: int, batch_size: int, seed: int,
+                      cfg_scale: float, on_batch: Callable[[int], None] | None, stratified: bool) -> tuple[list[float], int]:
+    spec, device = denoiser.spec, denoiser.device
     totals = torch.zeros(len(pairs), dtype=torch.float32, device=device)  # summed on device: one sync at the end
     calls = 0
     order = sorted(range(len(pairs)), key=lambda p: -(len(pairs[p][0]) + len(pairs[p][1])))  # similar lengths batch
@@ -154,9 +206,24 @@ def mc_loglikelihood(
 def greedy_check(
     denoiser: Denoiser, pairs: Sequence[Pair], mode: str, batch_size: int, cfg_scale: float = 0.0
 ) -> tuple[list[bool], list[int], int]:
-    """Whether each continuation is the greedy completion; calls per pair; batched calls made."""
+    """Whether each continuation is the greedy completion; calls per pair; batched calls made (block-causal
+    models: block by block, module docstring)."""
     if mode == "none":
         return [False] * len(pairs), [0] * len(pairs), 0
+    block = _block_causal(denoiser, cfg_scale)
+    if block is not None:
+        pieces, owner = block_pairs(pairs, block)
+        ok, piece_nfe, calls = _greedy_check(denoiser, pieces, mode, batch_size, cfg_scale)
+        greedy, nfe = [True] * len(pairs), [0] * len(pairs)
+        for p, g, n in zip(owner, ok, piece_nfe, strict=True):
+            greedy[p] &= g
+            nfe[p] += n
+        return greedy, nfe, calls
+    return _greedy_check(denoiser, pairs, mode, batch_size, cfg_scale)
+
+
+def _greedy_check(denoiser: Denoiser, pairs: Sequence[Pair], mode: str, batch_size: int,
+                  cfg_scale: float) -> tuple[list[bool], list[int], int]:
     spec, device = denoiser.spec, denoiser.device
     greedy = [True] * len(pairs)
     nfe = [0] * len(pairs)

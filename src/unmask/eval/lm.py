@@ -37,7 +37,7 @@ from ..planners import TopK
 from ..progress import make_progress
 from ..text import decode_rows
 from .dist import DataParallel, padding_flags
-from .likelihood import Pair, greedy_check, mc_loglikelihood
+from .likelihood import Pair, block_pairs, greedy_check, mc_loglikelihood
 from .loading import load_model
 from .settings import parse_model_args, planner_spec
 from .speed import SpeedMeter
@@ -283,7 +283,9 @@ class UnmaskLM(TemplateLM):
         if not pairs:
             return []
         s, t0 = self.settings, time.perf_counter()
-        with self._progress("scoring (MC draws)", len(pairs) * s.mc_num, disable_tqdm) as advance:
+        block = getattr(self.denoiser, "attention_block", None)  # block-causal: mc_num draws per model block
+        draws = [s.mc_num * (1 if block is None else len(block_pairs([p], block)[0])) for p in pairs]
+        with self._progress("scoring (MC draws)", sum(draws), disable_tqdm) as advance:
             lls, calls = mc_loglikelihood(self.denoiser, pairs, s.mc_num, s.batch_size, s.seed,
                                           self.config.cfg_scale, on_batch=advance)
         greedy, greedy_nfe, greedy_calls = greedy_check(self.denoiser, pairs, s.greedy_check, s.batch_size,
@@ -293,7 +295,7 @@ class UnmaskLM(TemplateLM):
         cost: dict[int, list[float]] = {}
         for k, r in enumerate(owner):
             entry = cost.setdefault(r, [0, 0.0])
-            entry[0] += s.mc_num + greedy_nfe[k]
+            entry[0] += draws[k] + greedy_nfe[k]
             entry[1] += per_pair
         for r, (nfe, seconds) in cost.items():
             if not padding[r]:

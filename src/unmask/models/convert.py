@@ -50,6 +50,10 @@ def convert(
             f"{raw.get('model_type')!r} and architectures {raw.get('architectures')!r}"
         )
     check_masked(family, "convert")
+    if family.name == "llada2" and not is_converted(raw):
+        raise ValueError("convert does not rewrite LLaDA2 checkpoints: their per-expert matrices are stacked into "
+                         "Glm4MoeForCausalLM's expert tensors while loading (models/llada2.py), across shards, so "
+                         "there is no tensor-by-tensor rewrite; unmask.load reads the original directory natively")
     tokenizer = load_tokenizer(path)
     config = hf_config(raw, family)
     spec = token_spec(raw, tokenizer, family, config.vocab_size, config.max_position_embeddings)

@@ -1,7 +1,9 @@
 """The native adapter's forward pass: a bidirectional decoder over transformers' own modules.
 
-LLaDA runs in transformers' ``LlamaForCausalLM`` and Dream/DiffuCoder in
-``Qwen2ForCausalLM``; this file calls their embedding, rotary embedding,
+LLaDA runs in transformers' ``LlamaForCausalLM``, Dream/DiffuCoder in
+``Qwen2ForCausalLM``, SDAR in ``Qwen3ForCausalLM`` and LLaDA2 in
+``Glm4MoeForCausalLM`` (its rotary embedding covers part of each head: the
+rest passes through); this file calls their embedding, rotary embedding,
 norms, projections and MLPs, and writes only the attention core, because the
 loop needs three things transformers' forward does not give together:
 
@@ -96,6 +98,15 @@ def _rotate_half(x: Tensor) -> Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def _rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate-half RoPE (Su et al. 2021) on the first ``cos.shape[-1]`` dims of each head; the rest pass through."""
+    rot = cos.shape[-1]
+    if rot == x.shape[-1]:
+        return x * cos + _rotate_half(x) * sin
+    head, rest = x[..., :rot], x[..., rot:]
+    return torch.cat((head * cos + _rotate_half(head) * sin, rest), dim=-1)
+
+
 def _attention(attn: torch.nn.Module, x: Tensor, cos: Tensor, sin: Tensor, bias: Tensor | None,
                kv: tuple[Tensor, Tensor] | None, io: ArenaIO | None) -> Tensor:
     """One attention block on ``x [N, q, d]``; ``bias [N, 1, 1, K]`` bool (True = attend)."""
@@ -107,9 +118,8 @@ def _attention(attn: torch.nn.Module, x: Tensor, cos: Tensor, sin: Tensor, bias:
         query, key = attn.q_norm(query), attn.k_norm(key)
     query, key = query.transpose(1, 2), key.transpose(1, 2)  # [N, H, q, D], [N, H_kv, q, D]
     value = attn.v_proj(x).view(n, q, -1, dim).transpose(1, 2)
-    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [N, 1, q, D]
-    query = query * cos + _rotate_half(query) * sin
-    key = key * cos + _rotate_half(key) * sin
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [N, 1, q, R]: R = D, or fewer (partial rotary: GLM, LLaDA2)
+    query, key = _rotary(query, cos, sin), _rotary(key, cos, sin)
     if kv is not None:
         assert io is not None
         rows = io.slots.unsqueeze(-1)  # [N, 1]: with cols [N, q], indexes [N, q] cells of [S, :, L + 1]

@@ -1,7 +1,8 @@
 """``unmask.load``: a checkpoint directory (or Hub id) to ``(denoiser, tokenizer)``.
 
-Native path (LLaDA, Dream, DiffuCoder, and checkpoints written by ``unmask
-convert``): build transformers' ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` on
+Native path (LLaDA, Dream, DiffuCoder, SDAR, Fast-dLLM v2, LLaDA2, and checkpoints written by ``unmask
+convert``): build transformers' ``LlamaForCausalLM`` / ``Qwen2ForCausalLM`` / ``Qwen3ForCausalLM`` /
+``Glm4MoeForCausalLM`` on
 the meta device, then stream the safetensors shards into it, tensor by tensor
 renamed and cast, with ``load_state_dict(assign=True)``: the weights exist once,
 plus at most one shard in flight. Other checkpoints run their own code
@@ -19,6 +20,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from transformers import (
+    Glm4MoeConfig,
+    Glm4MoeForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     PretrainedConfig,
@@ -34,6 +37,7 @@ from .blockdiff import fast_dllm_config, qwen_rename, sdar_config
 from .dream import dream_config, dream_rename
 from .families import Family, check_masked, detect_family, is_converted
 from .llada import llada_config, llada_rename
+from .llada2 import build_llada2, llada2_config
 from .native import NativeDenoiser
 from .quantize import check_dtype, check_quantize, import_torchao, quantize_model
 from .tokenizer import bos_rule, load_tokenizer, token_spec
@@ -43,7 +47,9 @@ HF_CLASSES: dict[str, tuple[type[PretrainedConfig], type[PreTrainedModel]]] = {
     "dream": (Qwen2Config, Qwen2ForCausalLM),
     "sdar": (Qwen3Config, Qwen3ForCausalLM),
     "fast_dllm_v2": (Qwen2Config, Qwen2ForCausalLM),
+    "llada2": (Glm4MoeConfig, Glm4MoeForCausalLM),
 }
+# original layouts mapped tensor by tensor; LLaDA2's experts are stacked while loading (models/llada2.py)
 ORIGINAL_LAYOUTS: dict[str, tuple[Callable[[dict], PretrainedConfig], Callable[[str], str]]] = {
     "llada": (llada_config, llada_rename),
     "dream": (dream_config, dream_rename),
@@ -152,13 +158,11 @@ def renamer(family: Family, converted: bool) -> Callable[[str], str]:
 
 def hf_config(raw: dict[str, Any], family: Family) -> PretrainedConfig:
     """The transformers config of a native checkpoint, bidirectional, with SDPA attention."""
-    if family.name not in HF_CLASSES:  # recognised, mapped (models/llada2.py), not yet run by the native forward
-        raise ValueError(f"{family.name} checkpoints are recognised but the native path cannot run them yet (its "
-                         "forward lacks their partial rotary embedding); load with native=False for the checkpoint's "
-                         "own code")
     config_cls, _ = HF_CLASSES[family.name]
     if is_converted(raw):
         config = config_cls.from_dict({k: v for k, v in raw.items() if k not in ("architectures", "auto_map")})
+    elif family.name == "llada2":
+        config = llada2_config(raw)
     else:
         config = ORIGINAL_LAYOUTS[family.name][0](raw)
     config.is_causal = False
@@ -174,6 +178,8 @@ def build_native(
     ``converted``: tensors already carry transformers' names (``unmask convert``);
     otherwise the family's original names are mapped.
     """
+    if family.name == "llada2" and not converted:  # fused q/k/v and per-expert matrices: models/llada2.py
+        return build_llada2(path, read_config(path), device, dtype)
     rename = renamer(family, converted)
     model = meta_model(config, family)
     unexpected: list[str] = []
@@ -257,10 +263,10 @@ def load(
     """Load an MDLM checkpoint as ``(denoiser, tokenizer)``.
 
     The family is read from ``config.json`` (LLaDA, Dream/DiffuCoder, SDAR,
-    Fast-dLLM v2, or a checkpoint written by ``unmask convert``). Known
+    Fast-dLLM v2, LLaDA2, or a checkpoint written by ``unmask convert``). Known
     families run natively in transformers' Llama/Qwen2/Qwen3 with bidirectional
     attention and a KV cache (``cache="prefix" | "dual"``), or, for the
-    block-diffusion families (SDAR, Fast-dLLM v2), block-causal attention and
+    block-diffusion families (SDAR, Fast-dLLM v2, LLaDA2 in ``Glm4MoeForCausalLM``), block-causal attention and
     the exact ``cache="committed"`` (their default); with ``native=False`` or for unknown
     families, the checkpoint's own code runs through ``AutoModel`` (no cache).
     ``device`` defaults to CUDA when available; ``dtype`` to bfloat16 on CUDA and

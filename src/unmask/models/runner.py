@@ -80,6 +80,31 @@ def _raise_recompile_limit(limit: int = 512) -> None:
             setattr(cfg, name, limit)
 
 
+def check_static_experts(model: torch.nn.Module, graphs: bool | str) -> None:
+    """Refuse a mixture-of-experts model whose expert kernel reads the routing back to the host (``ValueError``).
+
+    transformers' ``eager`` experts (``Glm4MoeExperts.forward`` and kin) find the experts hit with ``nonzero()``
+    and loop over them in Python: a full compiled graph cannot hold that. Its ``grouped_mm`` experts (transformers'
+    default) sort the routed tokens on the device and run one grouped matmul, except that under ``torch.compile``
+    for weights other than bfloat16 they fall back to a loop over ``offsets.tolist()``: one read-back per matmul,
+    which compiles (an opaque op) but cannot be captured in a CUDA graph.
+    """
+    if not any(hasattr(m, "gate_up_proj") and hasattr(m, "num_experts") for m in model.modules()):
+        return
+    impl = getattr(model.config, "_experts_implementation", None)
+    if impl in (None, "eager"):
+        raise ValueError("compile=True cannot run this mixture-of-experts model: transformers' eager expert loop "
+                         "selects the experts hit with nonzero() and loops over them in Python, reading the routing "
+                         "back to the host in every MoE layer, which a compiled graph cannot hold; run it with "
+                         "compile=False")
+    dtype = next(model.parameters()).dtype
+    if graphs is True and impl == "grouped_mm" and dtype != torch.bfloat16:
+        raise ValueError(f"compile=True with CUDA graphs needs bfloat16 weights for this mixture-of-experts model, got "
+                         f"{dtype}: compiled, transformers' grouped_mm experts fall back to a loop that reads the "
+                         "expert offsets back to the host, which a captured CUDA graph cannot hold; load it with "
+                         "dtype bfloat16 or run with compile=False")
+
+
 class StaticCall:
     """One kind of call at one shape: static input tensors, compiled, and on CUDA a captured graph.
 
@@ -147,6 +172,7 @@ class CompiledDenoiser(CachingDenoiser):
         self.add_bos = native.add_bos
         self.length_multiple = length_multiple
         self.graphs = native.device.type == "cuda" if graphs is None else graphs
+        check_static_experts(native.model, self.graphs)
         self.cache_dir = keep_compiled_code()
         _raise_recompile_limit()
         model, block = native.model, native.attention_block

@@ -91,3 +91,54 @@ def random_sdar(
     model = finish_model(model, dev)
     spec = TokenSpec(mask_id=vocab - 1, eos_ids=(vocab - 2,), pad_id=vocab - 2, vocab_size=vocab, max_length=max_length)
     return NativeDenoiser(model, spec, SDAR, attention_block=SDAR.block_size(raw))
+
+
+@torch.no_grad()
+def random_llada2(
+    *,
+    hidden: int = 512,
+    layers: int = 4,
+    heads: int = 8,
+    kv_heads: int = 4,
+    head_dim: int = 64,
+    intermediate: int = 1536,
+    experts: int = 16,
+    top_k: int = 4,
+    groups: int = 4,
+    top_groups: int = 2,
+    expert_intermediate: int = 256,
+    vocab: int = 32768,
+    block: int = 32,
+    max_length: int = 4096,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | str | None = None,
+    seed: int = 0,
+) -> NativeDenoiser:
+    """A LLaDA2-shaped :class:`NativeDenoiser` (``Glm4MoeForCausalLM``: q/k norms, half the head dims rotated,
+    the first layer dense and the others grouped sigmoid-routed experts plus one shared expert, blocks of
+    ``block``) with random weights, block-causal; built as :func:`random_llada`, the routing bias 0."""
+    from .families import LLADA2
+
+    dev = default_device(device)
+    dt = default_dtype(dtype, dev)
+    raw = {  # a LLaDA2 config.json
+        "hidden_size": hidden, "intermediate_size": intermediate, "num_hidden_layers": layers,
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim, "vocab_size": vocab,
+        "max_position_embeddings": max_length, "rope_theta": 600000.0, "partial_rotary_factor": 0.5,
+        "num_experts": experts, "num_experts_per_tok": top_k, "n_group": groups, "topk_group": top_groups,
+        "moe_intermediate_size": expert_intermediate, "num_shared_experts": 1, "first_k_dense_replace": 1,
+        "routed_scaling_factor": 2.5, "block_size": block,
+    }
+    model = meta_model(hf_config(raw, LLADA2), LLADA2).to(dtype=dt).to_empty(device=dev)
+    g = torch.Generator(device=dev).manual_seed(seed)
+    for name, p in model.named_parameters():
+        if name.endswith("norm.weight"):
+            p.fill_(1.0)
+        else:
+            p.normal_(0.0, 0.02, generator=g)
+    for module in model.modules():
+        if hasattr(module, "e_score_correction_bias"):
+            module.e_score_correction_bias = torch.zeros(experts, device=dev)
+    model = finish_model(model, dev)
+    spec = TokenSpec(mask_id=vocab - 1, eos_ids=(vocab - 2,), pad_id=vocab - 2, vocab_size=vocab, max_length=max_length)
+    return NativeDenoiser(model, spec, LLADA2, attention_block=LLADA2.block_size(raw))

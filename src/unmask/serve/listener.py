@@ -5,7 +5,9 @@ posts the positions and tokens revealed (jobs that asked for
 ``reveal_events``), after every block the text each row added (streaming
 jobs) and which rows are finished (a stop string, ``max_tokens``), and it
 tells the engine which rows to drop: those finished rows and, for a cancelled
-job, all of them. :class:`Display` turns token ids into display strings for
+job, all of them. On block-causal models a row's prompt tail fills the first
+``lead`` offsets of its generated block 0 (:func:`~unmask.canvas.prompt_leads`):
+the events count from the row's first generated token, past its lead. :class:`Display` turns token ids into display strings for
 the reveal view, cached (the vocabulary is fixed).
 """
 
@@ -35,8 +37,9 @@ class Display:
 class JobListener(Listener):
     """Routes one engine request's events to its job (runs in the engine's thread)."""
 
-    def __init__(self, job: Job, display: Display) -> None:
+    def __init__(self, job: Job, display: Display, leads: list[int] | None = None) -> None:
         self.job, self.display = job, display
+        self.leads = leads or [0] * len(job.plan.rows)  # each row's prompt tail before its generated tokens
         plan = job.plan
         # rows whose text is followed block by block: streamed, or able to finish before the canvas does
         self.tracked = plan.stream or bool(plan.stop) or plan.max_tokens < plan.config.gen_length
@@ -48,11 +51,12 @@ class JobListener(Listener):
             return
         reveal, tokens = event.reveal.tolist(), event.tokens.tolist()
         rows = []
+        g = job.plan.config.gen_length  # a block layout runs on past a row's gen_length tokens: those are dropped
         for r, hits in enumerate(reveal):
-            cols = [i for i, hit in enumerate(hits) if hit]
+            cols = [i for i, hit in enumerate(hits) if hit and event.offset + i - self.leads[r] < g]
             if cols:
                 toks = [tokens[r][i] for i in cols]
-                rows.append({"index": r, "positions": [event.offset + i for i in cols], "tokens": toks,
+                rows.append({"index": r, "positions": [event.offset + i - self.leads[r] for i in cols], "tokens": toks,
                              "pieces": self.display.pieces(toks)})
         if rows:
             job.post("call", {"call": event.call, "block": event.block, "rows": rows})
@@ -66,7 +70,9 @@ class JobListener(Listener):
         for k, ids in enumerate(event.generated[:, :end].tolist()):
             if job.finished[k]:
                 continue
-            text, reason, _ = row_text(self.display.tokenizer, ids, self.display.eos, job.plan, end >= job.plan.max_tokens)
+            lead = self.leads[k]
+            text, reason, _ = row_text(self.display.tokenizer, ids[lead:], self.display.eos, job.plan,
+                                       end - lead >= job.plan.max_tokens)
             if reason is not None:
                 self.done_rows.add(k)
             shown = visible(text, job.plan, reason is not None)

@@ -9,7 +9,10 @@ batch it shares with others.
 Canvas length: the denoiser fills a canvas of whole blocks, so ``max_tokens``
 is rounded up to a multiple of the block length (``block_length``, or
 ``max_tokens`` itself when the request gives none and it is below the server's
-default) and the answer is cut at ``max_tokens`` tokens. Requests batch
+default; on a block-causal model, its own block when that default does not
+divide it) and the answer is cut at ``max_tokens`` tokens. A request that
+names no cache gets ``auto``: the committed cache on block-causal models,
+none on the others. Requests batch
 together only when their configs are equal (same canvas, planner, sampling,
 cache, guidance), which keeps each row's tokens those it would get alone.
 """
@@ -87,6 +90,13 @@ def _stop(stop: str | list[str] | None) -> tuple[str, ...]:
     return tuple(stops)
 
 
+def default_block(block_length: int, max_tokens: int, model_block: int | None) -> int:
+    """The block of a request that names none: the server's default (at most ``max_tokens``), or on a block-causal
+    model whose block it does not divide (which the loop refuses), the model's own block."""
+    block = min(block_length, max_tokens)
+    return model_block if model_block is not None and model_block % block else block
+
+
 def _config(req: CompletionRequest | ChatRequest, max_tokens: int, served: Served) -> GenerationConfig:
     """The batching key; each library check reports the request field it concerns."""
     s = served.settings
@@ -100,11 +110,12 @@ def _config(req: CompletionRequest | ChatRequest, max_tokens: int, served: Serve
                                   top_p=1.0 if req.top_p is None else req.top_p, top_k=req.top_k)
     except ValueError as err:
         raise _library_error(err, None) from None
-    block = req.block_length if req.block_length is not None else min(s.block_length, max_tokens)
+    block = req.block_length if req.block_length is not None else default_block(s.block_length, max_tokens,
+                                                                                  served.denoiser.attention_block)
     if block < 1:
         raise bad_request(f"block_length must be a positive int, got {block}", "block_length")
-    cache = "none" if req.cache is None else req.cache
-    if cache != "none" and not served.denoiser.can_cache():
+    cache = "auto" if req.cache is None else req.cache  # auto: the committed cache on block-causal models, else none
+    if cache not in ("none", "auto") and not served.denoiser.can_cache():
         raise bad_request(f"cache={cache!r} needs a model with a key/value cache; this one has none: use 'none'", "cache")
     try:
         return GenerationConfig(gen_length=-(-max_tokens // block) * block, block_length=block, planner=planner,

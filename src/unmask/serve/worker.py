@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 
+from ..canvas import prompt_leads
 from ..engine import Engine, EngineConfig, Request
 from ..output import GenerationOutput
 from .job import Choice, Job, Result, row_text
@@ -77,7 +78,9 @@ class Worker:
         if self.engine.waiting >= self.settings.queue_limit:
             raise QueueFull(max(1, math.ceil(self.metrics.mean_request_seconds())))
         plan = job.plan
-        request = Request(plan.rows, plan.config, plan.seeds, JobListener(job, self.display))
+        block = plan.config.block_length if self.engine.model.attention_block is not None else None
+        listener = JobListener(job, self.display, prompt_leads(plan.rows, block))
+        request = Request(plan.rows, plan.config, plan.seeds, listener)
         job.request = request
         with self._swap:  # not while a failed engine is being replaced
             self.jobs[request.id] = job  # before the engine can finish it (or fail it) in its thread
@@ -113,7 +116,7 @@ class Worker:
             calls, row_calls = stats.calls, stats.row_calls
             try:
                 finished = self.engine.step()
-            except Exception as err:  # noqa: BLE001 - a fault outside any one request: every job in flight gets it
+            except Exception as err:
                 log.exception("the engine failed; answering every request in flight and starting a fresh engine")
                 self._restart(err)
                 continue

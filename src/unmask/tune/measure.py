@@ -30,12 +30,22 @@ def reference_planner(config: TuneConfig) -> Planner:
 
 def block_calls(trace: Trace, block_length: int) -> Tensor:
     """``[N, blocks]`` long: calls each row spent in each block, from its block's first call to its last reveal
-    there (0 for a block it never ran: filled after an early exit). Summed over blocks: ``nfe_per_row``."""
-    n, g = trace.reveal_call.shape
-    last = trace.reveal_call.view(n, g // block_length, block_length).max(-1).values  # [N, blocks], FILLED if none
-    calls = trace.block_of_call.numel()
-    first = torch.full((g // block_length,), calls, dtype=torch.long, device=last.device)
-    first.scatter_reduce_(0, trace.block_of_call.to(last.device), torch.arange(calls, device=last.device), "amin")
+    there (0 for a block it never ran: filled after an early exit). Summed over blocks: ``nfe_per_row``.
+
+    A position's block is that of the call that revealed it (``block_of_call``), so the count holds for the
+    block-diffusion layout too, where a row's prompt tail fills the start of block 0 and its tokens straddle the
+    generated blocks (``block_length`` is then not needed; kept for the callers' signature).
+    """
+    rc, boc = trace.reveal_call, trace.block_of_call.to(trace.reveal_call.device)
+    n, calls = rc.shape[0], boc.numel()
+    blocks = int(boc.max()) + 1 if calls else 0
+    first = torch.full((blocks,), calls, dtype=torch.long, device=rc.device)
+    first.scatter_reduce_(0, boc, torch.arange(calls, device=rc.device), "amin")
+    revealed = rc >= 0
+    block = torch.where(revealed, boc[rc.clamp_min(0)] if calls else rc, blocks)  # filled: a spare column
+    last = torch.full((n, blocks + 1), -1, dtype=torch.long, device=rc.device)
+    last.scatter_reduce_(1, block, torch.where(revealed, rc, -1), "amax")
+    last = last[:, :blocks]
     return torch.where(last >= 0, last - first + 1, 0)
 
 

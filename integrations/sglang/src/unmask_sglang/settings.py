@@ -32,6 +32,8 @@ DEFAULT_SPECS = {
     "spaced": "spaced(eb(gamma=2.0), start_stride=8)",
     "interleave": "interleave(k=4)",
     "farthest": "farthest(calls=5)",
+    "dynamic": "dynamic(counts='dilated')",
+    "entropy_sum": "entropy_sum(bound=0.35)",
     "edit": "edit(threshold(tau=0.9), threshold=0.9, max_edit_calls=16)",
     "wino": "wino(wide=0.7, narrow=0.9)",
     "remask": "remask(threshold(tau=0.9), eta=0.1, max_calls=16)",
