@@ -32,7 +32,7 @@ from transformers import (
 from ..denoiser import Denoiser
 from .blockdiff import fast_dllm_config, qwen_rename, sdar_config
 from .dream import dream_config, dream_rename
-from .families import Family, check_masked, detect_family, is_converted
+from .families import Family, detect_family, is_converted
 from .llada import llada_config, llada_rename
 from .native import NativeDenoiser
 from .quantize import check_dtype, check_quantize, import_torchao, quantize_model
@@ -280,7 +280,13 @@ def load(
     path = resolve_path(name_or_path)
     raw = read_config(path)
     family = detect_family(raw)
-    check_masked(family, "unmask.load")
+    if family is not None and family.corruption == "uniform":  # DiffusionGemma: transformers' own classes
+        if quant is not None or native:
+            raise ValueError(f"{family.name} runs with transformers' own classes: quantize and native=True do not "
+                             "apply (leave them unset)")
+        from .diffusion_gemma_engine import load_gemma_denoiser
+
+        return load_gemma_denoiser(path, device=device, dtype=dtype)
     dev = default_device(device)
     dt = torch.bfloat16 if quant == "int4" and dtype is None else default_dtype(dtype, dev)
     check_dtype(quant, dt)
