@@ -17,6 +17,13 @@ an EOS), so "calls per canvas" differs: transformers' is its decoder calls
 per canvas, unmask's the mean over rows of the calls each row took part in.
 Tokens/s counts ``batch x gen`` tokens over the wall time of one generation
 (median of ``--reps``, the two sides interleaved). Not a test.
+
+Random weights never settle: the argmax follows the random canvas, so no row
+stops before ``max_calls`` on either side. ``--converge`` adds, as the
+fidelity tests do, ``rate[n] * k`` to the logit of a fixed target token at
+call ``k`` of each canvas (row ``n``'s own rate, spread over
+``--rates``), in transformers' forward and in unmask's denoiser alike: rows
+then stop at different calls, as rows of a trained model do.
 """
 
 from __future__ import annotations
@@ -48,7 +55,31 @@ def parse() -> argparse.Namespace:
     p.add_argument("--sampler", default="entropy_bound(entropy_bound=0.1, max_calls=48, confidence=1.0)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--converge", action="store_true", help="rows converge at their own rates (see above)")
+    p.add_argument("--rates", type=float, nargs=2, default=[0.3, 3.0], help="lowest and highest rate")
     return p.parse_args()
+
+
+def bias(args: argparse.Namespace, rows: torch.Tensor, call: torch.Tensor) -> torch.Tensor:
+    """``[n, C, V]`` added to the logits of rows ``rows [n]`` at their calls ``call [n]`` within the canvas."""
+    rates = torch.linspace(args.rates[0], args.rates[1], args.batch)[rows]
+    target = torch.randint(3, args.vocab - 3, (args.batch, args.canvas), generator=torch.Generator().manual_seed(2))
+    out = torch.zeros(len(rows), args.canvas, args.vocab)
+    return out.scatter_(-1, target[rows, :, None], (rates * call)[:, None, None].expand(-1, args.canvas, 1))
+
+
+class Converging(DiffusionGemma):
+    """The engine denoiser with the per-row bias (a row's slot is its index: one request, slots lowest first)."""
+
+    def __init__(self, ops, args) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(ops)
+        self.args, self.calls = args, {}
+
+    def forward_canvas(self, arena, io, canvas):  # type: ignore[no-untyped-def]
+        logits = super().forward_canvas(arena, io, canvas)
+        k = [0 if start else self.calls[s] for s, start in zip(io.slots, io.starts, strict=True)]
+        self.calls.update({s: c + 1 for s, c in zip(io.slots, k, strict=True)})
+        return logits + bias(self.args, torch.tensor(io.slots), torch.tensor(k, dtype=torch.float32))
 
 
 def build(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -68,19 +99,25 @@ def build(args: argparse.Namespace):  # type: ignore[no-untyped-def]
                                   image_token_id=args.vocab - 1, initializer_range=args.init_std)
     torch.manual_seed(0)
     model = DiffusionGemmaForBlockDiffusion(config).eval()
-    return model, DiffusionGemma(DiffusionGemmaDenoiser(model, (1,), 0))
+    ops = DiffusionGemmaDenoiser(model, (1,), 0)
+    return model, Converging(ops, args) if args.converge else DiffusionGemma(ops)
 
 
 def run_transformers(model, prompts: torch.Tensor, args, rule) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     from transformers import EntropyBoundSamplerConfig
 
-    calls = 0
+    calls = k = 0
     forward = model.forward
 
     def counting(**kw):  # type: ignore[no-untyped-def]
-        nonlocal calls
+        nonlocal calls, k
         calls += 1
-        return forward(**kw)
+        k = 0 if kw.get("self_conditioning_logits") is None else k + 1  # a canvas's first call has none
+        out = forward(**kw)
+        if args.converge:
+            rows = torch.arange(args.batch)
+            out.logits = out.logits + bias(args, rows, torch.full((args.batch,), float(k)))
+        return out
 
     model.forward = counting
     try:
