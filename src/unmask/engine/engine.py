@@ -11,6 +11,13 @@ a stop string, its listener dropping every row, cancellation) leaves at once
 and frees its rows and arena slots; waiting requests join at the next step.
 Rows that are done leave the calls at once, even while their request runs.
 
+A uniform-state denoiser (``corruption == "uniform"``, DiffusionGemma) runs
+one call kind of its own, ``canvas``: each row's canvas with its uncommitted
+positions re-drawn from counter-based noise, after the encoder has read what
+became final (:meth:`~unmask.engine.runner.Runner.run`); after the decision
+the rows' processed logits go back to the denoiser as their next
+self-conditioning state.
+
 The key/value cache is one arena of row slots, allocated once (on the first
 cached request) from :class:`EngineConfig`'s memory budget; nothing is
 allocated per call or per shape. The split follows nano-vllm: the engine
