@@ -175,3 +175,47 @@ def test_cli_generates_from_a_saved_checkpoint(capsys, monkeypatch):
         assert "--- [0] hello world" in out and "--- [1] the cat sat" in out and "NFE" in out
     code = cli.main(["generate", "--model", path, "--gen-length", "16", "--block-length", "4", "--device", "cpu", "hello"])
     assert code != 0 and "canvas length 8" in capsys.readouterr().err
+
+
+def test_requests_at_different_canvases_share_calls_and_reuse_slots(gemma):
+    """Requests that join later (another canvas, other caches' lengths, another planner) share the engine's calls,
+    and a request that takes a freed slot gets what it gets alone."""
+    from unmask.engine import Engine, EngineConfig, Request
+    from unmask.config import GenerationConfig
+
+    def config(planner):
+        return GenerationConfig(gen_length=24, block_length=8, planner=planner, sampling={"temperature": 0.0},
+                                early_exit=False)
+
+    jobs = [([[5, 6, 7, 8, 9], [10, 11]], "dilated(base=2)", [1, 2]),
+            ([[12, 13, 14]], "entropy_bound(max_calls=5, entropy_bound=1.0, confidence=1.0)", [3]),
+            ([[15, 16], [17, 18, 19, 20, 21, 22]], "topk(steps=9)", [4, 5])]
+    engine = Engine(gemma, EngineConfig(max_rows=8, kv_slots=4))
+    requests = [Request(rows, config(p), seeds) for rows, p, seeds in jobs]
+    outputs, shared = {}, 0
+    engine.add(requests[0])
+    for step in range(200):
+        if step == 4:
+            engine.add(requests[1])  # joins while the first request is in its second canvas
+        if step == 5:
+            engine.add(requests[2])  # waits for slots (4 held of 4), then takes the freed ones
+        if not engine.has_work:
+            break
+        for req, out in engine.step():
+            outputs[req.id] = out
+        shared = max(shared, engine.live_rows)
+    assert shared >= 3  # rows of two requests were in one call
+    for req, (rows, planner, seeds) in zip(requests, jobs, strict=True):
+        alone = unmask.generate(gemma, rows, config(planner), seeds=seeds)
+        assert torch.equal(outputs[req.id].sequences, alone.sequences), planner
+        assert torch.equal(outputs[req.id].nfe_per_row, alone.nfe_per_row)
+
+
+def test_moe_checkpoint_runs_every_planner_kind(tmp_path):
+    from model_fixtures import diffusion_gemma_moe
+
+    moe = load(diffusion_gemma_moe(), device="cpu", dtype="float32")[0]
+    for spec in ("entropy_bound(max_calls=6)", "dilated(base=2)", "remask(topk(steps=4), eta=0.5, max_calls=4)"):
+        out = unmask.generate(moe, ROWS, dict(gen_length=16, block_length=8, planner=spec, early_exit=False))
+        assert not (out.sequences == moe.spec.mask_id).any() and out.sequences.shape == (3, 7 + 16)
+        assert int(out.nfe_per_row.max()) <= 2 * parse_planner(spec).max_calls_per_block(8)
