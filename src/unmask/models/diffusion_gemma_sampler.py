@@ -44,8 +44,19 @@ from torch import Tensor
 from ..noise import CANVAS, TOKENS, Noise, uniform_tokens
 from ..sampling import draw
 
-__all__ = ["CANVAS", "CanvasState", "CallResult", "EntropyBoundSpec", "accept", "canvas_tokens", "end_canvas",
-           "entropy", "sample_uniforms", "start", "step"]
+__all__ = [
+    "CANVAS",
+    "CallResult",
+    "CanvasState",
+    "EntropyBoundSpec",
+    "accept",
+    "canvas_tokens",
+    "end_canvas",
+    "entropy",
+    "sample_uniforms",
+    "start",
+    "step",
+]
 
 
 @dataclass(frozen=True)

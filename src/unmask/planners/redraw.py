@@ -39,7 +39,7 @@ from torch import Tensor
 from ..models.diffusion_gemma_sampler import EntropyBoundSpec, accept, entropy
 from ..noise import TOKENS
 from ..sampling import draw
-from .base import PlanStep, Planner, Selection, revealed
+from .base import Planner, PlanStep, Selection, revealed
 
 
 @dataclass(frozen=True)
