@@ -588,6 +588,8 @@ def test_entropy_bound_planner_is_diffusion_gemmas_sampler_at_every_call(bound, 
         going = live & ~done
         assert torch.equal(committed[going], result.accepted[going]), k
         assert torch.equal(d.proposal.tokens[going][committed[going]], result.drawn[going][committed[going]]), k
+        logp = torch.log_softmax(result.processed, -1).gather(-1, d.proposal.tokens[..., None]).squeeze(-1)
+        torch.testing.assert_close(d.proposal.logq, logp, rtol=0, atol=1e-5)  # the trace's log q of the drawn token
         stopping = live & done
         assert committed[stopping].all() and torch.equal(d.proposal.tokens[stopping], ref_next.argmax[stopping]), k
         stops += [k] * int(stopping.sum())

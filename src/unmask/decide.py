@@ -64,7 +64,8 @@ def decide(
     model's vocabulary (``mask_id >= V``): there is no mask logit to suppress.
     A planner with a ``temperature`` schedule gets ``logits / T_call`` (a new
     tensor, ``Decision.logits``); a planner that returns ``Selection.tokens``
-    sets the tokens its reveals and edits take.
+    sets the tokens its reveals and edits take (the proposal then carries their
+    probability and log-probability under the processed logits, which it draws from).
     """
     block_length = masked.shape[-1]
     if not isinstance(lead, int) or isinstance(lead, bool) or not 0 <= lead < block_length:
@@ -82,8 +83,11 @@ def decide(
     step = PlanStep(masked, proposal, call, block_length, num_blocks, noise, lead, tokens, current, state,
                     logits if "logits" in planner.needs else None)
     sel = planner.select(step)
-    if sel.tokens is not None:
-        proposal = dataclasses.replace(proposal, tokens=sel.tokens)
+    if sel.tokens is not None:  # the planner's own tokens, with their probabilities under the processed logits
+        z = logits.float()
+        logp = z.gather(-1, sel.tokens.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, -1)
+        proposal = dataclasses.replace(proposal, tokens=sel.tokens, confidence=logp.exp(), logq=logp,
+                                       doubt=-torch.expm1(logp))
     return Decision(sel.reveal, proposal, sel.edit, sel.remask, sel.pending, sel.state, logits)
 
 
