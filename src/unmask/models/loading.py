@@ -261,7 +261,9 @@ def load(
     families run natively in transformers' Llama/Qwen2/Qwen3 with bidirectional
     attention and a KV cache (``cache="prefix" | "dual"``), or, for the
     block-diffusion families (SDAR, Fast-dLLM v2), block-causal attention and
-    the exact ``cache="committed"`` (their default); with ``native=False`` or for unknown
+    the exact ``cache="committed"`` (their default); DiffusionGemma (uniform-state)
+    loads with transformers' own classes as a
+    :class:`~unmask.models.diffusion_gemma_engine.DiffusionGemma`; with ``native=False`` or for unknown
     families, the checkpoint's own code runs through ``AutoModel`` (no cache).
     ``device`` defaults to CUDA when available; ``dtype`` to bfloat16 on CUDA and
     float32 on CPU. ``quantize="int8"`` or ``"int4"`` stores the decoder
