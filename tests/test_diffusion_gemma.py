@@ -27,12 +27,16 @@ def gemma(request):
     return load_diffusion_gemma(BUILDERS[request.param](), device="cpu", dtype="float32")[0]
 
 
-def test_family_is_detected_and_refused_by_the_masked_loader():
+def test_family_is_detected_and_loaded_as_a_uniform_state_denoiser():
     path = diffusion_gemma_dense()
     assert detect_family(json.loads((path / "config.json").read_text())) is DIFFUSION_GEMMA
     assert DIFFUSION_GEMMA.corruption == "uniform"
-    with pytest.raises(ValueError, match="diffusion_gemma is uniform-state"):
-        load(path, device="cpu")
+    denoiser, tokenizer = load(path, device="cpu")
+    assert denoiser.corruption == "uniform" and denoiser.canvas_length == 8 and tokenizer is not None
+    # the engine's marker of an uncommitted position lies just outside the model's vocabulary
+    assert (denoiser.spec.mask_id, denoiser.spec.vocab_size) == (96, 97)
+    with pytest.raises(ValueError, match="quantize and native=True do not apply"):
+        load(path, device="cpu", quantize="int8")
 
 
 def test_loader_refuses_other_families(tmp_path):

@@ -548,3 +548,51 @@ def test_edit_matches_sglang_joint_threshold_at_every_call(regime, period, thres
         assert torch.equal(out.generated[0], ref_tokens)
         assert out.nfe == len(ref_calls)  # SGLang spends ``spent`` more forwards, on blocks whose edit budget ran out
         assert out.nfe <= (GEN // BL) * parse_planner(spec).max_calls_per_block(BL)
+
+
+@pytest.mark.parametrize("bound, confidence", [(0.5, 1.5), (3.0, 0.5), (1e-6, 2.0)])
+def test_entropy_bound_planner_is_diffusion_gemmas_sampler_at_every_call(bound, confidence):
+    """DiffusionGemma's sampler (``diffusion_gemma_sampler.step``, itself checked against transformers' ``generate``)
+    against ``decide`` with the ``entropy_bound`` planner on a uniform canvas: the processed logits, the committed
+    positions and their tokens, the stopping rows, and the canvas entering the next call, at every call. Rows get
+    a growing logit on a target token at their own rate, so they stop at different calls."""
+    from unmask.decide import decide
+    from unmask.models.diffusion_gemma_sampler import EntropyBoundSpec, canvas_tokens, sample_uniforms, start, step
+    from unmask.sampling import SamplingParams
+    from unmask.noise import Noise
+    from unmask.planners.redraw import EntropyBound
+
+    n, c, v, calls = 4, 12, 40, 8
+    spec = EntropyBoundSpec(entropy_bound=bound, max_calls=calls, stability=1, confidence=confidence)
+    planner = EntropyBound(entropy_bound=bound, max_calls=calls, stability=1, confidence=confidence)
+    g = torch.Generator().manual_seed(5)
+    noise, pos = Noise.from_seeds([3, 1, 4, 1 << 40]), torch.arange(7, 7 + c).expand(n, -1)
+    rates, target = torch.tensor([0.0, 0.7, 1.5, 4.0]), torch.randint(0, v, (n, c), generator=g)
+    marker = v  # the engine's id of an uncommitted position
+    ref = start(canvas_tokens(noise, 0, pos, v), 1)
+    tokens, state, live = torch.full((n, c), marker), None, torch.ones(n, dtype=torch.bool)
+    stops = []
+    for k in range(calls):
+        logits = 2.0 * torch.randn(n, c, v, generator=g)
+        logits.scatter_add_(-1, target[..., None], (rates * k)[:, None, None].expand(-1, c, 1))
+        assert torch.equal(torch.where(tokens == marker, canvas_tokens(noise, k, pos, v), tokens)[live],
+                           ref.canvas[live]), k  # the canvas entering call k
+        d = decide(logits.clone(), tokens == marker, planner, SamplingParams(), noise.at(k, pos), k, 1, marker,
+                   tokens=tokens, state=state)
+        result, ref_next = step(spec, k, logits, ref, sample_uniforms(noise, k, pos), canvas_tokens(noise, k + 1, pos, v))
+        assert torch.equal(d.logits, result.processed)
+        done = ~d.pending  # rows that commit their argmax everywhere and stop
+        assert torch.equal(done[live], (result.stop | (k == calls - 1))[live]), k
+        committed = d.reveal | d.edit
+        assert not (d.remask & committed).any() and torch.equal(d.remask, ~committed & (tokens != marker))
+        going = live & ~done
+        assert torch.equal(committed[going], result.accepted[going]), k
+        assert torch.equal(d.proposal.tokens[going][committed[going]], result.drawn[going][committed[going]]), k
+        logp = torch.log_softmax(result.processed, -1).gather(-1, d.proposal.tokens[..., None]).squeeze(-1)
+        torch.testing.assert_close(d.proposal.logq, logp, rtol=0, atol=1e-5)  # the trace's log q of the drawn token
+        stopping = live & done
+        assert committed[stopping].all() and torch.equal(d.proposal.tokens[stopping], ref_next.argmax[stopping]), k
+        stops += [k] * int(stopping.sum())
+        tokens = torch.where(committed, d.proposal.tokens, marker)
+        state, ref, live = d.state, ref_next, going
+    assert len(stops) == n and (len(set(stops)) > 1 or bound == 1e-6)

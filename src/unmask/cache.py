@@ -74,6 +74,12 @@ def check_layout(block_length: int, denoiser: Denoiser) -> None:
     sub-blocks of 8 inside its blocks of 32): the model attends causally across
     its blocks, so a generated block spanning two would see only half of itself.
     """
+    if denoiser.corruption == "uniform":
+        canvas = denoiser.canvas_length  # type: ignore[attr-defined]
+        if block_length != canvas:
+            raise ValueError(f"block_length must equal the model's canvas length {canvas} (a uniform-state "
+                             f"model denoises one canvas at a time), got {block_length}")
+        return
     block = denoiser.attention_block
     if block is not None and block % block_length:
         allowed = [d for d in range(1, block + 1) if block % d == 0]
@@ -86,6 +92,8 @@ def resolve_cache(mode: str, denoiser: Denoiser) -> str:
     as given."""
     if mode != "auto":
         return mode
+    if denoiser.corruption == "uniform":  # finished canvases are encoded once: the committed cache
+        return "committed"
     return "committed" if denoiser.attention_block is not None and denoiser.can_cache() else "none"
 
 
@@ -94,6 +102,11 @@ def check_cache(mode: str, denoiser: Denoiser) -> None:
     if mode not in CACHE_MODES:
         raise ValueError(f"cache must be one of {list(CACHE_MODES)}, got {mode!r}")
     if mode == "auto":
+        return
+    if denoiser.corruption == "uniform":
+        if mode != "committed":
+            raise ValueError(f"cache={mode!r}: {type(denoiser).__name__} (uniform-state, encoder-decoder) encodes "
+                             "each finished canvas once: use cache='auto' or 'committed'")
         return
     if mode == "committed" and denoiser.attention_block is None:
         raise ValueError("cache='committed' needs a block-causal model (SDAR, Fast-dLLM v2: attention_block set); "

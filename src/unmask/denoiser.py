@@ -83,6 +83,9 @@ class Denoiser(ABC):
     lookbehind: int = 0  # leading query columns a cached segment needs (Dream: 1, its logits are shifted)
     add_bos: bool | None = None  # prompt rule for encode_prompts: one BOS (True), none (False), the tokenizer's (None)
     attention_block: int | None = None  # block-diffusion models: their block size (causal across blocks); None: full
+    # "mask": uncommitted positions hold the mask id (absorbing); "uniform": they hold fresh random tokens, which
+    # the engine draws before each call (CanvasDenoiser; DESIGN.md, "Uniform-state corruption")
+    corruption: str = "mask"
 
     @property
     def device(self) -> torch.device:
@@ -142,6 +145,60 @@ class CachingDenoiser(Denoiser):
         ``[N, W, V]``. A denoiser with ``lookbehind`` needs the query before each
         wanted one (unless that one is at position 0).
         """
+
+
+@dataclass(frozen=True)
+class CanvasIO:
+    """Which rows of a :class:`CanvasDenoiser` call start a canvas, and what their encoder reads first."""
+
+    slots: list[int]  # each row's arena slot
+    prompts: list[list[int] | None]  # a row whose first canvas starts now: its prompt (the slot is taken afresh)
+    finished: Tensor | None  # [N, C]: each row's previous canvas, final now (read for rows in ``extend``)
+    extend: list[bool]  # rows whose previous canvas is encoded before this call (their next canvas starts)
+
+    @property
+    def starts(self) -> list[bool]:
+        """Rows whose canvas starts at this call (self-conditioning from zeros)."""
+        return [p is not None or e for p, e in zip(self.prompts, self.extend, strict=True)]
+
+
+class CanvasDenoiser(Denoiser):
+    """A uniform-state, encoder-decoder, block-autoregressive denoiser (DiffusionGemma).
+
+    Generation runs one canvas of ``canvas_length`` tokens at a time after
+    everything final (the prompt, finished canvases), which an encoder has
+    read once into the row's arena slot; a decoder call denoises the canvas
+    given that cache and the row's self-conditioning state (also in the slot).
+    The engine fills uncommitted positions with fresh uniform tokens before
+    each call and hands the decision's processed logits back with
+    :meth:`condition`.
+    """
+
+    corruption = "uniform"
+    canvas_length: int
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor,
+                 window: Window | None = None) -> Tensor:
+        raise ValueError(f"{type(self).__name__} is an encoder-decoder uniform-state model: it runs through the "
+                         "engine (unmask.generate), not as a full-canvas denoiser")
+
+    def can_cache(self) -> bool:
+        return True
+
+    def arena_slot_bytes(self, length: int) -> int:
+        return 0
+
+    @abstractmethod
+    def new_arena(self, slots: int, length: int) -> Any:
+        """An opaque store of ``slots`` rows: each row's encoder cache and self-conditioning state."""
+
+    @abstractmethod
+    def forward_canvas(self, arena: Any, io: CanvasIO, canvas: Tensor) -> Tensor:
+        """Encode what ``io`` says is final now, then one decoder call on ``canvas [N, C]``: logits ``[N, C, V]``."""
+
+    @abstractmethod
+    def condition(self, arena: Any, slots: list[int], processed: Tensor) -> None:
+        """Keep the next self-conditioning state of ``slots`` from this call's processed logits ``[N, C, V]``."""
 
 
 def gather_columns(logits: Tensor, columns: Tensor) -> Tensor:

@@ -50,7 +50,10 @@ def generate(
 
     Semi-autoregressive blocks of ``block_length`` (LLaDA, Nie et al. 2025);
     within a block, ``config.planner`` picks the positions each denoiser call
-    reveals. Prompts of different lengths are left-padded. A row that has
+    reveals. Uniform-state denoisers (DiffusionGemma) run one canvas per block
+    (``block_length`` = their canvas length): the planner picks the positions
+    to *commit*, the others hold fresh random tokens at every call.
+    Prompts of different lengths are left-padded. A row that has
     produced an EOS id in a finished block is filled with EOS and stops
     costing calls; the generation ends when every row has. With ``tokenizer``,
     the output carries decoded texts cut at EOS and at the first stop string,

@@ -42,6 +42,7 @@ GOLDEN = 0x61C88647  # 2^32 / phi, odd and below 2^31
 ROUND_KEYS = (0x2545F491, 0x3C6EF372, 0x68E31DA4, 0x1B873593, 0x5851F42D, 0x4C957F2D)
 TOKENS = 1  # stream of the token draws (sampling)
 ORDER = 2  # stream of random position orders (random top-k)
+CANVAS = 3  # stream of the random tokens at uncommitted positions of a uniform-state canvas
 
 
 def mix32(x):  # type: ignore[no-untyped-def]
@@ -145,3 +146,13 @@ class CallNoise:
         """``[N, L]`` float64 uniforms in (0, 1) on a 2^-52 grid (token draws)."""
         hi, lo = self._hash(stream)
         return to_unit64(hi, lo)
+
+
+def uniform_tokens(noise: CallNoise, vocab_size: int) -> Tensor:
+    """Uniform tokens ``[N, L]`` for the positions that enter a call uncommitted (uniform-state corruption).
+
+    ``floor(u * V)`` of a float64 uniform of stream ``CANVAS`` on a 2^-52 grid:
+    every token has probability ``1/V`` up to ``V * 2^-52``.
+    """
+    u = noise.uniform64(CANVAS)
+    return (u * vocab_size).long().clamp_max(vocab_size - 1)  # u < 1, so the clamp only guards rounding

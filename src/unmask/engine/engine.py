@@ -11,6 +11,13 @@ a stop string, its listener dropping every row, cancellation) leaves at once
 and frees its rows and arena slots; waiting requests join at the next step.
 Rows that are done leave the calls at once, even while their request runs.
 
+A uniform-state denoiser (``corruption == "uniform"``, DiffusionGemma) runs
+one call kind of its own, ``canvas``: each row's canvas with its uncommitted
+positions re-drawn from counter-based noise, after the encoder has read what
+became final (:meth:`~unmask.engine.runner.Runner.run`); after the decision
+the rows' processed logits go back to the denoiser as their next
+self-conditioning state.
+
 The key/value cache is one arena of row slots, allocated once (on the first
 cached request) from :class:`EngineConfig`'s memory budget; nothing is
 allocated per call or per shape. The split follows nano-vllm: the engine
@@ -93,6 +100,7 @@ class Engine:
         self.model = denoiser.compiled() if self.config.compile else denoiser
         self.spec = denoiser.spec
         self.device = denoiser.device
+        self.uniform = denoiser.corruption == "uniform"  # uncommitted positions hold fresh random tokens
         self.runner = Runner(self.model)
         self.pad_budget = self.config.padding(self.device)
         self.length = self.config.slot_length(self.spec)
@@ -111,6 +119,9 @@ class Engine:
         check_layout(cfg.block_length, self.model)
         if cfg.cache == "auto":  # the model's own default: committed for block-causal models, else none
             cfg = request.config = dataclasses.replace(cfg, cache=resolve_cache(cfg.cache, self.model))
+        if self.uniform and cfg.cfg_scale > 0:
+            raise ValueError(f"cfg_scale={cfg.cfg_scale}: guidance needs a masked model (an unconditional row masks "
+                             f"the prompt); {type(self.model).__name__} is uniform-state: use cfg_scale=0")
         if cfg.compile != self.config.compile:
             raise ValueError(f"config.compile={cfg.compile} but this engine runs compile={self.config.compile}: "
                              f"compilation is an engine setting (EngineConfig.compile)")
@@ -205,18 +216,21 @@ class Engine:
         for st in live:
             rows = st.active()
             assert rows, "a live request without active rows"
+            if self.uniform:  # one decoder call over every row's canvas (the encoder runs inside it)
+                by_kind.setdefault("canvas", []).append(Part(st, rows, *st.bounds()))
+                continue
             plan = st.plan(self.model.lookbehind)
             by_kind.setdefault(plan.kind, []).append(Part(st, rows, plan.start, plan.end))
         groups: dict[Hashable, list[tuple[Part, Tensor]]] = {}
-        for kind in KINDS:
-            budget = None if kind == "segment" else self.pad_budget  # segments are short: their padding is cheap
+        for kind in (*KINDS, "canvas"):
+            budget = None if kind in ("segment", "canvas") else self.pad_budget  # short queries: cheap padding
             for parts in split_padding(by_kind.get(kind, []), budget):
                 rows = sum(len(p.rows) * p.copies for p in parts)
                 self.stats.calls += 1
                 self.stats.row_calls += rows
                 for p, logits in zip(parts, self.runner.run(kind, parts), strict=True):
                     p.state.shared_rows += rows
-                    if kind == "segment":
+                    if kind in ("segment", "canvas"):
                         p.state.partial += 1
                     else:
                         p.state.full += 1
@@ -270,6 +284,8 @@ class Engine:
             p.state.keep_state(r, None if d.state is None else tuple(map(cut, d.state)), cut(d.pending))
             self._apply(p.state, r, m, m_all, cut(d.reveal), cut(d.tokens), cut(d.confidence), cut(d.logq),
                         cut(d.finite), cut(d.edit), cut(d.remask))
+            if self.uniform:  # the rows' next self-conditioning state, from the logits this call decided on
+                self.model.condition(self.runner.arena, [p.state.slots[i] for i in p.rows], cut(d.logits))  # type: ignore[attr-defined]
             at += k
 
     def _apply(self, st: RequestState, rows: Tensor, masked: Tensor, masked_all: Tensor, reveal: Tensor,
@@ -293,7 +309,7 @@ class Engine:
             edit_all, remask_all = self._revise(st, rows, reveal_all, tokens_all, edit, remask, g)
             ran = torch.zeros(st.n, dtype=torch.bool, device=block.device).index_fill_(0, rows, True)
             st.recorder.record(st.block, g, masked_all, reveal_all, prob_all, logq_all, ran, edit_all)
-        st.broken |= broken(masked, reveal, edit, remask)
+        st.broken |= broken(masked, reveal, edit, remask, st.planner.progress)
         if finite is not None:
             st.nonfinite |= ~finite.all()
         if st.request.listener is not None:

@@ -33,6 +33,7 @@ class Decided:
     remask: Tensor | None = None
     pending: Tensor | None = None  # [N]
     state: State = None  # per-row tensors
+    logits: Tensor | None = None  # [N, Bl, V]: the processed logits (uniform-state models' self-conditioning)
 
 
 def _merge(parts: list[tuple[Tensor, Tensor | None]], rows: int) -> Tensor | None:
@@ -67,13 +68,14 @@ def decide_by_lead(logits: Tensor, masked: Tensor, keys: Tensor, positions: Tens
         d = decide(pick(logits), pick(masked), planner, sampling, noise, call, num_blocks, mask_id,  # type: ignore[arg-type]
                    lead=lead, tokens=pick(tokens), state=part_state)
         p = d.proposal
-        dec = Decided(d.reveal, p.tokens, p.confidence, p.logq, p.finite, d.edit, d.remask, d.pending, d.state)
+        dec = Decided(d.reveal, p.tokens, p.confidence, p.logq, p.finite, d.edit, d.remask, d.pending, d.state,
+                      d.logits)
         if one:
             return dec
         got.append((sel, dec))
     n = len(leads)
     fields = {name: _merge([(s, getattr(d, name)) for s, d in got], n)
-              for name in ("reveal", "tokens", "confidence", "logq", "finite", "edit", "remask", "pending")}
+              for name in ("reveal", "tokens", "confidence", "logq", "finite", "edit", "remask", "pending", "logits")}
     merged_state = None
     if got[0][1].state is not None:
         merged_state = tuple(_merge([(s, d.state[i]) for s, d in got], n)  # type: ignore[index]

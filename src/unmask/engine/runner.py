@@ -23,8 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..denoiser import ArenaIO, CachingDenoiser, Denoiser
+from ..denoiser import ArenaIO, CachingDenoiser, CanvasDenoiser, CanvasIO, Denoiser
 from ..guidance import guide, unconditional
+from ..noise import Noise, uniform_tokens
 from .request import RequestState
 
 
@@ -56,6 +57,8 @@ class Runner:
 
     def run(self, kind: str, parts: list[Part]) -> list[Tensor]:
         """Logits ``[len(rows), Bl, V]`` of each part's block, for one call of ``kind`` over every part."""
+        if kind == "canvas":
+            return self._canvas(parts)
         device = parts[0].state.x.device
         ids, pos, mask, cols, want_lo, unpadded = [], [], [], [], [], True
         width = max(p.width for p in parts)  # query columns (a whole canvas is its part's width)
@@ -97,6 +100,34 @@ class Runner:
             io = ArenaIO(slots, torch.cat(cols), keys)
             logits = self.model.forward_arena(ids_t, pos_t, None if unpadded else mask_t, self.arena, io, want)
         return self._split(parts, logits)
+
+    def _canvas(self, parts: list[Part]) -> list[Tensor]:
+        """One call of a uniform-state denoiser: each row's canvas with every uncommitted position (the marker id)
+        replaced by a fresh uniform token (stream ``CANVAS`` at the row's seed, the call within the canvas and
+        the position), after encoding what became final: the prompt (first canvas) or the previous canvas."""
+        model = self.model
+        assert isinstance(model, CanvasDenoiser) and self.arena is not None
+        canvas, finished, slots, prompts, extend = [], [], [], [], []
+        for p in parts:
+            st, (lo, hi) = p.state, p.state.bounds()
+            r = torch.tensor(p.rows, dtype=torch.long, device=st.x.device)
+            x = st.x.index_select(0, r)
+            pos = st.canvas.positions.index_select(0, r)[:, lo:hi]
+            fresh = uniform_tokens(Noise(st.noise.keys.index_select(0, r)).at(st.call, pos), model.vocab)  # type: ignore[attr-defined]
+            block = x[:, lo:hi]
+            canvas.append(torch.where(block == self.spec.mask_id, fresh, block))
+            first = st.call == 0
+            finished.append(x[:, max(lo - (hi - lo), 0) : lo] if st.block > 0 else block)
+            prompts += [st.request.prompts[i] if first and st.block == 0 else None for i in p.rows]
+            extend += [first and st.block > 0] * len(p.rows)
+            slots += [st.slots[i] for i in p.rows]
+        io = CanvasIO(slots, prompts, torch.cat(finished) if any(extend) else None, extend)
+        logits = model.forward_canvas(self.arena, io, torch.cat(canvas))
+        out, at = [], 0
+        for p in parts:
+            out.append(logits[at : at + len(p.rows)])
+            at += len(p.rows)
+        return out
 
     def _want(self, parts: list[Part], want_lo: list[int], device: torch.device) -> tuple[int, int] | Tensor:
         """The query indices whose logits are wanted: one shared window, or ``[M, W]`` per row."""

@@ -41,10 +41,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..noise import TOKENS, Noise
+from ..noise import CANVAS, TOKENS, Noise, uniform_tokens
 from ..sampling import draw
 
-CANVAS = 3  # noise stream of the uniform tokens of uncommitted positions (TOKENS = 1, ORDER = 2 in unmask.noise)
+__all__ = [
+    "CANVAS",
+    "CallResult",
+    "CanvasState",
+    "EntropyBoundSpec",
+    "accept",
+    "canvas_tokens",
+    "end_canvas",
+    "entropy",
+    "sample_uniforms",
+    "start",
+    "step",
+]
 
 
 @dataclass(frozen=True)
@@ -175,8 +187,7 @@ def canvas_tokens(noise: Noise, call: int, positions: Tensor, vocab_size: int) -
     ``floor(u * V)`` of a float64 uniform on a 2^-52 grid: every token has
     probability ``1/V`` up to ``V * 2^-52``.
     """
-    u = noise.at(call, positions).uniform64(CANVAS)
-    return (u * vocab_size).long().clamp_max(vocab_size - 1)  # u < 1, so the clamp only guards rounding
+    return uniform_tokens(noise.at(call, positions), vocab_size)
 
 
 def end_canvas(tokens: Tensor, eos_ids: tuple[int, ...], pad_id: int) -> tuple[Tensor, Tensor]:

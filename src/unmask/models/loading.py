@@ -35,7 +35,7 @@ from transformers import (
 from ..denoiser import Denoiser
 from .blockdiff import fast_dllm_config, qwen_rename, sdar_config
 from .dream import dream_config, dream_rename
-from .families import Family, check_masked, detect_family, is_converted
+from .families import Family, detect_family, is_converted
 from .llada import llada_config, llada_rename
 from .llada2 import build_llada2, llada2_config
 from .native import NativeDenoiser
@@ -267,7 +267,9 @@ def load(
     families run natively in transformers' Llama/Qwen2/Qwen3 with bidirectional
     attention and a KV cache (``cache="prefix" | "dual"``), or, for the
     block-diffusion families (SDAR, Fast-dLLM v2, LLaDA2 in ``Glm4MoeForCausalLM``), block-causal attention and
-    the exact ``cache="committed"`` (their default); with ``native=False`` or for unknown
+    the exact ``cache="committed"`` (their default); DiffusionGemma (uniform-state)
+    loads with transformers' own classes as a
+    :class:`~unmask.models.diffusion_gemma_engine.DiffusionGemma`; with ``native=False`` or for unknown
     families, the checkpoint's own code runs through ``AutoModel`` (no cache).
     ``device`` defaults to CUDA when available; ``dtype`` to bfloat16 on CUDA and
     float32 on CPU. ``quantize="int8"`` or ``"int4"`` stores the decoder
@@ -286,7 +288,13 @@ def load(
     path = resolve_path(name_or_path)
     raw = read_config(path)
     family = detect_family(raw)
-    check_masked(family, "unmask.load")
+    if family is not None and family.corruption == "uniform":  # DiffusionGemma: transformers' own classes
+        if quant is not None or native:
+            raise ValueError(f"{family.name} runs with transformers' own classes: quantize and native=True do not "
+                             "apply (leave them unset)")
+        from .diffusion_gemma_engine import load_gemma_denoiser
+
+        return load_gemma_denoiser(path, device=device, dtype=dtype)
     dev = default_device(device)
     dt = torch.bfloat16 if quant == "int4" and dtype is None else default_dtype(dtype, dev)
     check_dtype(quant, dt)

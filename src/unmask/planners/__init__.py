@@ -15,6 +15,7 @@ from .base import PlanStep, Planner, Selection, State
 from .dynamic import Dynamic
 from .entropy_sum import EntropySum
 from .orders import Farthest, Interleave, Schedule
+from .redraw import EntropyBound
 from .revise import Edit, Remask, Stable, Wino
 from .scheduled import TOPK_SCORES, Binary, Dilated, TopK, fixed_schedule
 
@@ -22,7 +23,7 @@ WRAPPERS = ("spaced", "edit", "remask", "stable")  # planners whose ``inner`` se
 PLANNERS: dict[str, type[Planner]] = {
     cls.name: cls
     for cls in (Dilated, Binary, TopK, EB, Threshold, Factor, Spaced, Interleave, Farthest, Schedule, Dynamic,
-                EntropySum, Edit, Wino, Remask, Stable)
+                EntropySum, Edit, Wino, Remask, Stable, EntropyBound)
 }
 
 

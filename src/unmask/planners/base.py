@@ -52,6 +52,7 @@ class PlanStep:
     tokens: Tensor | None = None  # long: the block's tokens before this call (the mask id where masked)
     current: Tensor | None = None  # float: model probability of the current token (0 where masked), if needed
     state: State = None  # the planner's own per-row state from the previous call of the block (None at call 0)
+    logits: Tensor | None = None  # [N, Bl, V] float: the call's logits (after temperature()), if "logits" in needs
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Selection:
     remask: Tensor | None = None  # bool [N, Bl]: revealed positions to return to the mask
     pending: Tensor | None = None  # bool [N]: the row wants another call even when no mask is left
     state: State = None  # per-row state for the next call of the block
+    tokens: Tensor | None = None  # long [N, Bl]: the tokens revealed and edited positions take (None: the proposal's)
 
 
 class Planner(ABC):
@@ -72,6 +74,15 @@ class Planner(ABC):
     name: ClassVar[str]
     needs: ClassVar[frozenset[str]] = frozenset()  # optional scores: "margin", "entropy", "current"
     revises: ClassVar[bool] = False  # may edit or re-mask revealed positions (then adaptive)
+    # every call reveals at least one masked position per row with masks (checked by the engine); False for a
+    # planner that re-decides every position at every call (entropy_bound), bounded by its max_calls_per_block
+    progress: ClassVar[bool] = True
+
+    def temperature(self, call: int, device: torch.device | str = "cpu") -> Tensor | None:
+        """The planner's own temperature at call ``call`` (a float32 scalar tensor): ``decide`` divides the logits
+        by it before anything else, and the tempered logits are the call's *processed* logits (the next
+        self-conditioning input of a DiffusionGemma model). None (the default): no schedule of its own."""
+        return None
 
     def check(self, gen_length: int, block_length: int) -> None:
         """Raise ``ValueError`` if this planner cannot run with these sizes."""
