@@ -18,7 +18,7 @@ from sglang.srt.plugins import GENERAL_PLUGINS_GROUP, load_plugins
 from unmask.planners import PLANNERS
 from unmask_sglang.algorithm import ALGORITHMS, ARCHITECTURES, UnmaskAlgorithm
 from unmask_sglang.counting import ENV, count_steps
-from unmask_sglang.settings import DEFAULT_SPECS, NEEDS_SPEC, Settings, algorithm_name
+from unmask_sglang.settings import DEFAULT_SPECS, NEEDS_SPEC, NOT_SERVED, Settings, algorithm_name
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 NAMES = ["unmask-dus", "unmask-binary", "unmask-topk", "unmask-eb", "unmask-threshold", "unmask-factor",
@@ -39,7 +39,11 @@ def test_the_entry_point_is_in_sglangs_general_plugin_group() -> None:
 
 
 def test_every_planner_resolves_through_sglangs_lookup_after_loading_plugins() -> None:
-    assert sorted(ALGORITHMS) == sorted(NAMES) == sorted(algorithm_name(k) for k in PLANNERS)
+    assert sorted(ALGORITHMS) == sorted(NAMES) == sorted(algorithm_name(k) for k in PLANNERS if k not in NOT_SERVED)
+    assert set(NOT_SERVED) <= set(PLANNERS)  # every exclusion names a planner of the registry
+    for kind in NOT_SERVED:
+        with pytest.raises(ValueError, match="does not run in SGLang"):
+            Settings.parse(kind, None, 32)
     assert not set(NAMES) & set(algo_name_to_cls)  # nothing registered them yet
     load_plugins()  # SGLang's own loader: discovers the entry point and runs register()
     for name in NAMES:

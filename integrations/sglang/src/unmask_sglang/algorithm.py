@@ -62,7 +62,7 @@ from unmask.decide import broken, check, decide
 from unmask.noise import Noise, derive_seed
 from unmask.planners import PLANNERS
 
-from .settings import Settings, algorithm_name
+from .settings import NOT_SERVED, Settings, algorithm_name
 
 # The block-diffusion architectures SGLang serves with a mask token (its DllmConfig table);
 # DiffusionGemma needs SGLang's own Gemma4Renoise algorithm.
@@ -220,7 +220,8 @@ def _adapter(kind: str) -> type[UnmaskAlgorithm]:
                                                "__qualname__": cls_name})
 
 
-# name -> class, DUS first; one adapter per planner in unmask's registry
+# name -> class, DUS first; one adapter per planner in unmask's registry (but NOT_SERVED)
 ALGORITHMS: dict[str, type[UnmaskAlgorithm]] = {
-    algorithm_name(kind): _adapter(kind) for kind in sorted(PLANNERS, key=lambda k: (k != "dilated", k))
+    algorithm_name(kind): _adapter(kind)
+    for kind in sorted(PLANNERS, key=lambda k: (k != "dilated", k)) if kind not in NOT_SERVED
 }

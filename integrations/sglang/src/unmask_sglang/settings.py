@@ -39,6 +39,11 @@ DEFAULT_SPECS = {
     "remask": "remask(threshold(tau=0.9), eta=0.1, max_calls=16)",
     "stable": "stable(threshold(tau=0.9), window=2, tau=0.5)",
 }
+# planners of unmask's registry that SGLang's dLLM path cannot run, and why
+NOT_SERVED = {
+    "entropy_bound": "DiffusionGemma's sampler re-draws uncommitted positions as uniform tokens (uniform-state "
+                     "corruption); SGLang's dLLM path serves masked models",
+}
 NEEDS_SPEC = {  # planners with no sensible default: the YAML must name one
     "schedule": "an explicit schedule of the block offsets, e.g. the winner of unmask tune: "
                 "planner: \"schedule(groups=((0, 16), (8, 24), ...))\"",
@@ -68,6 +73,8 @@ class Settings:
         """
         if kind not in PLANNERS:
             raise ValueError(f"kind must be one of {sorted(PLANNERS)}, got {kind!r}")
+        if kind in NOT_SERVED:
+            raise ValueError(f"the {kind!r} planner does not run in SGLang: {NOT_SERVED[kind]}")
         name = algorithm_name(kind)
         where = f"--dllm-algorithm-config of {name}"
         values = {} if values is None else values
