@@ -18,8 +18,8 @@ from unmask.oracles import (
     sample_pair_marginals,
 )
 from unmask.oracles.uniform import UniformOracle
+from unmask.oracles.uniform_law import posteriors, uniform_law
 from unmask.oracles.uniform_planner import PlannerCommit, uniform_estimators
-from unmask.oracles.uniform_law import posteriors, sample_uniform, sandwich_kl, uniform_law
 from unmask.oracles.uniform_rules import (
     EntropyBoundCommit,
     FixedGroups,
@@ -28,6 +28,7 @@ from unmask.oracles.uniform_rules import (
     dus_commit,
     interleave_commit,
 )
+from unmask.oracles.uniform_sample import sample_uniform, sandwich_kl
 from unmask.planners import PlanStep, parse_planner
 from unmask.sampling import SamplingParams, propose
 

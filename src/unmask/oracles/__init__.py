@@ -26,9 +26,10 @@ from .named import NAMED_ORACLES, named_oracle, oracle_title
 from .pairs import PairDivergence, exact_pair_marginals, pair_divergence, pair_js, pair_kl, sample_pair_marginals
 from .search import SearchResult, search_schedule
 from .uniform import UniformOracle
-from .uniform_law import KLSandwich, UniformLaw, UniformSamples, sample_uniform, sandwich_kl, uniform_law
+from .uniform_law import UniformLaw, uniform_law
 from .uniform_planner import PlannerCommit, uniform_estimators
 from .uniform_rules import CommitRule, EntropyBoundCommit, FixedGroups, TopKCommit
+from .uniform_sample import KLSandwich, UniformSamples, sample_uniform, sandwich_kl
 
 __all__ = [
     "BIASED", "BOUND", "EXACT", "NAMED_ORACLES", "ChainOracle", "HMMOracle", "MarkovOracle", "PairDivergence",

@@ -22,16 +22,16 @@ commit here stays for good, and they re-decide revealed positions.
 Estimators (:func:`uniform_estimators`), each checked by enumeration in the
 tests (:attr:`.uniform_law.UniformLaw.expected_path_kl` against the exact KL):
 
-- path KL (:meth:`.uniform_law.UniformSamples.path_kl`): ``"exact"`` in
+- path KL (:meth:`.uniform_sample.UniformSamples.path_kl`): ``"exact"`` in
   expectation in the told view for planners that choose from the posterior
   alone; ``"upper bound"`` in the matched and blind views (the posterior reads
   the re-draws: E = KL + E_x KL(q(re-draws | x) || uniform)) and for a random
   order (the mean over orders of a convex KL); ``"biased"`` for planners that
   read the draws (the selection is left out; it can fall below the truth);
-- sandwich (:func:`.uniform_law.sandwich_kl`): ``"bracket"`` (its two ends
+- sandwich (:func:`.uniform_sample.sandwich_kl`): ``"bracket"`` (its two ends
   meet at the exact KL) unless the planner reads the draws, then refused;
 - pair KL (:func:`~unmask.oracles.pair_divergence` on
-  :func:`.uniform_law.sample_uniform`'s sequences): ``"consistent"`` for all.
+  :func:`.uniform_sample.sample_uniform`'s sequences): ``"consistent"`` for all.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from ..noise import ORDER
-from ..planners import PlanStep, Planner, parse_planner
+from ..planners import Planner, PlanStep, parse_planner
 from ..sampling import Proposal, scores
 from .enumerate import _keeps_state
 from .metrics import BIASED, BOUND, EXACT, path_kl_status

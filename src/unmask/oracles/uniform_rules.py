@@ -144,6 +144,15 @@ class EntropyBoundCommit(CommitRule):
     largest entropy is at most ``bound`` (an upper bound on the prefix's joint
     mutual information); the lowest-entropy position always qualifies. Call
     ``max_calls - 1`` commits whatever is left.
+
+    DiffusionGemma's sampler applies the same acceptance differently: it
+    re-decides every position at every call (an earlier acceptance may be
+    dropped and re-drawn), draws at a temperature that falls linearly from
+    ``t_max`` to ``t_min``, stops early once the argmax canvas is stable and
+    the mean entropy low, and feeds its previous prediction back to the
+    decoder. Here a commit stays for good, only uncommitted positions are
+    candidates, draws are at temperature 1, and the canvas ends when every
+    position is committed.
     """
 
     def __init__(self, bound: float, max_calls: int = 64) -> None:
