@@ -6,7 +6,11 @@ import math
 import pytest
 import torch
 
+from unmask.noise import ORDER, Noise
 from unmask.oracles import (
+    BIASED,
+    BOUND,
+    EXACT,
     HMMOracle,
     MarkovOracle,
     enumerate_sampler,
@@ -14,7 +18,8 @@ from unmask.oracles import (
     sample_pair_marginals,
 )
 from unmask.oracles.uniform import UniformOracle
-from unmask.oracles.uniform_law import posteriors, sample_uniform, sandwich_kl, uniform_law
+from unmask.oracles.uniform_law import posteriors, uniform_law
+from unmask.oracles.uniform_planner import PlannerCommit, uniform_estimators
 from unmask.oracles.uniform_rules import (
     EntropyBoundCommit,
     FixedGroups,
@@ -23,6 +28,9 @@ from unmask.oracles.uniform_rules import (
     dus_commit,
     interleave_commit,
 )
+from unmask.oracles.uniform_sample import sample_uniform, sandwich_kl
+from unmask.planners import PlanStep, parse_planner
+from unmask.sampling import SamplingParams, propose
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -242,3 +250,165 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="chain must be a ChainOracle"):
         UniformOracle("markov1")  # type: ignore[arg-type]
     assert math.isfinite(uniform_law(u, TopKCommit([3]), 3).kl)
+
+
+# --- any unmask planner as a commit rule --------------------------------------------------------------------
+
+SPECS = ["dilated", "binary", "topk(score='confidence', steps=2)", "topk(score='margin', steps=3)",
+         "topk(score='entropy', counts=(1, 3))", "topk(score='random', steps=2)", "eb(gamma=1.0)",
+         "threshold(tau=0.6)", "factor(factor=1.0)", "spaced(eb(gamma=2.0), start_stride=8)",
+         "spaced(threshold(tau=0.5), start_stride=8)", "interleave(k=2)", "farthest(calls=3)", "entropy_sum(bound=0.5)",
+         "dynamic(counts=(1, 1, 2), tau=0.6)"]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_commit_set_is_the_planners_reveal_on_the_engines_step(spec):
+    """The adapter's commit set is the planner's reveal on the PlanStep the engine builds with propose()."""
+    u = UniformOracle(CHAINS["hmm"]())
+    g = torch.Generator().manual_seed(7)
+    y = torch.randint(0, V, (8, L), generator=g)
+    committed = torch.rand(8, L, generator=g) < 0.4
+    committed[:, 0] = False  # something left to commit in every row
+    probs = posteriors(u, y, committed, "blind", 0)
+    planner = parse_planner(spec)
+    rule = PlannerCommit(planner, L)
+    for call in range(2):
+        noise = Noise.from_seeds(list(range(8))).at(call, torch.arange(L).expand(8, L))
+        proposal = propose(probs.log(), SamplingParams(temperature=1.0), noise, planner.needs)
+        want = planner.select(PlanStep(~committed, proposal, call, L, 1, noise)).reveal
+        got = rule.commit(probs, committed, call, proposal.tokens, noise.uniform(ORDER))
+        assert torch.equal(got, want) and bool(got.any(-1).all()) and not (got & committed).any()
+
+
+def test_planner_law_equals_the_hand_written_rule():
+    u = UniformOracle(CHAINS["markov2"]())
+    pairs = [("dilated", dus_commit(L)), ("farthest(calls=3)", dilated_commit(L, 3)),
+             ("interleave(k=2)", interleave_commit(L, 2)), (f"eb(gamma={0.9 / math.log(2)})", EntropyBoundCommit(0.9))]
+    for view in ("told", "matched", "blind"):
+        for spec, rule in pairs:
+            a, b = uniform_law(u, PlannerCommit(spec, L), L, view), uniform_law(u, rule, L, view)
+            assert torch.equal(a.sequences, b.sequences), (spec, view)
+            torch.testing.assert_close(a.prob, b.prob, rtol=0, atol=1e-14)
+            assert a.expected_calls == pytest.approx(b.expected_calls, abs=1e-12)
+            assert a.expected_path_kl == pytest.approx(b.expected_path_kl, abs=1e-12)
+
+
+@pytest.mark.parametrize("spec", ["threshold(tau=0.5)", "topk(score='confidence', steps=2)", "factor(factor=1.0)",
+                                  "topk(score='random', steps=2)", "topk(score='margin', steps=3)"])
+def test_told_view_planner_law_is_the_masked_law(spec):
+    """Told the commits, the law of any planner is its masked law (enumerate_sampler), draws and orders summed.
+
+    Both score in float32 from float64 posteriors computed two ways (noise-mixed vs masked forward-backward),
+    so a threshold may fall the other way on a branch of probability about 1e-8: tolerance 1e-7.
+    """
+    chain = CHAINS["markov1"]()
+    law = uniform_law(UniformOracle(chain), PlannerCommit(spec, L), L, "told", prompt=(1,))
+    masked = enumerate_sampler(chain, spec, L, L, prompt=(1,))
+    assert torch.equal(law.sequences, masked.sequences)
+    torch.testing.assert_close(law.prob, masked.prob, rtol=0, atol=1e-7)
+    assert law.expected_calls == pytest.approx(masked.expected_nfe, abs=1e-7)
+    assert law.expected_path_kl == pytest.approx(masked.expected_path_kl, abs=1e-7)
+
+
+def rec_law_drawn(u, rule, length, view):
+    """An independent exact law for rules that read the draws or an order: call by call over the states
+    (committed tokens), every re-draw, every joint draw of the uncommitted positions and every order."""
+    states, call = {(tuple([0] * length), tuple([False] * length)): 1.0}, 0
+    while not all(all(d) for _, d in states):
+        nxt = {}
+        for (tokens, done), w in states.items():
+            if all(done):
+                nxt[(tokens, done)] = nxt.get((tokens, done), 0.0) + w
+                continue
+            free = [i for i in range(length) if not done[i]]
+            perms = list(itertools.permutations(range(len(free)))) if rule.reads_order else [None]
+            for redraw in itertools.product(range(V), repeat=len(free)):
+                y = list(tokens)
+                for i, t in zip(free, redraw):
+                    y[i] = t
+                d = torch.tensor([done])
+                probs = posteriors(u, torch.tensor([y]), d, view, 0)
+                for draw in itertools.product(range(V), repeat=len(free)):
+                    drawn, p = list(tokens), 1.0
+                    for i, t in zip(free, draw):
+                        drawn[i], p = t, p * float(probs[0, i, t])
+                    for perm in perms:
+                        order = torch.zeros(1, length)
+                        if perm is not None:
+                            order[0, free] = (torch.tensor(perm, dtype=torch.float32) + 1) / (len(free) + 1)
+                        commit = rule.commit(probs, d, call, torch.tensor([drawn]), order)[0].tolist()
+                        key = (tuple(drawn[i] if commit[i] else tokens[i] for i in range(length)),
+                               tuple(done[i] or commit[i] for i in range(length)))
+                        nxt[key] = nxt.get(key, 0.0) + w * p / V ** len(free) / len(perms)
+        states, call = nxt, call + 1
+    return {tokens: w for (tokens, _), w in states.items()}
+
+
+@pytest.mark.parametrize("spec", ["threshold(tau=0.6)", "topk(score='random', steps=2)"])
+def test_planner_law_matches_direct_recursion(spec):
+    u = UniformOracle(CHAINS["hmm"]())
+    for view in ("matched", "blind"):
+        rule = PlannerCommit(spec, 3)
+        law = uniform_law(u, rule, 3, view)
+        want = rec_law_drawn(u, rule, 3, view)
+        got = {tuple(s.tolist()): float(p) for s, p in zip(law.sequences, law.prob)}
+        assert set(got) == {k for k, p in want.items() if p > 0}
+        assert max(abs(got[k] - want[k]) for k in got) < 1e-14
+
+
+def test_estimator_labels_by_enumeration():
+    """Each path-KL label against the exact law: exact = equal, upper bound = above, biased = off (here below)."""
+    u = UniformOracle(CHAINS["markov1"]())
+    below = 0
+    for spec in ["dilated", "eb(gamma=1.0)", "topk(score='margin', steps=2)", "topk(score='random', steps=2)",
+                 "threshold(tau=0.5)", "topk(score='confidence', steps=2)", "factor(factor=1.0)"]:
+        rule = PlannerCommit(spec, L)
+        for view in ("told", "matched", "blind"):
+            law = uniform_law(u, rule, L, view)
+            label = uniform_estimators(rule, view)
+            assert label["pair"] == "consistent"
+            assert label["sandwich"] == ("refused" if rule.reads_draws else "bracket")
+            gap = law.expected_path_kl - law.kl
+            if label["path_kl"] == EXACT:
+                assert abs(gap) < 1e-12, (spec, view)
+            elif label["path_kl"] == BOUND:
+                assert gap > 1e-4, (spec, view)
+            else:
+                assert label["path_kl"] == BIASED and abs(gap) > 1e-3, (spec, view)
+                below += gap < 0
+    assert below >= 2  # a biased estimate does fall under the truth
+    assert uniform_estimators(EntropyBoundCommit(1.0), "told")["path_kl"] == EXACT
+
+
+def test_sampled_planner_runs_match_the_exact_law():
+    chain = CHAINS["hmm"]()
+    u = UniformOracle(chain)
+    rule = PlannerCommit("threshold(tau=0.6)", L)
+    law = uniform_law(u, rule, L, "blind")
+    n = 20000
+    runs = sample_uniform(u, rule, L, n, "blind", generator=torch.Generator().manual_seed(3))
+    code = (runs.sequences * V ** torch.arange(L - 1, -1, -1)).sum(-1)
+    freq = torch.bincount(code, minlength=V**L).double() / n
+    q = torch.zeros(V**L, dtype=torch.float64)
+    q[(law.sequences * V ** torch.arange(L - 1, -1, -1)).sum(-1)] = law.prob
+    z = (freq - q).abs() / (q * (1 - q) / n).clamp_min(1e-300).sqrt()
+    assert float(z[q > 0].max()) < 4.5 and float(freq[q == 0].sum()) == 0
+    calls = runs.calls.double()
+    assert abs(float(calls.mean()) - law.expected_calls) < 4.5 * float(calls.std()) / math.sqrt(n)
+
+
+def test_planner_commit_refusals():
+    u = UniformOracle(CHAINS["markov1"]())
+    for spec in ("edit(threshold(tau=0.9))", "wino", "remask(dilated, max_calls=4)", "stable(threshold)"):
+        with pytest.raises(ValueError, match="uniform-state commit stays"):
+            PlannerCommit(spec, L)
+    with pytest.raises(ValueError, match="length must be"):
+        PlannerCommit("dilated", 0)
+    with pytest.raises(ValueError, match="built for 4 generated tokens"):
+        uniform_law(u, PlannerCommit("dilated", L), 3)
+    with pytest.raises(ValueError, match="pass drawn"):
+        PlannerCommit("threshold", L)(torch.full((1, L, V), 1 / 3, dtype=torch.float64), torch.zeros(1, L, dtype=torch.bool), 0)
+    with pytest.raises(ValueError, match="sandwich"):
+        sandwich_kl(u, PlannerCommit("threshold", L), L, 10, 2)
+    with pytest.raises(ValueError, match="planner must be one of"):
+        PlannerCommit("nope", L)

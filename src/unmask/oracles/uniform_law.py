@@ -22,12 +22,17 @@ tokens, depends on the re-drawn tokens, and the law averages over them:
 q(s' | s) = V^-u sum_y sum_{C = rule(q(.|y))} prod_{i in C} q(x_i | y) over
 the ``V^u`` re-draws ``y`` of state ``s``. :func:`uniform_law` sums that
 exactly (a dense table over the ``(V + 1)^L`` states, committed token or
-"uncommitted" per position), so it is exact; :func:`sample_uniform` runs the
-process and gives the path-KL estimate (exact in expectation for the told
+"uncommitted" per position), so it is exact; :func:`~.uniform_sample.sample_uniform` runs
+the process and gives the path-KL estimate (exact in expectation for the told
 view, an upper bound otherwise, see its docstring) and samples for
-:func:`~unmask.oracles.pair_divergence`; :func:`sandwich_kl` brackets the
+:func:`~unmask.oracles.pair_divergence`; :func:`~.uniform_sample.sandwich_kl` brackets the
 exact KL between a lower and an upper estimate that meet as the number of
-re-draws per sample grows, for canvases too large to enumerate.
+re-draws per sample grows, for canvases too large to enumerate. Any unmask
+planner is a commit rule through
+:class:`~unmask.oracles.uniform_planner.PlannerCommit`; rules that choose by
+the tokens drawn or a random order are summed over those too, and
+:func:`~unmask.oracles.uniform_planner.uniform_estimators` says what each
+sampled estimate is worth for a rule and view.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class UniformLaw:
     prob: Tensor  # [M] float64, sums to 1
     log_p: Tensor  # [M] float64: log p(x | prompt)
     expected_calls: float
+    expected_path_kl: float  # E[UniformSamples.path_kl's per-token estimate], exactly
 
     @property
     def kl(self) -> float:
@@ -96,11 +102,72 @@ def posteriors(oracle: UniformOracle, canvas: Tensor, committed: Tensor, view: s
     return oracle.posterior(canvas, eps)[0][:, p_len:]
 
 
-def _commit(rule: CommitRule, probs: Tensor, committed: Tensor, call: int) -> Tensor:
-    new = rule(probs, committed, call)
+def _commit(rule: CommitRule, probs: Tensor, committed: Tensor, call: int, drawn: Tensor | None = None,
+            order: Tensor | None = None) -> Tensor:
+    new = rule.commit(probs, committed, call, drawn, order)
     if (new & committed).any() or not bool(new.any(-1).all()):
         raise ValueError(f"{rule!r} broke the commit-rule contract at call {call} (commit at least one new position)")
     return new
+
+
+def all_orders(n: int) -> Tensor:
+    """``[n!, n]`` float32 order uniforms: every order of ``n`` positions once (each equally likely for i.i.d. uniforms)."""
+    perms = torch.tensor(list(itertools.permutations(range(n))), dtype=torch.float32).reshape(math.factorial(n), n)
+    return (perms + 1.0) / (n + 1.0)
+
+
+def _product(vec: Tensor, lvec: Tensor) -> tuple[Tensor, Tensor]:
+    """Outer products over positions of ``vec [B, L, K]`` -> ``[B, K^L]``, and of the log-weighted sum:
+    ``sum_j (prod_{i != j} vec_i) lvec_j`` (``lvec = vec log vec`` at committed positions), for E[log q]."""
+    out, outl = vec[:, 0], lvec[:, 0]
+    for j in range(1, vec.shape[1]):
+        outl = (outl.unsqueeze(-1) * vec[:, j].unsqueeze(1) + out.unsqueeze(-1) * lvec[:, j].unsqueeze(1)).flatten(1)
+        out = (out.unsqueeze(-1) * vec[:, j].unsqueeze(1)).flatten(1)
+    return out, outl
+
+
+def _branch(rule: CommitRule, probs: Tensor, toks: Tensor, done: Tensor, mask: Tensor, call: int, w: Tensor,
+            a: Tensor, joint: Tensor | None, ords: Tensor | None) -> tuple:
+    """One call's commits from rows ``(state, re-draw)``: ``probs [B, L, V]``, tokens, ``done [B, L]``, weights
+    ``w`` and ``a`` (E[log q so far] times weight) ``[B]``.
+
+    A rule that reads the draws is branched over every joint draw ``joint [c, u]`` of the uncommitted
+    positions ``mask``: returns ``(next symbols [B c k, L], weights, weighted log q sums)``. Otherwise returns
+    ``(None, w, a, probs, toks, done, commit)`` for the outer product, rows branched over the orders ``ords
+    [k, u]`` (each equally likely) and then merged where an order gives the same commit set.
+    """
+    g, v = toks.shape[1], probs.shape[-1]
+    drawn = pd = None
+    if joint is not None:
+        c = joint.shape[0]
+        drawn = toks.repeat_interleave(c, 0)
+        drawn[:, mask] = joint.repeat(toks.shape[0], 1)
+        probs, done = probs.repeat_interleave(c, 0), done.repeat_interleave(c, 0)
+        pd = torch.where(done, 1.0, probs.gather(-1, drawn.unsqueeze(-1)).squeeze(-1))  # [B c, L]
+        w, a = w.repeat_interleave(c) * pd.prod(-1), a.repeat_interleave(c) * pd.prod(-1)
+    order, k = None, 1
+    if ords is not None:
+        k = ords.shape[0]
+        order = torch.zeros(k, g)
+        order[:, mask] = ords
+        order = order.repeat(probs.shape[0], 1)
+        rep = torch.arange(probs.shape[0]).repeat_interleave(k)
+        probs, done, toks, w, a = probs[rep], done[rep], toks[rep], w[rep] / k, a[rep] / k
+        if drawn is not None:
+            drawn, pd = drawn[rep], pd[rep]
+    commit = _commit(rule, probs, done, call, drawn, order)
+    if drawn is not None:
+        lq = torch.where(commit, pd.log(), 0.0).sum(-1)  # type: ignore[union-attr]
+        return torch.where(done | commit, drawn, v), w, a + w * lq
+    if k > 1:  # merge the orders that commit the same set
+        bits = (commit.long() << torch.arange(g)).sum(-1)
+        row = torch.arange(commit.shape[0]) // k
+        key, inv = torch.unique(row * (1 << g) + bits, return_inverse=True)
+        first = torch.zeros(key.numel(), dtype=torch.long).scatter_(0, inv, torch.arange(inv.numel()))
+        w = torch.zeros(key.numel(), dtype=DTYPE).index_add_(0, inv, w)
+        a = torch.zeros(key.numel(), dtype=DTYPE).index_add_(0, inv, a)
+        probs, toks, done, commit = probs[first], toks[first], done[first], commit[first]
+    return None, w, a, probs, toks, done, commit
 
 
 @torch.no_grad()
@@ -112,7 +179,10 @@ def uniform_law(oracle: UniformOracle, rule: CommitRule, gen_length: int, view: 
     ``sum_redraws`` (None: all but the told view) sums over every re-draw of
     the uncommitted positions; the told view's posterior does not depend on
     them, so skipping the sum there is exact too (the tests check both agree).
-    Cost about ``(2 V (V + 1))^L`` per call: for ``V^L`` in the hundreds.
+    A rule that ``reads_draws`` is also summed over every joint draw of the
+    uncommitted positions (``V^u``), one that ``reads_order`` over every
+    order of them (``u!``). Cost about ``(2 V (V + 1))^L`` per call (times
+    ``V^L`` for rules that read the draws): for ``V^L`` in the hundreds.
     """
     prompt = _check(oracle, rule, gen_length, view, prompt)
     v, g, p_len = oracle.num_tokens, gen_length, len(prompt)
@@ -123,8 +193,10 @@ def uniform_law(oracle: UniformOracle, rule: CommitRule, gen_length: int, view: 
         raise ValueError(f"the exact law holds (V + 1)^L = {width} states, over 2^24: use sample_uniform")
     place = base ** torch.arange(g - 1, -1, -1)  # [L]
     dist = torch.zeros(width, dtype=DTYPE)
+    acc = torch.zeros(width, dtype=DTYPE)  # E[sum of log q of the commits so far; state]
     dist[v * int(place.sum())] = 1.0  # every position uncommitted
     calls, limit = 0.0, rule.max_calls(g)
+    pre = torch.tensor(prompt, dtype=torch.long)
     for call in range(limit + 1):
         states = dist.nonzero().squeeze(-1)
         sym = (states.unsqueeze(-1) // place) % base  # [S, L]
@@ -134,154 +206,53 @@ def uniform_law(oracle: UniformOracle, rule: CommitRule, gen_length: int, view: 
         if call == limit:
             raise ValueError(f"{rule!r} left positions uncommitted after its max_calls={limit}")
         calls += float(dist[states[pending]].sum())
-        new = torch.zeros(width, dtype=DTYPE)
+        new, new_acc = torch.zeros(width, dtype=DTYPE), torch.zeros(width, dtype=DTYPE)
         new[states[~pending]] = dist[states[~pending]]
+        new_acc[states[~pending]] = acc[states[~pending]]
         for mask in torch.unique(sym[pending] == v, dim=0):  # states sharing their uncommitted positions
             rows = states[pending][((sym[pending] == v) == mask).all(-1)]
             u = int(mask.sum())
-            draws = (torch.tensor(list(itertools.product(range(v), repeat=u)), dtype=torch.long).reshape(-1, u)
-                     if sums else torch.zeros(1, u, dtype=torch.long))
-            r = draws.shape[0]
-            step = max(1, chunk_entries // (r * max(width, v * g)))
-            for i in range(0, rows.numel(), step):
-                s = rows[i : i + step]
-                toks = ((s.unsqueeze(-1) // place) % base).repeat_interleave(r, 0)  # [B, L]
-                toks[:, mask] = draws.repeat(s.numel(), 1)
+            redraws = (torch.tensor(list(itertools.product(range(v), repeat=u)), dtype=torch.long).reshape(-1, u)
+                       if sums else torch.zeros(1, u, dtype=torch.long))
+            joint = (torch.tensor(list(itertools.product(range(v), repeat=u)), dtype=torch.long).reshape(-1, u)
+                     if rule.reads_draws else None)
+            ords = all_orders(u) if rule.reads_order else None
+            r, c, k = redraws.shape[0], 1 if joint is None else joint.shape[0], 1 if ords is None else ords.shape[0]
+            pairs = rows.numel() * r  # (state, re-draw) rows, taken in chunks
+            per_row = c * k * g * (base + 8) if joint is not None else k * g * base + 2 * width * min(k, 2**u)
+            step = max(1, chunk_entries // per_row)
+            for i in range(0, pairs, step):
+                idx = torch.arange(i, min(i + step, pairs))
+                s, rd = rows[idx // r], redraws[idx % r]
+                toks = (s.unsqueeze(-1) // place) % base  # [B, L]
+                toks[:, mask] = rd
                 done = ~mask.expand_as(toks)
-                canvas = torch.cat([torch.tensor(prompt, dtype=torch.long).expand(toks.shape[0], p_len), toks], 1)
-                probs = posteriors(oracle, canvas, done, view, p_len, levels)
-                commit = _commit(rule, probs, done, call)
+                probs = posteriors(oracle, torch.cat([pre.expand(toks.shape[0], p_len), toks], 1), done, view, p_len, levels)
+                w, a = dist[s] / r, acc[s] / r
+                step_args = _branch(rule, probs, toks, done, mask, call, w, a, joint, ords)
+                if step_args[0] is not None:  # the next state of each row is known: add its weight there
+                    nxt, w, wl = step_args[0], step_args[1], step_args[2]
+                    new.index_add_(0, (nxt * place).sum(-1), w)
+                    new_acc.index_add_(0, (nxt * place).sum(-1), wl)
+                    continue
+                _, w, a, probs, toks, done, commit = step_args
                 vec = torch.zeros(toks.shape[0], g, base, dtype=DTYPE)  # next symbol's law per position
                 vec[..., v] = 1.0
                 vec[done] = torch.nn.functional.one_hot(toks[done], base).to(DTYPE)
                 vec[commit] = torch.cat([probs[commit], torch.zeros(int(commit.sum()), 1, dtype=DTYPE)], -1)
-                out = vec[:, 0]
-                for j in range(1, g):  # outer product over positions: [B, base^L]
-                    out = (out.unsqueeze(-1) * vec[:, j].unsqueeze(1)).reshape(out.shape[0], -1)
-                new += (dist[s].repeat_interleave(r) / r) @ out
-        dist = new
+                lvec = torch.zeros_like(vec)
+                lvec[commit] = torch.where(vec[commit] > 0, vec[commit] * vec[commit].clamp_min(1e-300).log(), 0.0)
+                out, outl = _product(vec, lvec)
+                new += w @ out
+                new_acc += a @ out + w @ outl
+        dist, acc = new, new_acc
     final = dist.nonzero().squeeze(-1)
     seqs = (final.unsqueeze(-1) // place) % base
-    full = torch.cat([torch.tensor(prompt, dtype=torch.long).expand(seqs.shape[0], p_len), seqs], 1)
-    log_p = oracle.chain.log_prob(full) - (oracle.chain.log_prob(full[:1, :p_len]) if p_len else 0.0)
-    return UniformLaw(seqs, dist[final], log_p, calls)
-
-
-@dataclass(frozen=True)
-class UniformSamples:
-    """Runs of a commit sampler: final sequences, and each run's summed log-probability of its commits."""
-
-    sequences: Tensor  # [N, L] long
-    log_q: Tensor  # [N] float64: sum over calls of log q(committed tokens | canvas)
-    log_p: Tensor  # [N] float64: log p(x | prompt)
-    calls: Tensor  # [N] long
-
-    def path_kl(self) -> tuple[float, float]:
-        """``(mean, standard error)`` of ``(log_q - log_p) / L``, nats per token.
-
-        Its expectation is KL(q || p) plus E_x KL(q(re-draws | x) || uniform
-        re-draws): exact when the commits do not depend on the re-draws (told
-        view, rules that read the posterior only), an upper bound otherwise.
-        """
-        d = (self.log_q - self.log_p) / self.sequences.shape[1]
-        return float(d.mean()), float(d.std() / math.sqrt(d.numel()))
-
-
-def _run(oracle: UniformOracle, rule: CommitRule, g: int, n: int, view: str, prompt: list[int],
-         generator: torch.Generator | None, levels: Tensor, forced: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """``n`` runs: final tokens ``[n, L]``, summed log q of the commits ``[n]``, calls ``[n]``.
-
-    ``forced [n, L]``: commit these tokens instead of drawing (the weight of
-    that sequence along fresh re-draws).
-    """
-    v, p_len = oracle.num_tokens, len(prompt)
-    toks = torch.randint(0, v, (n, g), generator=generator)
-    done = torch.zeros(n, g, dtype=torch.bool)
-    log_q = torch.zeros(n, dtype=DTYPE)
-    calls = torch.zeros(n, dtype=torch.long)
-    pre = torch.tensor(prompt, dtype=torch.long).expand(n, p_len)
-    for call in range(rule.max_calls(g)):
-        act = ~done.all(-1)
-        if not act.any():
-            break
-        calls += act.long()
-        canvas = torch.cat([pre[act], toks[act]], 1)
-        probs = posteriors(oracle, canvas, done[act], view, p_len, levels)
-        commit = _commit(rule, probs, done[act], call)
-        if forced is None:
-            drawn = torch.multinomial(probs.reshape(-1, v), 1, generator=generator).view(-1, g)
-        else:
-            drawn = forced[act]
-        lq = torch.where(commit, probs.gather(-1, drawn.unsqueeze(-1)).squeeze(-1).log(), torch.zeros((), dtype=DTYPE))
-        log_q[act] += lq.sum(-1)
-        keep = done[act] | commit
-        fresh = torch.randint(0, v, drawn.shape, generator=generator)
-        toks[act] = torch.where(done[act], toks[act], torch.where(commit, drawn, fresh))
-        done[act] = keep
-    if not done.all():
-        raise ValueError(f"{rule!r} left positions uncommitted after its max_calls")
-    return toks, log_q, calls
+    log_p = _log_p(oracle, seqs, prompt)
+    path = (float(acc[final].sum()) - float((dist[final] * log_p).sum())) / g
+    return UniformLaw(seqs, dist[final], log_p, calls, path)
 
 
 def _log_p(oracle: UniformOracle, seqs: Tensor, prompt: list[int]) -> Tensor:
     full = torch.cat([torch.tensor(prompt, dtype=torch.long).expand(seqs.shape[0], len(prompt)), seqs], 1)
     return oracle.chain.log_prob(full) - (oracle.chain.log_prob(full[:1, : len(prompt)]) if prompt else 0.0)
-
-
-@torch.no_grad()
-def sample_uniform(oracle: UniformOracle, rule: CommitRule, gen_length: int, n: int, view: str = "told",
-                   prompt: Sequence[int] = (), generator: torch.Generator | None = None,
-                   levels: Tensor = BLIND_LEVELS) -> UniformSamples:
-    """``n`` runs of the process, batched: uniform start, posterior, commit, draw, re-draw the rest."""
-    prompt = _check(oracle, rule, gen_length, view, prompt)
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
-    toks, log_q, calls = _run(oracle, rule, gen_length, n, view, prompt, generator, levels)
-    return UniformSamples(toks, log_q, _log_p(oracle, toks, prompt), calls)
-
-
-@dataclass(frozen=True)
-class KLSandwich:
-    """Lower and upper estimates of KL(q || p) per token, each with its standard error."""
-
-    lower: float
-    lower_se: float
-    upper: float
-    upper_se: float
-    samples: int
-    redraws: int
-
-
-@torch.no_grad()
-def sandwich_kl(oracle: UniformOracle, rule: CommitRule, gen_length: int, n: int, redraws: int, view: str = "told",
-                prompt: Sequence[int] = (), generator: torch.Generator | None = None,
-                levels: Tensor = BLIND_LEVELS) -> KLSandwich:
-    """KL(q || p) bracketed by importance sampling over the re-draws, for canvases too large to enumerate.
-
-    q(x) = E_r[w(x)], with r the uniform re-draws along the path that commits
-    ``x`` and w(x) = prod over calls of q(committed tokens of x | canvas). For
-    each of ``n`` sampled ``x`` (with the re-draws that made it), ``redraws``
-    = M fresh paths forced to ``x`` give weights w_1..w_M: log mean(w_1..w_M)
-    is below log q(x) in expectation (Jensen; Burda et al. 2016, IWAE), and
-    the same mean with w_M replaced by the generating path's weight is above
-    it (one draw from the posterior over re-draws; Grosse et al. 2015,
-    bidirectional Monte Carlo). Both tighten as M grows and meet at the exact
-    KL; in the told view every weight is the same and both equal path KL.
-    """
-    prompt = _check(oracle, rule, gen_length, view, prompt)
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"n must be an int >= 2, got {n!r}")
-    if not isinstance(redraws, int) or redraws < 1:
-        raise ValueError(f"redraws must be an int >= 1, got {redraws!r}")
-    g = gen_length
-    x, log_q, _ = _run(oracle, rule, g, n, view, prompt, generator, levels)
-    forced = x.repeat_interleave(redraws, 0)
-    _, log_w, _ = _run(oracle, rule, g, n * redraws, view, prompt, generator, levels, forced)
-    log_w = log_w.view(n, redraws)
-    log_m = math.log(redraws)
-    low = torch.logsumexp(log_w, -1) - log_m
-    high = torch.logsumexp(torch.cat([log_w[:, :-1], log_q.unsqueeze(-1)], -1), -1) - log_m
-    log_p = _log_p(oracle, x, prompt)
-    lo, hi = (low - log_p) / g, (high - log_p) / g
-    root = math.sqrt(n)
-    return KLSandwich(float(lo.mean()), float(lo.std() / root), float(hi.mean()), float(hi.std() / root), n, redraws)

@@ -8,7 +8,11 @@ now: not yet committed, at least one while any is left, and every one left at
 call ``max_calls(L) - 1``. Committed positions take a token drawn from
 ``probs``; the others are re-drawn uniformly before the next call. The rules
 here choose from ``probs`` and ``committed`` alone (never from the drawn
-tokens), as the exact law of :mod:`.uniform_law` assumes.
+tokens). Rules that do read the tokens drawn at this call, or a random order
+(any unmask planner, :class:`~unmask.oracles.uniform_planner.PlannerCommit`),
+say so by ``reads_draws`` / ``reads_order`` and are called through
+:meth:`CommitRule.commit`; :mod:`.uniform_law` then sums over the draws and
+orders too.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ def entropy(probs: Tensor) -> Tensor:
 class CommitRule:
     """Base of the commit rules; subclasses implement :meth:`choose`."""
 
+    reads_draws: bool = False  # the commit set depends on the tokens drawn at this call
+    reads_order: bool = False  # the commit set depends on a random order of the positions
+
     def max_calls(self, length: int) -> int:
         """The most calls this rule takes for ``length`` generated positions (its last call commits the rest)."""
         raise NotImplementedError
@@ -49,6 +56,12 @@ class CommitRule:
         if call >= self.max_calls(probs.shape[1]) - 1:
             return ~committed
         return self.choose(probs, committed, call) & ~committed
+
+    def commit(self, probs: Tensor, committed: Tensor, call: int, drawn: Tensor | None = None,
+               order: Tensor | None = None) -> Tensor:
+        """The commit set given also this call's drawn tokens ``drawn [B, L]`` and order uniforms ``order [B, L]``
+        (read only by rules that declare ``reads_draws`` / ``reads_order``)."""
+        return self(probs, committed, call)
 
 
 class FixedGroups(CommitRule):
@@ -131,6 +144,15 @@ class EntropyBoundCommit(CommitRule):
     largest entropy is at most ``bound`` (an upper bound on the prefix's joint
     mutual information); the lowest-entropy position always qualifies. Call
     ``max_calls - 1`` commits whatever is left.
+
+    DiffusionGemma's sampler applies the same acceptance differently: it
+    re-decides every position at every call (an earlier acceptance may be
+    dropped and re-drawn), draws at a temperature that falls linearly from
+    ``t_max`` to ``t_min``, stops early once the argmax canvas is stable and
+    the mean entropy low, and feeds its previous prediction back to the
+    decoder. Here a commit stays for good, only uncommitted positions are
+    candidates, draws are at temperature 1, and the canvas ends when every
+    position is committed.
     """
 
     def __init__(self, bound: float, max_calls: int = 64) -> None:
