@@ -184,6 +184,12 @@ def test_cli_generates_from_a_saved_checkpoint(capsys, monkeypatch):
         assert "--- [0] hello world" in out and "--- [1] the cat sat" in out and "NFE" in out
     code = cli.main(["generate", "--model", path, "--gen-length", "16", "--block-length", "4", "--device", "cpu", "hello"])
     assert code != 0 and "canvas length 8" in capsys.readouterr().err
+    # without --block-length the canvas is the block
+    code = cli.main(["generate", "--model", path, "--gen-length", "16", "--device", "cpu", "--planner",
+                     "entropy_bound(max_calls=6)", "hello"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "blocks of 8" in out + err
 
 
 def test_requests_at_different_canvases_share_calls_and_reuse_slots(gemma):

@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "model's maximum length, with a note)")
     p.add_argument("--block-length", type=int, default=None,
                    help="generated block (default: the model's own block size for block-diffusion models, e.g. "
-                        "SDAR 4, Fast-dLLM v2 and LLaDA2 32, which need a divisor of it; 32 for the others)")
+                        "SDAR 4, Fast-dLLM v2 and LLaDA2 32, which need a divisor of it; DiffusionGemma's canvas length; 32 "
+                        "for the others)")
     p.add_argument("--cache", choices=CACHE_MODES, default="auto",
                    help="KV cache mode (default auto: committed, exact, for block-diffusion models such as SDAR; "
                         "none, exact, for the others)")
@@ -214,8 +215,10 @@ def run(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
     denoiser, tokenizer = load(args.model, device=args.device, dtype=args.dtype, native=False if args.remote_code else None,
                                quantize=args.quantize)
-    if args.block_length is None:  # the model's own block for block-diffusion models, else 32
-        model_block = getattr(denoiser, "attention_block", None)
+    if args.block_length is None:  # the model's own block (block-diffusion) or canvas (DiffusionGemma), else 32
+        from ..denoiser import CanvasDenoiser
+
+        model_block = denoiser.canvas_length if isinstance(denoiser, CanvasDenoiser) else denoiser.attention_block
         cfg = dataclasses.replace(cfg, block_length=32 if model_block is None else model_block)
     chat = has_chat_template(tokenizer) and not args.no_chat_template
     prompts = encode_prompts(tokenizer, texts, chat=chat, add_bos=denoiser.add_bos)
