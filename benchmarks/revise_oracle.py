@@ -12,8 +12,8 @@ Two tables, written as markdown:
    per block: the inner planner ``interleave(k=K)``, ``remask`` over it (same
    K calls: the last allowed call reveals every mask left), ``edit`` over ``interleave(k=K-1)`` (its post-fill call makes
    K), ``wino`` with ``max_calls=K`` (on an exact oracle: ``threshold(tau=wide)``
-   with every mask left revealed at call K). ``stable`` needs 10-16 calls per
-   32-token block on these oracles at window 2 and is in table 2 only. The floor: the statistic for as many exact
+   with every mask left revealed at call K). ``stable`` (adaptive, past 6 calls per
+   32-token block at window 2 over ``interleave``) is in table 2 only. The floor: the statistic for as many exact
    samples.
 2. *Exact KL(q || p)* per token by enumeration (:func:`~unmask.oracles.enumerate_sampler`)
    on small oracles (V=3, one block of 5), each revising planner beside its
