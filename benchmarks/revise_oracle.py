@@ -34,7 +34,13 @@ import time
 import torch
 
 from unmask import GenerationConfig, generate, parse_planner
-from unmask.oracles import HMMOracle, MarkovOracle, enumerate_sampler, named_oracle, oracle_title
+from unmask.oracles import (
+    HMMOracle,
+    MarkovOracle,
+    enumerate_sampler,
+    named_oracle,
+    oracle_title,
+)
 from unmask.oracles.pairs import exact_pair_marginals, pair_kl, sample_pair_marginals
 
 G = 32

@@ -9,7 +9,6 @@ import torch
 from unmask import GenerationConfig, generate, parse_planner
 from unmask.oracles import HMMOracle, MarkovOracle, enumerate_sampler, path_kl
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 G, B = 6, 3  # two blocks of 3 on V=3: 729 sequences

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ..decide import broken, current_prob
-from ..planners import PlanStep, Planner, State
+from ..planners import Planner, PlanStep, State
 from .enumerate import SamplerLaw, _FixedOrder, _orders, _proposals, _repeat_rows
 from .markov import DTYPE, ChainOracle
 
