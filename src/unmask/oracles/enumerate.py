@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..config import GenerationConfig
 from ..noise import ORDER
-from ..planners import Planner, PlanStep
+from ..planners import PlanStep, Planner
 from ..sampling import Proposal, SamplingParams, propose
 from .markov import DTYPE, ChainOracle
 

@@ -53,7 +53,7 @@ def dus_specs(block_length: int, budget: int) -> list[str]:
     """``dilated(base, skip_exp)`` settings with at most ``budget`` calls, distinct schedules, closest to it first."""
     found: dict[tuple[tuple[int, ...], ...], tuple[int, int, int]] = {}
     for base in range(2, block_length + 1):
-        for skip in range(max(1, math.ceil(math.log(block_length, base))) + 1):
+        for skip in range(0, max(1, math.ceil(math.log(block_length, base))) + 1):
             levels = tuple(map(tuple, dilated_levels(block_length, base, skip)))
             if len(levels) <= budget and levels not in found:
                 found[levels] = (len(levels), base, skip)
