@@ -54,6 +54,15 @@ PLANNERS = {
     "spaced(topk(score='random', counts=(1, 2, 2)), start_stride=8)": BOUND,
     "spaced(threshold(tau=0.5), start_stride=8)": BIASED,
     "spaced(dilated(skip_exp=0), start_stride=8)": BIASED,  # spaced ranks the picks by the drawn confidence
+    # revising and history-aware planners (followed exactly by the enumeration: edits, re-masks, pending calls, state)
+    "edit(dilated(skip_exp=0), threshold=0.9)": EXACT,  # an exact oracle never edits: the inner planner's status
+    "edit(threshold(tau=0.5))": BIASED,
+    "wino(wide=0.5, narrow=0.9)": BIASED,
+    "remask(dilated(skip_exp=0), eta=0.5, max_calls=4)": BIASED,
+    "remask(dilated(skip_exp=0), eta=0.5, max_calls=4, score='current')": BIASED,  # state-determined, still off
+    "remask(dilated(skip_exp=0), eta=0.0, max_calls=4)": EXACT,
+    "stable(dilated(skip_exp=0), window=2)": BIASED,
+    "stable(eb(gamma=1.0), window=1, tau=0.0)": EXACT,
 }
 
 

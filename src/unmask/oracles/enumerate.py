@@ -176,16 +176,19 @@ def enumerate_sampler(
     (token ids, may be empty), as :func:`unmask.generate` runs them with
     ``temperature=1``, ``top_p=1`` and no early exit. ``max_rows`` bounds the
     branches of one call (``ValueError`` beyond it): the enumeration is for
-    small vocabularies and blocks.
+    small vocabularies and blocks. Revising planners (edits, re-masks, pending
+    calls) and planners with per-row history are followed exactly by
+    :func:`~unmask.oracles.enumerate_revise.enumerate_stateful`.
     """
     config = GenerationConfig(gen_length=gen_length, block_length=block_length, planner=planner, early_exit=False)
     planner = config.planner  # type: ignore[assignment]  # spec strings parsed and checked
-    if planner.revises or _keeps_state(planner):
-        raise ValueError(f"planner {planner.name!r} revises or keeps per-row history, which this enumeration does "
-                         f"not follow yet; its law here would be wrong")
     prompt = [int(t) for t in prompt]
     if any(not 0 <= t < oracle.num_tokens for t in prompt):
         raise ValueError(f"prompt must hold token ids in [0, {oracle.num_tokens}), got {prompt!r}")
+    if planner.revises or _keeps_state(planner):  # the state of a branch is (canvas, planner state)
+        from .enumerate_revise import enumerate_stateful
+
+        return enumerate_stateful(oracle, planner, config.num_blocks, block_length, prompt, gen_length, max_rows)
     p_len, mask_id = len(prompt), oracle.spec.mask_id
     canvas = torch.tensor([prompt + [mask_id] * gen_length], dtype=torch.long)
     weight, acc = torch.ones(1, dtype=DTYPE), torch.zeros(1, dtype=DTYPE)  # acc: E[sum logq so far; state]

@@ -19,6 +19,9 @@ TAUS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 GAMMAS = (0.1, 0.5, 1.0, 2.0, 4.0, 8.0)
 SPACED = ("threshold(tau=0.7)", "threshold(tau=0.9)", "eb(gamma=2.0)", "eb(gamma=8.0)")
 SCORES = ("confidence", "margin", "entropy", "random")
+# planners that revise or keep per-row history: ReMDM-style remasking and WINO capped at the budget, token
+# editing with one post-fill call, a stability gate (adaptive: kept or dropped by their measured calls)
+REMASK_TAUS = (0.7, 0.9)
 MAX_DUS = 4  # dilated variants kept per budget: those closest to it
 
 
@@ -65,7 +68,8 @@ def paired_order(k: int) -> tuple[int, ...]:
 
 def default_candidates(budget: int, block_length: int, gen_length: int) -> list[Candidate]:
     """DUS bases, interleave (classes far apart, and adjacent classes first), farthest point, top-k scores,
-    threshold and EB grids, spaced hybrids."""
+    threshold and EB grids, spaced hybrids, and the revising planners (remask and wino capped at the budget,
+    edit, stable)."""
     if not isinstance(budget, int) or isinstance(budget, bool) or not 1 <= budget <= block_length:
         raise ValueError(f"budget must be an int in [1, block_length={block_length}] (calls per block), got {budget!r}")
     num_blocks = gen_length // block_length
@@ -83,6 +87,10 @@ def default_candidates(budget: int, block_length: int, gen_length: int) -> list[
     out += [make("threshold", f"threshold(tau={t})") for t in TAUS]
     out += [make("EB", f"eb(gamma={g})") for g in GAMMAS]
     out += [make(f"spaced {s.split('(')[0]}", f"spaced({s}, start_stride=8)") for s in SPACED]
+    out += [make("remask", f"remask(threshold(tau={t}), eta=0.1, max_calls={budget})") for t in REMASK_TAUS]
+    out.append(make("wino", f"wino(wide=0.7, narrow=0.9, max_calls={budget})"))
+    out.append(make("edit", "edit(threshold(tau=0.9), threshold=0.95, max_edit_calls=1)"))
+    out.append(make("stable", "stable(threshold(tau=0.7), window=2)"))
     return out
 
 

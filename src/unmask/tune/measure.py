@@ -28,13 +28,18 @@ def reference_planner(config: TuneConfig) -> Planner:
     return TopK(score=score, steps=config.gen_length)
 
 
-def block_calls(trace: Trace, block_length: int) -> Tensor:
-    """``[N, blocks]`` long: calls each row spent in each block, from its block's first call to its last reveal
-    there (0 for a block it never ran: filled after an early exit). Summed over blocks: ``nfe_per_row``.
+def block_calls(trace: Trace, block_length: int, nfe_per_row: Tensor | None = None) -> Tensor:
+    """``[N, blocks]`` long: calls each row spent in each block, from its block's first call to its last reveal,
+    edit or re-mask there (0 for a block it never ran: filled after an early exit).
 
     A position's block is that of the call that revealed it (``block_of_call``), so the count holds for the
     block-diffusion layout too, where a row's prompt tail fills the start of block 0 and its tokens straddle the
-    generated blocks (``block_length`` is then not needed; kept for the callers' signature).
+    generated blocks (``block_length`` is then not needed; kept for the callers' signature). A revising planner
+    can keep a row busy after its last reveal (``edit``'s post-fill calls, the calls that re-mask and
+    re-reveal): its edits and re-masks are in ``trace.revisions``; a last call that changed nothing (``edit``
+    asking once more) leaves no trace, so with ``nfe_per_row`` the calls the trace misses (its count minus the
+    sum over blocks) are charged to the row's largest block: exact with one block, never below the truth.
+    Summed over blocks: ``nfe_per_row``.
     """
     rc, boc = trace.reveal_call, trace.block_of_call.to(trace.reveal_call.device)
     n, calls = rc.shape[0], boc.numel()
@@ -45,8 +50,17 @@ def block_calls(trace: Trace, block_length: int) -> Tensor:
     block = torch.where(revealed, boc[rc.clamp_min(0)] if calls else rc, blocks)  # filled: a spare column
     last = torch.full((n, blocks + 1), -1, dtype=torch.long, device=rc.device)
     last.scatter_reduce_(1, block, torch.where(revealed, rc, -1), "amax")
+    if trace.revisions is not None and trace.revisions.numel():
+        call, row = (t.to(rc.device) for t in trace.revisions[:, :2].T)
+        flat = last.reshape(-1).clone().scatter_reduce_(0, row * (blocks + 1) + boc[call], call, "amax")
+        last = flat.view(n, blocks + 1)
     last = last[:, :blocks]
-    return torch.where(last >= 0, last - first + 1, 0)
+    out = torch.where(last >= 0, last - first + 1, 0)
+    if nfe_per_row is not None and blocks:
+        missed = nfe_per_row.to(out.device).long() - out.sum(-1)  # [N] >= 0
+        assert bool((missed >= 0).all()), "the trace holds more calls than nfe_per_row"
+        out = out.scatter_add(1, out.argmax(-1, keepdim=True), missed.unsqueeze(-1))
+    return out
 
 
 def decode(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int], planner: Planner,
@@ -56,7 +70,7 @@ def decode(den: Denoiser, prompts: Sequence[Sequence[int]], seeds: Sequence[int]
     t0 = time.perf_counter()
     for i in range(0, len(prompts), config.batch_size):
         out = generate(den, list(prompts[i : i + config.batch_size]), cfg, seeds=list(seeds[i : i + config.batch_size]))
-        per_block = block_calls(out.trace, cfg.block_length).cpu()  # [n, blocks]
+        per_block = block_calls(out.trace, cfg.block_length, out.nfe_per_row).cpu()  # [n, blocks]
         blocks = (per_block > 0).sum(-1)
         parts.append((out.generated.cpu(), out.trace.token_logq.cpu(),
                       out.nfe_per_row.cpu().double() / blocks.clamp_min(1), per_block.max(-1).values))
