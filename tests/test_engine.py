@@ -184,7 +184,7 @@ def test_stop_strings_end_a_row_after_its_block():
 
 
 def test_split_padding_keeps_each_call_within_its_budget():
-    from unmask.engine.engine import split_padding
+    from unmask.engine.runner import split_padding
     from unmask.engine.runner import Part
 
     class State:

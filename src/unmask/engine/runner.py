@@ -47,6 +47,30 @@ class Part:
         return 2 if self.state.guided else 1
 
 
+def split_padding(parts: list[Part], budget: float | None) -> list[list[Part]]:
+    """The parts of one call kind as one call, or, with a ``budget``, as a few calls each of whose padded query
+    columns stay within ``budget`` times its rows' own (parts taken shortest first; none split).
+
+    A call pads every row to its longest query run, so rows of very different lengths waste compute; on a
+    CPU, where a call's time grows with its columns, a few calls of similar lengths cost less than one.
+    """
+    if not parts:
+        return []
+    if budget is None:
+        return [parts]
+    calls: list[list[Part]] = []
+    rows = real = 0  # of the last call: its rows, and their own columns summed
+    for p in sorted(parts, key=lambda p: p.width):
+        n = len(p.rows) * p.copies
+        if calls and p.width * (rows + n) <= budget * (real + n * p.width):
+            calls[-1].append(p)
+            rows, real = rows + n, real + n * p.width
+        else:
+            calls.append([p])
+            rows, real = n, n * p.width
+    return calls
+
+
 class Runner:
     """Runs calls for the engine on ``model`` (eager or compiled), against ``arena`` when cached."""
 
