@@ -316,13 +316,6 @@ def test_png_crosses_the_revised_cells(tmp_path):
     assert dark(crossed) > dark(plain)
 
 
-@pytest.mark.parametrize("spec", ["edit(threshold, threshold=0.9)", "stable(eb, window=2)", "remask(dilated)"])
-def test_exact_enumeration_refuses_what_it_does_not_follow(spec):
-    from unmask.oracles import enumerate_sampler, named_oracle
-    with pytest.raises(ValueError, match="revises or keeps"):
-        enumerate_sampler(named_oracle("markov1"), parse_planner(spec), 4, 4)
-
-
 @pytest.mark.parametrize("planner", ["edit(threshold(tau=0.7), threshold=0.3, max_edit_calls=2)",
                                      "wino(wide=0.99, narrow=0.9999, max_calls=5)", "remask(dilated, eta=0.3, max_calls=4)"])
 @pytest.mark.parametrize("mode", ["prefix", "dual"])
