@@ -88,3 +88,13 @@ def test_stateful_enumeration_with_a_prompt_and_a_bound():
     assert len({round(law.kl, 9) for law in laws}) > 1  # the prompt matters
     with pytest.raises(ValueError, match="max_rows"):
         enumerate_sampler(oracle, parse_planner("remask(dilated, eta=0.5)"), 8, 8, max_rows=100)
+
+
+def test_branches_that_do_not_merge_are_bounded_by_max_rows():
+    """stable's history differs with every draw, so its branches do not merge: the enumeration stops with a clear
+    error once they pass max_rows, before memory runs out."""
+    from unmask.oracles import enumerate_sampler, named_oracle
+    from unmask.planners import parse_planner
+
+    with pytest.raises(ValueError, match="branches .* over max_rows=200000"):
+        enumerate_sampler(named_oracle("markov1"), parse_planner("stable(eb, window=2)"), 4, 4, max_rows=200_000)

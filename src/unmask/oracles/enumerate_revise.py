@@ -168,6 +168,11 @@ def enumerate_stateful(oracle: ChainOracle, planner: Planner, num_blocks: int, b
                 for i in range(0, rows.numel(), step):
                     parts.append(_branch(oracle, planner, br.take(rows[i : i + step]), lo, hi, lo - p_len, call,
                                          num_blocks, max_rows))
+                    held = sum(int(part.weight.numel()) for part in parts)
+                    if held > max_rows:  # branches whose planner state differs do not merge: stop before memory runs out
+                        raise ValueError(f"call {call} of block {b} holds {held} branches (canvas and planner state), "
+                                         f"over max_rows={max_rows}: enumerate a smaller case (fewer tokens, "
+                                         f"positions or calls)")
             br = _Branches.cat(parts)
             idle = ~((br.canvas[:, lo:hi] == mask_id).any(-1) | br.pending)
             br = br.merge(idle)
