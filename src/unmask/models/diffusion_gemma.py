@@ -196,7 +196,13 @@ def load_diffusion_gemma(name_or_path: str | os.PathLike[str], *, device: str | 
     ``device`` defaults to CUDA when available, ``dtype`` to bfloat16 on CUDA
     and float32 elsewhere. Raises ``ValueError`` for a checkpoint of another family.
     """
-    from transformers import DiffusionGemmaForBlockDiffusion
+    try:
+        from transformers import DiffusionGemmaForBlockDiffusion
+    except ImportError as err:  # transformers added the model in 5.13
+        import transformers
+
+        raise ValueError(f"DiffusionGemma needs transformers >= 5.13 (its DiffusionGemmaForBlockDiffusion); this "
+                         f"environment has transformers {transformers.__version__}") from err
 
     from .tokenizer import load_tokenizer
 
