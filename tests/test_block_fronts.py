@@ -99,18 +99,22 @@ def test_offline_generate_on_sdar_needs_the_model_block_divisible():
         unmask.generate(den, [[1, 2]], GenerationConfig(gen_length=32, block_length=32))
 
 
-def test_tune_runs_on_a_saved_sdar_checkpoint(tmp_path, capsys):
+@pytest.mark.parametrize("block", [["--block-length", "4"], []], ids=["given", "the model's"])
+def test_tune_runs_on_a_saved_sdar_checkpoint(tmp_path, capsys, block):
+    import json
+
     from unmask.cli import main
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("\n".join(["hello world", "the cat sat", "on a mat", "what is", "the world", "a cat"]))
     code = main(["tune", "--model", str(mf.sdar_small()), "--prompts", str(prompts), "--budget", "2",
-                 "--gen-length", "8", "--block-length", "4", "--samples", "4", "--no-chat-template", "--device", "cpu",
+                 "--gen-length", "8", *block, "--samples", "4", "--no-chat-template", "--device", "cpu",
                  "--dtype", "float32", "--plot", str(tmp_path / "t.png"), "--json", str(tmp_path / "t.json"),
                  "--candidates", "dilated(base=2)", "threshold(tau=0.7)", "eb(gamma=1.0)"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "winner: " in out and (tmp_path / "t.png").exists()
+    assert json.loads((tmp_path / "t.json").read_text())["settings"]["block_length"] == 4  # SDAR's block
 
 
 def test_eval_generation_and_block_likelihood_on_sdar():

@@ -58,7 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=512,
                    help="oracles and token-id factories without --prompts: unconditional samples per set (default 512)")
     p.add_argument("--gen-length", type=int, default=32)
-    p.add_argument("--block-length", type=int, default=32)
+    p.add_argument("--block-length", type=int, default=None,
+                   help="generated block (default: the model's own block for block-diffusion models, e.g. SDAR 4; "
+                        "32 for the others)")
     p.add_argument("--temperature", type=float, default=None,
                    help="default: 0 (greedy) for models and factories, 1 for oracles (greedy ones have a single output)")
     p.add_argument("--seed", type=int, default=0)
@@ -161,8 +163,26 @@ def _model(args: argparse.Namespace, oracle: bool, factory: bool) -> tuple[Any, 
     return (den, *_split(encode_prompts(tok, texts, chat=chat, add_bos=den.add_bos), args.report))
 
 
+def _settings(args: argparse.Namespace, budgets: list[int], temperature: float, block: int):
+    """The first budget's config and each budget's candidates for generated blocks of ``block``, checked."""
+    from ..tune import TuneConfig, default_candidates, user_candidates
+
+    configs = [TuneConfig(budget=b, gen_length=args.gen_length, block_length=block,
+                          temperature=temperature, seed=args.seed, batch_size=args.batch_size, cache=args.cache,
+                          search=args.search) for b in budgets]
+    config = configs[0]
+    if args.candidates is not None:
+        cands = user_candidates(args.candidates, block, config.num_blocks)
+        per_budget = {b: cands for b in budgets}
+    else:
+        per_budget = {b: default_candidates(b, block, args.gen_length) for b in budgets}
+    for c in {c.spec: c for cs in per_budget.values() for c in cs}.values():
+        c.planner.check(args.gen_length, block)
+    return config, per_budget
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..tune import TuneConfig, default_candidates, tune_budgets, user_candidates
+    from ..tune import tune_budgets
     from ..tune.report import plot_tune, print_tune, render_budgets, to_json
 
     oracle = args.model.startswith(ORACLE_PREFIX)
@@ -170,17 +190,11 @@ def run(args: argparse.Namespace) -> int:
     temperature = args.temperature if args.temperature is not None else (1.0 if oracle else 0.0)
     args.temperature = temperature
     budgets = parse_budgets(args.budget)
-    configs = [TuneConfig(budget=b, gen_length=args.gen_length, block_length=args.block_length,
-                          temperature=temperature, seed=args.seed, batch_size=args.batch_size, cache=args.cache,
-                          search=args.search) for b in budgets]
-    config = configs[0]
-    if args.candidates is not None:
-        cands = user_candidates(args.candidates, args.block_length, config.num_blocks)
-        per_budget = {b: cands for b in budgets}
-    else:
-        per_budget = {b: default_candidates(b, args.block_length, args.gen_length) for b in budgets}
-    for c in {c.spec: c for cs in per_budget.values() for c in cs}.values():
-        c.planner.check(args.gen_length, args.block_length)
+    # everything a user can get wrong is checked before the model is read: with the block the user gave, or with 32
+    # now and with the model's own block (block-diffusion models) once it is loaded
+    given = args.block_length
+    block = given if given is not None else (32 if args.gen_length % 32 == 0 else args.gen_length)
+    config, per_budget = _settings(args, budgets, temperature, block)
     check_output("--plot", args.plot, FIGURE_SUFFIXES)
     check_output("--markdown", args.markdown, (".md",))
     check_output("--json", args.json, (".json",))
@@ -191,6 +205,11 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     den, calibration, report = _model(args, oracle, factory)
+    from ..denoiser import CanvasDenoiser
+
+    model_block = den.canvas_length if isinstance(den, CanvasDenoiser) else den.attention_block
+    if given is None and model_block is not None and model_block != block:
+        config, per_budget = _settings(args, budgets, temperature, model_block)
     results = tune_budgets(den, calibration, report, per_budget.__getitem__, config, budgets, progress=True)
     files: list[Path] = [plot_tune(r, path) for r, path in zip(results, plot_paths(args.plot, budgets))]
     if args.markdown:
