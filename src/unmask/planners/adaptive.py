@@ -17,7 +17,10 @@ from typing import ClassVar
 
 import torch
 
-from .base import PlanStep, Planner, Selection, at_least_one, confident, masked_ranks, priority_of, top_n
+from .base import (
+    PlanStep, Planner, Selection, Wrapper,
+    at_least_one, confident, masked_ranks, priority_of, top_n,
+)
 
 
 def _sorted_masked(values: torch.Tensor, masked: torch.Tensor, descending: bool) -> torch.Tensor:
@@ -114,7 +117,7 @@ class Factor(Planner):
 
 
 @dataclass(frozen=True)
-class Spaced(Planner):
+class Spaced(Wrapper):
     """Dilated-spacing post-filter (arXiv 2506.19037, Sec. 4.4), composable with any planner.
 
     The inner planner's picks, in its priority order, are accepted only if at
@@ -136,13 +139,6 @@ class Spaced(Planner):
                              f"revises (nest it the other way, e.g. edit(spaced(...)))")
         if not isinstance(self.start_stride, int) or self.start_stride < 1:
             raise ValueError(f"start_stride must be a positive int, got {self.start_stride!r}")
-
-    @property
-    def needs(self) -> frozenset[str]:  # type: ignore[override]
-        return self.inner.needs
-
-    def check(self, gen_length: int, block_length: int) -> None:
-        self.inner.check(gen_length, block_length)
 
     def select(self, step: PlanStep) -> Selection:
         sel = self.inner.select(step)

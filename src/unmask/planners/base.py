@@ -101,6 +101,18 @@ class Planner(ABC):
     def select(self, step: PlanStep) -> Selection: ...
 
 
+class Wrapper(Planner):
+    """A planner over another (its ``inner`` field: ``spaced``, ``edit``, ``remask``, ``stable``): the scores it
+    needs and the sizes it accepts are its inner planner's."""
+
+    @property
+    def needs(self) -> frozenset[str]:  # type: ignore[override]
+        return self.inner.needs  # type: ignore[attr-defined]
+
+    def check(self, gen_length: int, block_length: int) -> None:
+        self.inner.check(gen_length, block_length)  # type: ignore[attr-defined]
+
+
 def masked_ranks(priority: Tensor, masked: Tensor) -> Tensor:
     """Rank ``[N, Bl]`` of each masked position by descending priority (0 = first, ties leftmost).
 

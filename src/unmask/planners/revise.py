@@ -40,7 +40,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .base import PlanStep, Planner, Selection, State, at_least_one, confident, priority_of, revealed, top_n
+from .base import (
+    PlanStep, Planner, Selection, State, Wrapper,
+    at_least_one, confident, priority_of, revealed, top_n,
+)
 
 
 def _inner_ok(inner: object, wrapper: str) -> None:
@@ -77,7 +80,7 @@ def _join(own: tuple[Tensor, ...], inner: State) -> State:
 
 
 @dataclass(frozen=True)
-class Edit(Planner):
+class Edit(Wrapper):
     """Token editing over any revealing planner (LLaDA2.1 token-to-token; SGLang ``JointThreshold``).
 
     State per row: the calls made after the block had no mask left. A row
@@ -95,13 +98,6 @@ class Edit(Planner):
         _inner_ok(self.inner, "edit")
         _check_fraction("threshold", self.threshold)
         _check_calls("max_edit_calls", self.max_edit_calls, False, 0)
-
-    @property
-    def needs(self) -> frozenset[str]:  # type: ignore[override]
-        return self.inner.needs
-
-    def check(self, gen_length: int, block_length: int) -> None:
-        self.inner.check(gen_length, block_length)
 
     def max_calls_per_block(self, block_length: int) -> int:
         return self.inner.max_calls_per_block(block_length) + self.max_edit_calls
@@ -161,7 +157,7 @@ REMASK_SCORES = ("reveal", "current")
 
 
 @dataclass(frozen=True)
-class Remask(Planner):
+class Remask(Wrapper):
     """ReMDM-style remasking (arXiv 2503.00307) at a fixed call cap, lowest current confidence first.
 
     At call k < ``max_calls`` - 1: the inner planner reveals, and
@@ -197,9 +193,6 @@ class Remask(Planner):
     def needs(self) -> frozenset[str]:  # type: ignore[override]
         return self.inner.needs | ({"current"} if self.score == "current" else set())
 
-    def check(self, gen_length: int, block_length: int) -> None:
-        self.inner.check(gen_length, block_length)
-
     def max_calls_per_block(self, block_length: int) -> int:
         return block_length if self.max_calls is None else self.max_calls
 
@@ -223,7 +216,7 @@ class Remask(Planner):
 
 
 @dataclass(frozen=True)
-class Stable(Planner):
+class Stable(Wrapper):
     """History-aware commitment: reveal the inner planner's picks whose proposal has held, each time with
     confidence >= ``tau``, over the last ``window`` calls; at least the inner planner's best pick.
 
@@ -241,13 +234,6 @@ class Stable(Planner):
         _inner_ok(self.inner, "stable")
         _check_calls("window", self.window, False, 1)
         _check_fraction("tau", self.tau)
-
-    @property
-    def needs(self) -> frozenset[str]:  # type: ignore[override]
-        return self.inner.needs
-
-    def check(self, gen_length: int, block_length: int) -> None:
-        self.inner.check(gen_length, block_length)
 
     def select(self, step: PlanStep) -> Selection:
         own, inner_state = _split(step.state, 2)
