@@ -13,9 +13,9 @@ import shutil
 import model_fixtures as mf
 import pytest
 import torch
+from call_check import record_call_errors
 
 from unmask import GenerationConfig, generate
-from unmask.engine.runner import Runner
 from unmask.models import load
 from unmask.models.families import align_shifted
 
@@ -69,19 +69,7 @@ def test_forward_is_transformers_with_the_block_causal_mask(model):
 def test_every_call_equals_the_full_block_causal_forward(model, monkeypatch, mode, block_length):
     """Each call's logits (committed: only the uncommitted columns run) equal the whole canvas run by
     transformers with the block-causal mask, to float32 rounding; the committed calls are segments only."""
-    errors, kinds, run = [], [], Runner.run
-
-    def checked(self, kind, parts):
-        out = run(self, kind, parts)
-        kinds.append(kind)
-        for p, logits in zip(parts, out, strict=True):
-            st, (lo, hi) = p.state, p.state.bounds()
-            r = torch.tensor(p.rows)
-            ref = reference(self.model, st.x[r], st.canvas.attention_mask[r], st.canvas.positions[r])[:, lo:hi]
-            errors.append(((logits - ref).abs().max() / ref.abs().max()).item())
-        return out
-
-    monkeypatch.setattr(Runner, "run", checked)
+    errors, kinds = record_call_errors(monkeypatch, reference)
     cfg = GenerationConfig(gen_length=8, block_length=block_length, planner="dilated", cache=mode, early_exit=False,
                            sampling={"temperature": 1.0}, seed=1)
     generate(model, PROMPTS, cfg)

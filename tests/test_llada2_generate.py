@@ -13,11 +13,11 @@ import json
 import model_fixtures as mf
 import pytest
 import torch
+from call_check import record_call_errors
 from test_block_diffusion import PLANNERS, PROMPTS
 from test_llada2 import CONFIG, random_tensors, reference_logits, save_checkpoint
 
 from unmask import GenerationConfig, generate
-from unmask.engine.runner import Runner
 from unmask.models import load
 from unmask.models.families import LLADA2
 
@@ -68,19 +68,7 @@ def test_loads_natively_with_its_block_size_and_llada2s_logits(model, path):
 
 @pytest.mark.parametrize("block_length", [8, 4])
 def test_every_committed_call_equals_the_full_block_causal_forward(model, monkeypatch, block_length):
-    errors, kinds, run = [], [], Runner.run
-
-    def checked(self, kind, parts):
-        out = run(self, kind, parts)
-        kinds.append(kind)
-        for p, logits in zip(parts, out, strict=True):
-            st, (lo, hi) = p.state, p.state.bounds()
-            r = torch.tensor(p.rows)
-            ref = hf_reference(self.model, st.x[r], st.canvas.attention_mask[r], st.canvas.positions[r])[:, lo:hi]
-            errors.append(((logits - ref).abs().max() / ref.abs().max()).item())
-        return out
-
-    monkeypatch.setattr(Runner, "run", checked)
+    errors, kinds = record_call_errors(monkeypatch, hf_reference)
     cfg = GenerationConfig(gen_length=16, block_length=block_length, planner="dilated", early_exit=False,
                            sampling={"temperature": 1.0}, seed=1)  # cache auto: committed
     generate(model, PROMPTS, cfg)
