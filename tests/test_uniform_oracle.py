@@ -5,14 +5,13 @@ import math
 
 import pytest
 import torch
+from test_oracle_exact import ORACLES
 
 from unmask.noise import ORDER, Noise
 from unmask.oracles import (
     BIASED,
     BOUND,
     EXACT,
-    HMMOracle,
-    MarkovOracle,
     enumerate_sampler,
     exact_pair_marginals,
     sample_pair_marginals,
@@ -34,11 +33,7 @@ from unmask.sampling import SamplingParams, propose
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CHAINS = {
-    "markov1": lambda: MarkovOracle(3, order=1, concentration=0.5, seed=1),
-    "markov2": lambda: MarkovOracle(3, order=2, concentration=0.5, seed=2),
-    "hmm": lambda: HMMOracle(3, 3, persistence=0.8, concentration=0.5, seed=3),
-}
+CHAINS = ORACLES  # the three small oracles of the masked-process tests, V = 3
 V, L = 3, 4
 ALL = torch.tensor(list(itertools.product(range(V), repeat=L)))  # every sequence
 
