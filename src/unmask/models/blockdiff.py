@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import PretrainedConfig, Qwen2Config, Qwen3Config
+from transformers import Qwen2Config, Qwen3Config
 
-_COMMON = (
-    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-    "vocab_size", "max_position_embeddings", "rms_norm_eps", "rope_theta", "tie_word_embeddings", "hidden_act",
-)
+from .dream import qwen_config
 
 
 def qwen_rename(name: str) -> str:
@@ -28,25 +25,11 @@ def qwen_rename(name: str) -> str:
     raise ValueError(f"unexpected tensor {name!r} in a Qwen-layout checkpoint (known: model.*, lm_head.weight)")
 
 
-def _config(raw: dict[str, Any], cls: type[PretrainedConfig], extra: tuple[str, ...], label: str) -> PretrainedConfig:
-    if raw.get("rope_scaling"):
-        raise ValueError(f"{label} config rope_scaling={raw['rope_scaling']!r} is not supported by the native path; "
-                         "load with native=False to run the checkpoint's own code")
-    if raw.get("use_sliding_window"):
-        raise ValueError(f"{label} config use_sliding_window=true is not supported by the native path; "
-                         "load with native=False")
-    missing = [k for k in _COMMON[:6] if k not in raw]
-    if missing:
-        raise ValueError(f"{label} config.json lacks {missing}")
-    kwargs = {k: raw[k] for k in _COMMON + extra if k in raw}
-    return cls(**kwargs, use_sliding_window=False)
-
-
 def sdar_config(raw: dict[str, Any]) -> Qwen3Config:
     """A ``Qwen3Config`` equivalent to an SDAR ``config.json`` dict (the block size is the family's)."""
-    return _config(raw, Qwen3Config, ("head_dim", "attention_bias"), "SDAR")  # type: ignore[return-value]
+    return qwen_config(raw, Qwen3Config, ("head_dim", "attention_bias"), "SDAR")  # type: ignore[return-value]
 
 
 def fast_dllm_config(raw: dict[str, Any]) -> Qwen2Config:
     """A ``Qwen2Config`` equivalent to a Fast-dLLM v2 ``config.json`` dict (``bd_size`` is the family's)."""
-    return _config(raw, Qwen2Config, (), "Fast-dLLM v2")  # type: ignore[return-value]
+    return qwen_config(raw, Qwen2Config, (), "Fast-dLLM v2")  # type: ignore[return-value]

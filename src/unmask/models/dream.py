@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transformers import Qwen2Config
+from transformers import PretrainedConfig, Qwen2Config
 
 _FIELDS = (
     "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
@@ -26,19 +26,23 @@ def dream_rename(name: str) -> str:
     raise ValueError(f"unexpected tensor {name!r} in a Dream checkpoint (known: model.*, lm_head.weight)")
 
 
-def dream_config(raw: dict[str, Any]) -> Qwen2Config:
-    """A bidirectional ``Qwen2Config`` equivalent to a Dream ``config.json`` dict."""
+def qwen_config(raw: dict[str, Any], cls: type[PretrainedConfig], extra: tuple[str, ...],
+                label: str) -> PretrainedConfig:
+    """A ``cls`` (``Qwen2Config``, ``Qwen3Config``) from a Qwen-layout ``config.json`` dict: its common fields and
+    ``extra``; ``ValueError`` naming ``label`` for what the native path does not run."""
     if raw.get("rope_scaling"):
-        raise ValueError(
-            f"Dream config rope_scaling={raw['rope_scaling']!r} is not supported by the native path; "
-            "load with native=False to run the checkpoint's own code"
-        )
+        raise ValueError(f"{label} config rope_scaling={raw['rope_scaling']!r} is not supported by the native path; "
+                         "load with native=False to run the checkpoint's own code")
     if raw.get("use_sliding_window"):
-        raise ValueError(
-            "Dream config use_sliding_window=true is not supported by the native path; load with native=False"
-        )
+        raise ValueError(f"{label} config use_sliding_window=true is not supported by the native path; "
+                         "load with native=False")
     missing = [k for k in _FIELDS[:6] if k not in raw]
     if missing:
-        raise ValueError(f"Dream config.json lacks {missing}")
-    kwargs = {k: raw[k] for k in _FIELDS if k in raw}
-    return Qwen2Config(**kwargs, use_sliding_window=False)
+        raise ValueError(f"{label} config.json lacks {missing}")
+    kwargs = {k: raw[k] for k in _FIELDS + extra if k in raw}
+    return cls(**kwargs, use_sliding_window=False)
+
+
+def dream_config(raw: dict[str, Any]) -> Qwen2Config:
+    """A bidirectional ``Qwen2Config`` equivalent to a Dream ``config.json`` dict."""
+    return qwen_config(raw, Qwen2Config, (), "Dream")  # type: ignore[return-value]
