@@ -61,10 +61,9 @@ def build(spec: str, sampling: dict, fdfo: bool):
     return build_algorithm(spec, sampling, fdfo, BL, seed=5)
 
 
-@pytest.mark.parametrize("mode", ["sync", "fdfo", "main"])
-@pytest.mark.parametrize("sampling", list(SAMPLING))
-@pytest.mark.parametrize(("spec", "loop_spec"), PLANNERS, ids=[p[0] for p in PLANNERS])
-def test_adapter_reveals_what_the_loop_reveals(spec: str, loop_spec: str | None, sampling: str, mode: str) -> None:
+def serve_and_generate(spec: str, loop_spec: str | None, sampling: str, mode: str):
+    """The requests served through SGLang's loop ``mode`` with ``spec``, its runner, and ``unmask.generate``'s
+    output for the same prompts and seeds with ``loop_spec`` (default ``spec``), with the output's prompt width."""
     model, reqs = ScriptedModel(BL, seed=3), make_requests()
     algo, runner = build(spec, SAMPLING[sampling], fdfo=mode != "sync"), FakeRunner(model, BL)
     # sync: seeds from the requests' sampling seeds; fdfo, main: derived from the config seed and the request ids
@@ -74,11 +73,17 @@ def test_adapter_reveals_what_the_loop_reveals(spec: str, loop_spec: str | None,
     else:
         serve_fdfo(algo, runner, reqs, BLOCKS, seeded, JOINS, shuffle_seed=11, main=mode == "main")
     seeds = [r.seed if seeded else derive_seed(5, rid_key(r.rid)) for r in reqs]
-
     config = GenerationConfig(gen_length=BLOCKS * BL, block_length=BL, planner=loop_spec or spec,
                               sampling=SAMPLING[sampling], early_exit=False)
     out = generate(model, [r.prompt for r in reqs], config, seeds=seeds)
-    width = out.sequences.shape[1] - BLOCKS * BL
+    return reqs, runner, out, out.sequences.shape[1] - BLOCKS * BL
+
+
+@pytest.mark.parametrize("mode", ["sync", "fdfo", "main"])
+@pytest.mark.parametrize("sampling", list(SAMPLING))
+@pytest.mark.parametrize(("spec", "loop_spec"), PLANNERS, ids=[p[0] for p in PLANNERS])
+def test_adapter_reveals_what_the_loop_reveals(spec: str, loop_spec: str | None, sampling: str, mode: str) -> None:
+    reqs, runner, out, width = serve_and_generate(spec, loop_spec, sampling, mode)
     first_call = [int((out.trace.block_of_call == b).nonzero()[0]) for b in range(BLOCKS)]
     for i, r in enumerate(reqs):
         assert r.tokens == out.sequences[i, width:].tolist(), f"{r.rid}: tokens differ"

@@ -4,12 +4,10 @@ per block (the one that finds the block done), and edits or re-masks written int
 from __future__ import annotations
 
 import pytest
-from scripted import MASK, FakeRunner, ScriptedModel, serve_fdfo, serve_sync
-from test_sglang_equivalence import BL, BLOCKS, JOINS, SAMPLING, build, make_requests
+from scripted import MASK, FakeRunner, ScriptedModel, serve_fdfo
+from test_sglang_equivalence import BL, BLOCKS, JOINS, SAMPLING, build, make_requests, serve_and_generate
 
 from unmask import GenerationConfig, generate
-from unmask.noise import derive_seed
-from unmask_sglang.algorithm import rid_key
 
 REVISING = [
     "edit(threshold(tau=0.7), threshold=0.5, max_edit_calls=3)",
@@ -24,18 +22,7 @@ REVISING = [
 @pytest.mark.parametrize("sampling", list(SAMPLING))
 @pytest.mark.parametrize("spec", REVISING)
 def test_revising_planners_give_the_loops_tokens(spec: str, sampling: str, mode: str) -> None:
-    model, reqs = ScriptedModel(BL, seed=3), make_requests()
-    algo, runner = build(spec, SAMPLING[sampling], fdfo=mode != "sync"), FakeRunner(model, BL)
-    seeded = mode == "sync"
-    if mode == "sync":
-        serve_sync(algo, runner, reqs, BLOCKS, seeded)
-    else:
-        serve_fdfo(algo, runner, reqs, BLOCKS, seeded, JOINS, shuffle_seed=11, main=mode == "main")
-    seeds = [r.seed if seeded else derive_seed(5, rid_key(r.rid)) for r in reqs]
-    config = GenerationConfig(gen_length=BLOCKS * BL, block_length=BL, planner=spec, sampling=SAMPLING[sampling],
-                              early_exit=False)
-    out = generate(model, [r.prompt for r in reqs], config, seeds=seeds)
-    width = out.sequences.shape[1] - BLOCKS * BL
+    reqs, runner, out, width = serve_and_generate(spec, None, sampling, mode)
     for i, r in enumerate(reqs):
         assert r.tokens == out.sequences[i, width:].tolist(), f"{r.rid}: tokens differ"
         forwards = sum(len(runner.snapshots[(r.rid, len(r.prompt) + b * BL)]) for b in range(BLOCKS))
